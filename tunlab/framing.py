@@ -1,0 +1,283 @@
+"""tunlab's wire format as a sans-IO codec: bytes in, events out; no sockets, no threads.
+
+Every frame is an 8-byte header followed by a payload::
+
+    0      2      3      4                8
+    +------+------+------+----------------+--------------
+    | "TL" | ver  | type | payload length | payload ...
+    +------+------+------+----------------+--------------
+     magic   1     see FrameType  uint32, big endian
+
+The magic and version let a receiver refuse a stream that is not ours at the first byte; the
+length lets it find frame boundaries in a TCP byte stream. Each side first sends a HELLO whose
+JSON payload lists features (offloads, authentication, ...) so that later versions can
+negotiate what both ends understand. A DATA payload must be a whole IPv4/IPv6 packet whose own
+header claims exactly the payload's length; anything else is rejected *before* it could reach a
+TUN device.
+
+Errors come in two kinds. A bad DATA payload or an unknown frame type is a
+:class:`FrameRejected` event: counted, dropped, and the stream goes on, because the boundaries
+are still known. A bad magic, version or an oversized length is a :class:`ProtocolError`: the
+boundaries are lost, the decoder stops, and the connection must be closed.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .ippacket import ip_packet_problem
+
+MAGIC = b"TL"
+VERSION = 1
+HEADER = struct.Struct("!2sBBI")
+HEADER_SIZE = HEADER.size
+VNET_HDR_SIZE = 10
+# One IP packet of up to 64 KiB, plus room for a virtio-net header and a sealing overhead.
+DEFAULT_MAX_PAYLOAD = 65535 + 256
+MAX_HELLO = 4096
+
+
+class FrameType(IntEnum):
+    HELLO = 1
+    DATA = 2
+    GSO_DATA = 3  # virtio-net header (10 bytes) + IP (super-)packet, for offload-capable peers
+    KEEPALIVE = 4
+    CLOSE = 5
+    # 0x10-0x1f belong to extensions (authentication, encryption) layered above this codec.
+    EXTENSION_FIRST = 0x10
+    EXTENSION_LAST = 0x1F
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The first frame of each side: who we are and what we can do."""
+
+    role: str
+    features: frozenset[str] = frozenset()
+    info: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HelloReceived:
+    hello: Hello
+
+
+@dataclass(frozen=True)
+class PacketReceived:
+    """A validated IP packet; ``vnet_header`` is set for GSO_DATA frames."""
+
+    packet: bytes
+    vnet_header: bytes | None = None
+
+
+@dataclass(frozen=True)
+class KeepaliveReceived:
+    pass
+
+
+@dataclass(frozen=True)
+class CloseReceived:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExtensionFrame:
+    """A frame in the extension range, passed up unparsed to the layer that owns it."""
+
+    frame_type: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class FrameRejected:
+    """One frame dropped; the stream stays usable."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    """The stream is unusable from here on; close the connection."""
+
+    reason: str
+    detail: str
+
+
+Event = (HelloReceived | PacketReceived | KeepaliveReceived | CloseReceived | ExtensionFrame
+         | FrameRejected | ProtocolError)
+
+
+class EncodeError(ValueError):
+    """Something we were asked to send is not sendable (not IP, too large)."""
+
+
+def encode_frame(frame_type: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    """Header + payload for any frame type (no payload validation)."""
+    if len(payload) > DEFAULT_MAX_PAYLOAD:
+        raise EncodeError(f"payload of {len(payload)} bytes exceeds {DEFAULT_MAX_PAYLOAD}")
+    return HEADER.pack(MAGIC, VERSION, frame_type, len(payload)) + bytes(payload)
+
+
+def frame_header(frame_type: int, length: int) -> bytes:
+    """Just the 8-byte header, for senders that pass header and payload to sendmsg() apart."""
+    return HEADER.pack(MAGIC, VERSION, frame_type, length)
+
+
+def encode_hello(hello: Hello) -> bytes:
+    """A HELLO frame carrying ``hello`` as JSON."""
+    body = json.dumps({"proto": "tunlab", "version": VERSION, "role": hello.role,
+                       "features": sorted(hello.features), "info": hello.info},
+                      separators=(",", ":")).encode()
+    if len(body) > MAX_HELLO:
+        raise EncodeError("hello too large")
+    return encode_frame(FrameType.HELLO, body)
+
+
+def encode_packet(packet: bytes | bytearray | memoryview) -> bytes:
+    """A DATA frame for one IP packet; raises :class:`EncodeError` if it is not one."""
+    problem = ip_packet_problem(packet)
+    if problem:
+        raise EncodeError(problem)
+    return encode_frame(FrameType.DATA, packet)
+
+
+def encode_gso_packet(vnet_header: bytes, packet: bytes | bytearray | memoryview) -> bytes:
+    """A GSO_DATA frame: virtio-net header then the (super-)packet, as read with IFF_VNET_HDR."""
+    if len(vnet_header) != VNET_HDR_SIZE:
+        raise EncodeError(f"virtio-net header must be {VNET_HDR_SIZE} bytes")
+    return encode_frame(FrameType.GSO_DATA, bytes(vnet_header) + bytes(packet))
+
+
+def encode_keepalive() -> bytes:
+    return encode_frame(FrameType.KEEPALIVE)
+
+
+def encode_close(reason: str) -> bytes:
+    return encode_frame(FrameType.CLOSE, reason.encode()[:512])
+
+
+def _parse_hello(payload: bytes) -> Hello | str:
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"hello is not JSON: {exc}"
+    if not isinstance(doc, dict) or doc.get("proto") != "tunlab":
+        return "hello is not a tunlab hello"
+    features = doc.get("features", [])
+    info = doc.get("info", {})
+    role = doc.get("role", "")
+    if (not isinstance(features, list) or not all(isinstance(f, str) for f in features)
+            or not isinstance(info, dict) or not isinstance(role, str)):
+        return "hello fields have the wrong types"
+    return Hello(role=role, features=frozenset(features), info=info)
+
+
+@dataclass
+class DecoderStats:
+    frames: int = 0
+    packets: int = 0
+    packet_bytes: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+class Decoder:
+    """Turns a TCP byte stream into events. Feed it whatever recv() returned.
+
+    Buffering is bounded: at most one header plus ``max_payload`` bytes are held, whatever the
+    peer sends. After a :class:`ProtocolError` the decoder refuses further input.
+    """
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self.stats = DecoderStats()
+        self.failed: ProtocolError | None = None
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes waiting for the rest of their frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Add received bytes; return the events of every frame now complete."""
+        if self.failed is not None:
+            return []
+        self._buffer += data
+        events: list[Event] = []
+        view = memoryview(self._buffer)
+        offset = 0
+        try:
+            while len(view) - offset >= HEADER_SIZE:
+                magic, version, frame_type, length = HEADER.unpack_from(view, offset)
+                error = self._check_header(magic, version, length)
+                if error is not None:
+                    self.failed = error
+                    self.stats.rejected[error.reason] += 1
+                    events.append(error)
+                    offset = len(view)
+                    break
+                end = offset + HEADER_SIZE + length
+                if end > len(view):
+                    break
+                payload = bytes(view[offset + HEADER_SIZE:end])
+                offset = end
+                self.stats.frames += 1
+                events.append(self._frame_event(frame_type, payload))
+        finally:
+            view.release()
+        del self._buffer[:offset]
+        if self.failed is not None:
+            self._buffer.clear()
+        return events
+
+    def _check_header(self, magic: bytes, version: int, length: int) -> ProtocolError | None:
+        if magic != MAGIC:
+            return ProtocolError("bad_magic", f"stream starts with {magic.hex()} not 544c ('TL')")
+        if version != VERSION:
+            return ProtocolError("bad_version", f"peer speaks version {version}, we {VERSION}")
+        if length > self.max_payload:
+            return ProtocolError("too_large",
+                                 f"frame claims {length} bytes, limit is {self.max_payload}")
+        return None
+
+    def _reject(self, reason: str, detail: str) -> FrameRejected:
+        self.stats.rejected[reason] += 1
+        return FrameRejected(reason, detail)
+
+    def _frame_event(self, frame_type: int, payload: bytes) -> Event:
+        if frame_type == FrameType.DATA:
+            problem = ip_packet_problem(payload)
+            if problem:
+                return self._reject("not_ip", problem)
+            self.stats.packets += 1
+            self.stats.packet_bytes += len(payload)
+            return PacketReceived(payload)
+        if frame_type == FrameType.GSO_DATA:
+            if len(payload) <= VNET_HDR_SIZE:
+                return self._reject("not_ip", "GSO frame shorter than its virtio-net header")
+            packet = payload[VNET_HDR_SIZE:]
+            problem = ip_packet_problem(packet)
+            if problem:
+                return self._reject("not_ip", problem)
+            self.stats.packets += 1
+            self.stats.packet_bytes += len(packet)
+            return PacketReceived(packet, payload[:VNET_HDR_SIZE])
+        if frame_type == FrameType.HELLO:
+            if len(payload) > MAX_HELLO:
+                return self._reject("bad_hello", f"hello of {len(payload)} bytes")
+            hello = _parse_hello(payload)
+            if isinstance(hello, str):
+                return self._reject("bad_hello", hello)
+            return HelloReceived(hello)
+        if frame_type == FrameType.KEEPALIVE:
+            return KeepaliveReceived()
+        if frame_type == FrameType.CLOSE:
+            return CloseReceived(payload.decode("utf-8", "replace"))
+        if FrameType.EXTENSION_FIRST <= frame_type <= FrameType.EXTENSION_LAST:
+            return ExtensionFrame(frame_type, payload)
+        return self._reject("unknown_type", f"frame type {frame_type}")

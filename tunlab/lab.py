@@ -1,0 +1,153 @@
+"""Lab topologies in private namespaces: the seed's one host, and two hosts joined by veth.
+
+The set-up runs the very ``ip`` commands a person would type (and keeps them in ``commands``
+so a notebook can show them), rather than pyroute2 calls, because seeing those commands is
+part of the lesson. Everything is inside namespaces this process created; the caller's own
+namespace is never touched. Each lab is a context manager, and a new lab first removes what
+killed runs left behind.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from . import netns
+from .netns import Namespace
+from .tun import TunDevice
+from .tunnel import TunnelClient, TunnelServer
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "create_named_tuntap_devices.sh"
+SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
+UNDERLAY = ("198.18.0.1", "198.18.0.2")  # RFC 2544 benchmarking range, only inside our netns
+TUNNEL_ADDRESSES = ("10.9.0.1", "10.9.0.2")
+TUNNEL_PORT = 5555
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove namespaces and trace instances of tunlab runs that were killed."""
+    removed = netns.cleanup_stale()
+    try:
+        from .drops import cleanup_stale_instances
+    except ImportError:
+        return removed
+    try:
+        removed += list(cleanup_stale_instances() or [])
+    except Exception:  # noqa: BLE001 - tracefs may be absent; namespaces matter most
+        pass
+    return removed
+
+
+def script_path() -> Path:
+    """The seed's device script, shipped in the repository's scripts/ folder."""
+    if not SCRIPT.exists():
+        raise FileNotFoundError(f"{SCRIPT} is missing from the checkout")
+    return SCRIPT
+
+
+class _Lab:
+    def __init__(self) -> None:
+        self.namespaces: list[Namespace] = []
+        self.commands: list[str] = []
+        self._devices: list[TunDevice] = []
+
+    def _ns(self, label: str) -> Namespace:
+        ns = netns.create(label)
+        self.namespaces.append(ns)
+        return ns
+
+    def _ip(self, ns: Namespace, *args: str) -> str:
+        self.commands.append(f"[{ns.name}] ip {shlex.join(args)}")
+        return ns.ip(*args)
+
+    def open_device(self, ns: Namespace, name: str) -> TunDevice:
+        """Attach to TUN device ``name`` inside ``ns``; closed with the lab."""
+        device = ns.run(TunDevice.open, name)
+        self._devices.append(device)
+        return device
+
+    def close(self) -> None:
+        """Close devices this lab opened and remove its namespaces (with all devices inside)."""
+        for device in self._devices:
+            device.close()
+        self._devices.clear()
+        for ns in reversed(self.namespaces):
+            ns.delete()
+        self.namespaces.clear()
+
+    def __enter__(self):  # noqa: ANN204 - returns the concrete lab type
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SeedLab(_Lab):
+    """The seed's single host: mytun 10.0.0.1/24 and mytun2 10.0.2.1/24, up, in one namespace."""
+
+    def __init__(self, label: str = "seed") -> None:
+        super().__init__()
+        cleanup_leftovers()
+        self.ns = self._ns(label)
+        try:
+            self.commands.append(f"[{self.ns.name}] bash scripts/{SCRIPT.name}")
+            self.script_output = self.ns.exec(["bash", str(script_path())]).stdout
+        except BaseException:
+            self.close()
+            raise
+
+    def device(self, name: str) -> TunDevice:
+        """Attach to mytun or mytun2 inside the lab."""
+        return self.open_device(self.ns, name)
+
+
+class TwoHostLab(_Lab):
+    """Two hosts (namespaces ``a`` and ``b``) joined by a veth cable, a TUN device ``tun0`` in each.
+
+    Underlay: a 198.18.0.1/24 <-> b 198.18.0.2/24 (MTU ``mtu``). Tunnel addresses: a 10.9.0.1/24,
+    b 10.9.0.2/24, so that once a tunnel runs, ``ping 10.9.0.2`` in ``a`` crosses it.
+    """
+
+    def __init__(self, mtu: int = 1500, tun_mtu: int = 1400, label: str = "2host") -> None:
+        super().__init__()
+        cleanup_leftovers()
+        try:
+            self.a = self._ns(f"{label}a")
+            self.b = self._ns(f"{label}b")
+            self._ip(self.a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0",
+                     "netns", self.b.name)
+            for ns, addr in ((self.a, UNDERLAY[0]), (self.b, UNDERLAY[1])):
+                self._ip(ns, "link", "set", "veth0", "mtu", str(mtu), "up")
+                self._ip(ns, "addr", "add", f"{addr}/24", "dev", "veth0")
+            for ns, addr in ((self.a, TUNNEL_ADDRESSES[0]), (self.b, TUNNEL_ADDRESSES[1])):
+                self._ip(ns, "tuntap", "add", "dev", "tun0", "mode", "tun")
+                self._ip(ns, "link", "set", "tun0", "mtu", str(tun_mtu), "up")
+                self._ip(ns, "addr", "add", f"{addr}/24", "dev", "tun0")
+        except BaseException:
+            self.close()
+            raise
+        self.server: TunnelServer | None = None
+        self.client: TunnelClient | None = None
+
+    def start_tunnel(self, port: int = TUNNEL_PORT, record_packets: bool = False
+                     ) -> tuple[TunnelServer, TunnelClient]:
+        """Server in ``b`` on 198.18.0.2:port, client in ``a``; returns once both are connected."""
+        server = TunnelServer(self.open_device(self.b, "tun0"), (UNDERLAY[1], port),
+                              namespace=self.b, record_packets=record_packets)
+        client = TunnelClient(self.open_device(self.a, "tun0"), (UNDERLAY[1], port),
+                              namespace=self.a, record_packets=record_packets)
+        self.server, self.client = server.start(), client.start()
+        if not client.wait_until(lambda: client.connected and server.connected, timeout=5):
+            self.stop_tunnel()
+            raise TimeoutError("tunnel did not connect within 5 s")
+        return server, client
+
+    def stop_tunnel(self) -> None:
+        for endpoint in (self.client, self.server):
+            if endpoint is not None:
+                endpoint.stop()
+        self.client = self.server = None
+
+    def close(self) -> None:
+        self.stop_tunnel()
+        super().close()

@@ -1,0 +1,246 @@
+"""Private network namespaces: unique names, code and commands run inside, guaranteed removal.
+
+Linux keeps the network namespace per *thread*, so Python code runs "inside" a namespace by
+running in a thread that called setns(2). Sockets and TUN file descriptors opened there stay in
+that namespace for their whole life, whichever thread uses them later. Commands run through
+``ip netns exec``, exactly as a person would type them.
+
+Every namespace is named ``tunlab-<pid>-<start time>-<n>-<label>``, so that a later run can tell
+the leftovers of a killed run (owner process gone) from those of a lab that is still running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .errors import EnvironmentProblem, TunlabError
+from .privileges import require_privileges
+
+T = TypeVar("T")
+
+PREFIX = "tunlab-"
+NETNS_DIR = "/run/netns"
+_OWNED_NAME = re.compile(r"^tunlab-(\d+)-(\d+)-")
+_counter = itertools.count(1)
+_live: dict[str, Namespace] = {}
+_live_lock = threading.Lock()
+
+
+def _process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None when no such process exists."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name may contain spaces and parentheses; fields follow the last ')'.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def owner_tag() -> str:
+    """``<pid>-<start time>`` of this process: prefix for every resource the lab names."""
+    pid = os.getpid()
+    return f"{pid}-{_process_start_time(pid) or 0}"
+
+
+def owner_is_alive(name: str) -> bool:
+    """True when the process that created the tunlab resource called ``name`` still runs.
+
+    Names that do not follow the tunlab pattern are reported alive, so they are never touched.
+    """
+    match = _OWNED_NAME.match(name)
+    if not match:
+        return True
+    pid, start = int(match.group(1)), int(match.group(2))
+    return _process_start_time(pid) == start
+
+
+def unique_name(label: str = "lab") -> str:
+    """A namespace or trace-instance name that no other run, live or dead, can have."""
+    safe = re.sub(r"[^a-zA-Z0-9_]", "", label)[:20] or "lab"
+    return f"{PREFIX}{owner_tag()}-{next(_counter)}-{safe}"
+
+
+def _run(argv: Sequence[str], *, timeout: float = 15, check: bool = True,
+         input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=input is None,
+                                input=input, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem(f"`{argv[0]}` is not installed",
+                                 "install iproute2: `apt-get install iproute2`") from exc
+    if check and result.returncode != 0:
+        stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+        raise TunlabError(f"`{' '.join(argv)}` failed: {stderr.strip()}")
+    return result
+
+
+class Namespace:
+    """A private network namespace owned by this process.
+
+    Use it as a context manager, or call :meth:`delete`. It is also removed at interpreter exit
+    and on SIGTERM/SIGHUP (see :func:`install_signal_handlers`).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = os.path.join(NETNS_DIR, name)
+        self._executor: ThreadPoolExecutor | None = None
+        self._deleted = False
+
+    # -- Python code inside the namespace -------------------------------------------------
+    def enter_current_thread(self) -> None:
+        """Move the calling thread into this namespace (only this thread; the process stays)."""
+        from pyroute2.netns import setns
+
+        setns(self.path, flags=0)
+
+    def run(self, fn: Callable[..., T], *args: Any, timeout: float = 30, **kwargs: Any) -> T:
+        """Call ``fn(*args, **kwargs)`` on a worker thread that lives inside this namespace."""
+        if self._deleted:
+            raise TunlabError(f"namespace {self.name} has been deleted")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"ns-{self.name[-12:]}",
+                initializer=self.enter_current_thread)
+        return self._executor.submit(fn, *args, **kwargs).result(timeout=timeout)
+
+    def thread(self, target: Callable[[], None], name: str | None = None,
+               daemon: bool = True) -> threading.Thread:
+        """A (not yet started) thread that enters this namespace, then runs ``target``."""
+        def body() -> None:
+            self.enter_current_thread()
+            target()
+
+        return threading.Thread(target=body, name=name, daemon=daemon)
+
+    # -- commands inside the namespace ----------------------------------------------------
+    def exec(self, argv: Sequence[str], *, timeout: float = 15, check: bool = True,
+             input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace (``ip netns exec NAME ...``) and wait for it."""
+        return _run(["ip", "netns", "exec", self.name, *argv], timeout=timeout, check=check,
+                    input=input)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a command inside the namespace without waiting for it."""
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+
+    def ip(self, *args: str, check: bool = True) -> str:
+        """Run ``ip -n NAME ARGS`` and return its output."""
+        return _run(["ip", "-n", self.name, *args], check=check).stdout
+
+    def pids(self) -> list[int]:
+        """Processes that live in this namespace."""
+        out = _run(["ip", "netns", "pids", self.name], check=False).stdout
+        return [int(p) for p in out.split()]
+
+    # -- life cycle -------------------------------------------------------------------------
+    def delete(self) -> None:
+        """Kill processes inside, stop the worker thread and remove the namespace. Idempotent."""
+        if self._deleted:
+            return
+        self._deleted = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        _remove_namespace(self.name)
+        with _live_lock:
+            _live.pop(self.name, None)
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.delete()
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r})"
+
+
+def _remove_namespace(name: str) -> None:
+    for pid in _run(["ip", "netns", "pids", name], check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    _run(["ip", "netns", "del", name], check=False)
+
+
+def create(label: str = "lab") -> Namespace:
+    """Create a fresh private namespace with loopback up and register it for removal."""
+    require_privileges("creating a network namespace")
+    install_signal_handlers()
+    name = unique_name(label)
+    _run(["ip", "netns", "add", name])
+    ns = Namespace(name)
+    with _live_lock:
+        _live[name] = ns
+    try:
+        ns.ip("link", "set", "lo", "up")
+    except BaseException:
+        ns.delete()
+        raise
+    return ns
+
+
+def list_lab_namespaces() -> list[str]:
+    """Names of all tunlab namespaces on this machine, live or stale."""
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def cleanup_stale() -> list[str]:
+    """Remove namespaces left behind by tunlab runs whose process is gone (SIGKILL, crash)."""
+    removed = []
+    for name in list_lab_namespaces():
+        if not owner_is_alive(name):
+            _remove_namespace(name)
+            removed.append(name)
+    return removed
+
+
+def delete_all_owned() -> None:
+    """Remove every namespace this process created and still holds."""
+    with _live_lock:
+        owned = list(_live.values())
+    for ns in owned:
+        try:
+            ns.delete()
+        except Exception:  # noqa: BLE001 - clean-up must go on for the others
+            pass
+
+
+atexit.register(delete_all_owned)
+
+_handlers_installed = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Raising SystemExit unwinds the main thread through every `with` block, so each owner
+    # (tunnel, trace instance, sysctl change, namespace) removes what it made.
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM and SIGHUP into a clean exit, where nobody else has claimed them.
+
+    Only possible from the main thread; elsewhere (and inside Jupyter, whose kernel handles its
+    own signals) the atexit hook and :func:`cleanup_stale` remain the safety net.
+    """
+    global _handlers_installed
+    if _handlers_installed or threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _terminate)
+    _handlers_installed = True

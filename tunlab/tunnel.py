@@ -1,0 +1,549 @@
+"""The VPN tunnel: TUN -> encapsulate -> TCP -> decapsulate -> TUN, as threads owned by objects.
+
+:class:`TunnelServer` and :class:`TunnelClient` each own:
+
+* a *device reader* thread: read packets the kernel routed into the TUN device, frame them and
+  send them to the peer (dropped and counted while there is no peer);
+* a *receiver* thread per connection: read the TCP stream, let the sans-IO
+  :class:`~tunlab.protocol.Session` turn it into packets, write those into the device.
+
+Both forward at once, keep live :class:`TunnelStats`, and record :class:`TunnelEvent` objects
+(connections, rejections, and optionally every packet) for notebooks to show and plot.
+``stop()`` wakes every thread through a pipe, so it returns within a second, and it never
+closes or changes the device it was given.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import framing
+from .errors import TunlabError
+from .framing import CloseReceived, FrameRejected, PacketReceived, ProtocolError
+from .netns import Namespace
+from .protocol import Established, Session
+from .tun import TunDevice
+
+log = logging.getLogger("tunlab.tunnel")
+
+READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
+RECV_SIZE = 256 * 1024
+SEND_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class TunnelEvent:
+    """Something that happened, with a monotonic timestamp; ``data`` only for packet events."""
+
+    time: float
+    kind: str
+    detail: str = ""
+    size: int = 0
+    data: bytes | None = None
+
+
+@dataclass
+class TunnelStats:
+    """Live counters for both directions. Read them any time; they only grow."""
+
+    read_packets: int = 0       # device -> tunnel: packets read from the TUN device
+    read_bytes: int = 0
+    frames_sent: int = 0        # frames (and their bytes, headers included) sent to the peer
+    bytes_sent: int = 0
+    dropped_no_peer: int = 0    # read while no peer was connected
+    frames_received: int = 0    # tunnel -> device: valid packet frames received
+    bytes_received: int = 0
+    written_packets: int = 0    # packets written into the TUN device
+    written_bytes: int = 0
+    write_errors: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+    disconnects: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain dict copy, safe to keep while the tunnel runs on."""
+        data = {k: v for k, v in self.__dict__.items() if k != "rejected"}
+        data["rejected"] = dict(self.rejected)
+        return data
+
+
+class _Peer:
+    def __init__(self, sock: socket.socket, session: Session, address: Any) -> None:
+        self.sock = sock
+        self.session = session
+        self.address = address
+        self.send_lock = threading.Lock()
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        with self.send_lock:
+            self.sock.sendall(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+
+class _Endpoint:
+    role = ""
+
+    def __init__(self, device: TunDevice, *, namespace: Namespace | None = None,
+                 record_packets: bool = False, max_events: int = 2000) -> None:
+        self.device = device
+        self.namespace = namespace
+        self.record_packets = record_packets
+        self.stats = TunnelStats()
+        self.error: str | None = None
+        self.writer_tid: int | None = None
+        self._events: deque[TunnelEvent] = deque(maxlen=max_events)
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._threads: list[threading.Thread] = []
+        self._peer: _Peer | None = None
+        self._peer_lock = threading.Lock()
+        self._started = False
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> _Endpoint:
+        """Start the threads; returns self so that ``with TunnelServer(...).start()`` reads well."""
+        if self._started:
+            return self
+        self._started = True
+        self._prepare()
+        self._spawn(self._device_reader, "device-reader")
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop all threads and close all sockets; the device stays open and unchanged."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        self._close_sockets()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._event("stopped")
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stop.is_set()
+
+    def __enter__(self) -> _Endpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- observation -----------------------------------------------------------------------
+    def events(self, kinds: set[str] | None = None) -> list[TunnelEvent]:
+        """A copy of the recorded events, optionally only those of the given kinds."""
+        return [e for e in list(self._events) if kinds is None or e.kind in kinds]
+
+    @property
+    def connected(self) -> bool:
+        return self._peer is not None
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll ``condition`` every 10 ms until it holds or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.01)
+        return condition()
+
+    # -- internals -------------------------------------------------------------------------
+    def _event(self, kind: str, detail: str = "", size: int = 0, data: bytes | None = None) -> None:
+        self._events.append(TunnelEvent(time.monotonic(), kind, detail, size, data))
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                target(*args)
+            except Exception as exc:  # noqa: BLE001 - a thread must report, never vanish silently
+                if not self._stop.is_set():
+                    log.exception("%s %s thread failed", self.role, name)
+                    self.error = f"{name}: {exc}"
+                    self._event("error", self.error)
+
+        full_name = f"tunlab-{self.role}-{name}"
+        if self.namespace is not None:
+            thread = self.namespace.thread(body, name=full_name)
+        else:
+            thread = threading.Thread(target=body, name=full_name, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def _prepare(self) -> None:
+        pass
+
+    def _close_sockets(self) -> None:
+        with self._peer_lock:
+            peer, self._peer = self._peer, None
+        if peer:
+            peer.close()
+
+    def _wait_readable(self, fd: int | socket.socket, timeout: float | None = None) -> bool:
+        """Block until ``fd`` is readable (True) or stop was requested / timeout (False)."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        ready = poller.poll(None if timeout is None else timeout * 1000)
+        if self._stop.is_set():
+            return False
+        return any(f != self._wake_r for f, _ in ready)
+
+    def _device_reader(self) -> None:
+        fd = self.device.fileno()
+        os.set_blocking(fd, False)
+        while not self._stop.is_set():
+            if not self._wait_readable(fd):
+                continue
+            batch: list[bytes] = []
+            for _ in range(READ_BATCH):
+                try:
+                    batch.append(os.read(fd, 65535 + 64))
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self._device_failed(exc)
+                    return
+            self._forward_to_peer(batch)
+
+    def _device_failed(self, exc: OSError) -> None:
+        if self._stop.is_set():
+            return
+        self.error = f"device {self.device.name} failed: {os.strerror(exc.errno or 0)}"
+        if exc.errno in (errno.EBADFD, errno.EIO, errno.ENXIO, errno.EBADF):
+            self.error = f"device {self.device.name} was removed or is down ({exc})"
+        log.error("%s: %s; stopping", self.role, self.error)
+        self._event("device_gone", self.error)
+        threading.Thread(target=self.stop, daemon=True).start()
+
+    def _forward_to_peer(self, packets: list[bytes]) -> None:
+        stats = self.stats
+        for packet in packets:
+            stats.read_packets += 1
+            stats.read_bytes += len(packet)
+            if self.record_packets:
+                self._event("read", f"from {self.device.name}", len(packet), packet)
+        peer = self._peer
+        if peer is None:
+            stats.dropped_no_peer += len(packets)
+            return
+        frames = []
+        for packet in packets:
+            try:
+                frame = peer.session.encode_packet(packet)
+            except framing.EncodeError as exc:
+                stats.rejected["unsendable"] += 1
+                self._event("rejected", f"not sent: {exc}", len(packet))
+                continue
+            frames.append(frame)
+            if self.record_packets:
+                self._event("sent", "frame to peer", len(frame), frame)
+        if not frames:
+            return
+        data = b"".join(frames)
+        try:
+            peer.send(data)
+        except OSError as exc:
+            self._drop_peer(peer, f"send failed: {exc}")
+            return
+        stats.frames_sent += len(frames)
+        stats.bytes_sent += len(data)
+
+    def _set_peer(self, peer: _Peer) -> None:
+        with self._peer_lock:
+            old, self._peer = self._peer, peer
+        if old is not None:
+            old.close()
+            self._event("replaced", f"{old.address} replaced by {peer.address}")
+
+    def _drop_peer(self, peer: _Peer, why: str) -> None:
+        with self._peer_lock:
+            if self._peer is peer:
+                self._peer = None
+        if not peer.closed:
+            peer.close()
+            self.stats.disconnects += 1
+            self._event("disconnected", f"{peer.address}: {why}")
+            log.info("%s: peer %s disconnected: %s", self.role, peer.address, why)
+
+    def _handshake(self, sock: socket.socket, address: Any, timeout: float) -> _Peer | None:
+        """Exchange hellos on ``sock``; return the peer, or None after closing it."""
+        session = Session(self.role, info={"mtu": self.device.mtu})
+        session.initiate()
+        deadline = time.monotonic() + timeout
+        try:
+            sock.settimeout(SEND_TIMEOUT)
+            sock.sendall(session.data_to_send())
+            while not session.established:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self._refuse(sock, address, "handshake_timeout",
+                                        f"no hello within {timeout:.0f} s")
+                if not self._wait_readable(sock, left):
+                    if self._stop.is_set():
+                        sock.close()
+                        return None
+                    continue
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    return self._refuse(sock, address, "closed_in_handshake",
+                                        "peer closed before its hello")
+                for event in session.receive(data):
+                    if isinstance(event, ProtocolError):
+                        return self._refuse(sock, address, event.reason, event.detail)
+                    if isinstance(event, Established):
+                        self._event("established", f"{address} features "
+                                    f"{sorted(event.features)}")
+                out = session.data_to_send()
+                if out:
+                    sock.sendall(out)
+        except OSError as exc:
+            return self._refuse(sock, address, "socket_error", str(exc))
+        return _Peer(sock, session, address)
+
+    def _refuse(self, sock: socket.socket, address: Any, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        self._event("rejected", f"{address}: {reason}: {detail}")
+        log.warning("%s: rejected %s: %s (%s)", self.role, address, reason, detail)
+        try:
+            sock.close()
+        except OSError:
+            pass
+        return None
+
+    def _receive_loop(self, peer: _Peer) -> None:
+        """Peer -> device until the connection ends."""
+        self.writer_tid = threading.get_native_id()
+        stats = self.stats
+        sock = peer.sock
+        why = "closed by peer"
+        while not self._stop.is_set() and not peer.closed:
+            if not self._wait_readable(sock):
+                continue
+            try:
+                data = sock.recv(RECV_SIZE)
+            except OSError as exc:
+                why = f"receive failed: {exc}"
+                break
+            if not data:
+                break
+            fatal = self._deliver(peer.session.receive(data), stats)
+            if fatal:
+                why = fatal
+                break
+        self._drop_peer(peer, why)
+
+    def _deliver(self, events: list[Any], stats: TunnelStats) -> str | None:
+        """Write received packets into the device; return a reason when the stream is dead."""
+        for event in events:
+            if isinstance(event, PacketReceived):
+                stats.frames_received += 1
+                stats.bytes_received += len(event.packet)
+                try:
+                    self.device.write(event.packet)
+                except OSError as exc:
+                    stats.write_errors += 1
+                    if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENXIO):
+                        self._device_failed(exc)
+                        return "device gone"
+                    self._event("write_error", str(exc), len(event.packet))
+                    continue
+                stats.written_packets += 1
+                stats.written_bytes += len(event.packet)
+                if self.record_packets:
+                    self._event("written", f"to {self.device.name}", len(event.packet),
+                                event.packet)
+            elif isinstance(event, FrameRejected):
+                stats.rejected[event.reason] += 1
+                self._event("rejected", f"{event.reason}: {event.detail}")
+                log.warning("%s: dropped a frame: %s (%s)", self.role, event.reason, event.detail)
+            elif isinstance(event, ProtocolError):
+                stats.rejected[event.reason] += 1
+                self._event("rejected", f"{event.reason}: {event.detail}")
+                log.warning("%s: closing connection: %s (%s)", self.role, event.reason,
+                            event.detail)
+                return f"protocol error: {event.reason}"
+            elif isinstance(event, CloseReceived):
+                return f"peer closed: {event.reason}"
+        return None
+
+
+def _parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise TunlabError(f"{text!r} is not HOST:PORT", "write it like 127.0.0.1:5555")
+    return host.strip("[]"), int(port)
+
+
+class TunnelServer(_Endpoint):
+    """Accept tunnel clients on TCP and forward between them and a TUN device.
+
+    One client is active at a time; a new client that completes the handshake replaces the old
+    one (a restarted client need not wait for the server to notice the old connection died).
+    Connections that do not finish the handshake within ``handshake_timeout`` are closed; at
+    most ``max_pending`` handshakes run at once.
+    """
+
+    role = "server"
+
+    def __init__(self, device: TunDevice, listen: tuple[str, int] | str = ("127.0.0.1", 0), *,
+                 namespace: Namespace | None = None, handshake_timeout: float = 5.0,
+                 max_pending: int = 64, record_packets: bool = False) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets)
+        self.listen_address = _parse_hostport(listen) if isinstance(listen, str) else listen
+        self.handshake_timeout = handshake_timeout
+        self._pending = threading.BoundedSemaphore(max_pending)
+        self._listener: socket.socket | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address actually listened on (the port is filled in when 0 was asked)."""
+        if self._listener is None:
+            raise RuntimeError("server not started")
+        return self._listener.getsockname()[:2]
+
+    def _prepare(self) -> None:
+        def bind() -> socket.socket:
+            family = socket.AF_INET6 if ":" in self.listen_address[0] else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(self.listen_address)
+            except OSError as exc:
+                sock.close()
+                host, port = self.listen_address
+                if exc.errno == errno.EADDRINUSE:
+                    raise TunlabError(f"port {port} on {host} is already in use",
+                                      "stop the other server or pick another --listen port"
+                                      ) from exc
+                raise TunlabError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                                  "use an address of this host, e.g. 127.0.0.1") from exc
+            sock.listen(16)
+            return sock
+
+        self._listener = self.namespace.run(bind) if self.namespace else bind()
+        self._event("listening", "{}:{}".format(*self.address))
+        log.info("server: listening on %s:%d, device %s", *self.address, self.device.name)
+        self._spawn(self._accept_loop, "accept")
+
+    def _close_sockets(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        super()._close_sockets()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            if not self._wait_readable(self._listener):
+                continue
+            try:
+                sock, address = self._listener.accept()
+            except OSError:
+                continue
+            if not self._pending.acquire(blocking=False):
+                self.stats.rejected["too_many_pending"] += 1
+                self._event("rejected", f"{address}: too many handshakes at once")
+                sock.close()
+                continue
+            self._event("accepted", f"{address}")
+            self._spawn(self._serve, "connection", sock, address)
+
+    def _serve(self, sock: socket.socket, address: Any) -> None:
+        try:
+            peer = self._handshake(sock, address, self.handshake_timeout)
+        finally:
+            self._pending.release()
+        if peer is None or self._stop.is_set():
+            if peer:
+                peer.close()
+            return
+        sock.settimeout(SEND_TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.stats.connections += 1
+        self._set_peer(peer)
+        self._event("connected", f"client {address}")
+        log.info("server: client %s connected", address)
+        self._receive_loop(peer)
+
+
+class TunnelClient(_Endpoint):
+    """Connect to a tunnel server and forward between it and a TUN device.
+
+    While the server is unreachable the client retries with exponential backoff (from
+    ``backoff_initial`` up to ``backoff_max`` seconds); when the connection drops, it reconnects.
+    """
+
+    role = "client"
+
+    def __init__(self, device: TunDevice, server: tuple[str, int] | str, *,
+                 namespace: Namespace | None = None, backoff_initial: float = 0.05,
+                 backoff_max: float = 2.0, connect_timeout: float = 2.0,
+                 record_packets: bool = False) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets)
+        self.server_address = _parse_hostport(server) if isinstance(server, str) else server
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.connect_timeout = connect_timeout
+        self.attempts = 0
+
+    def _prepare(self) -> None:
+        self._spawn(self._connect_loop, "connection")
+
+    def _connect_loop(self) -> None:
+        backoff = self.backoff_initial
+        host, port = self.server_address
+        while not self._stop.is_set():
+            self.attempts += 1
+            try:
+                sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+            except OSError as exc:
+                self._event("retry", f"{host}:{port}: {exc.strerror or exc}; again in "
+                            f"{backoff:.2f} s")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            peer = self._handshake(sock, (host, port), timeout=5.0)
+            if peer is None:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            backoff = self.backoff_initial
+            sock.settimeout(SEND_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.stats.connections += 1
+            self._set_peer(peer)
+            self._event("connected", f"server {host}:{port}")
+            log.info("client: connected to %s:%d", host, port)
+            self._receive_loop(peer)
