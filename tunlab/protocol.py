@@ -31,11 +31,12 @@ class Session:
     """One side of one tunnel connection, before and after the handshake."""
 
     def __init__(self, role: str, *, features: frozenset[str] = frozenset(),
-                 info: dict[str, object] | None = None,
+                 info: dict[str, object] | None = None, psk: bytes | None = None,
                  max_payload: int = framing.DEFAULT_MAX_PAYLOAD) -> None:
         if role not in ("client", "server"):
             raise ValueError("role is 'client' or 'server'")
         self.role = role
+        self.psk = psk
         self.offered = frozenset(features)
         self.info = dict(info or {})
         self.decoder = framing.Decoder(max_payload)

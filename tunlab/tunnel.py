@@ -103,8 +103,10 @@ class _Endpoint:
     role = ""
 
     def __init__(self, device: TunDevice, *, namespace: Namespace | None = None,
-                 record_packets: bool = False, max_events: int = 2000) -> None:
+                 record_packets: bool = False, max_events: int = 2000,
+                 psk: bytes | None = None) -> None:
         self.device = device
+        self.psk = psk
         self.namespace = namespace
         self.record_packets = record_packets
         self.stats = TunnelStats()
@@ -296,7 +298,7 @@ class _Endpoint:
 
     def _handshake(self, sock: socket.socket, address: Any, timeout: float) -> _Peer | None:
         """Exchange hellos on ``sock``; return the peer, or None after closing it."""
-        session = Session(self.role, info={"mtu": self.device.mtu})
+        session = Session(self.role, info={"mtu": self.device.mtu}, psk=self.psk)
         session.initiate()
         deadline = time.monotonic() + timeout
         try:
@@ -416,8 +418,9 @@ class TunnelServer(_Endpoint):
 
     def __init__(self, device: TunDevice, listen: tuple[str, int] | str = ("127.0.0.1", 0), *,
                  namespace: Namespace | None = None, handshake_timeout: float = 5.0,
-                 max_pending: int = 64, record_packets: bool = False) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets)
+                 max_pending: int = 64, record_packets: bool = False,
+                 psk: bytes | None = None) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
         self.listen_address = _parse_hostport(listen) if isinstance(listen, str) else listen
         self.handshake_timeout = handshake_timeout
         self._pending = threading.BoundedSemaphore(max_pending)
@@ -510,8 +513,8 @@ class TunnelClient(_Endpoint):
     def __init__(self, device: TunDevice, server: tuple[str, int] | str, *,
                  namespace: Namespace | None = None, backoff_initial: float = 0.05,
                  backoff_max: float = 2.0, connect_timeout: float = 2.0,
-                 record_packets: bool = False) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets)
+                 record_packets: bool = False, psk: bytes | None = None) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
         self.server_address = _parse_hostport(server) if isinstance(server, str) else server
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
