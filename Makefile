@@ -1,0 +1,43 @@
+# tunlab: see README.md. Every target installs what it needs first (idempotent).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JUPYTER_SETTINGS := $(CURDIR)/tunlab/data/jupyter/lab/user-settings
+LAB_PORT ?= 8888
+
+.PHONY: setup lab test test-fast bench lint cleanup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) with tunlab and its lab and test extras"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[lab,test]'
+	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tunlab)" >/dev/null
+	@touch $(STAMP)
+
+lab: setup
+	@$(VENV)/bin/tunlab cleanup >/dev/null || true
+	JUPYTERLAB_SETTINGS_DIR=$(JUPYTER_SETTINGS) $(VENV)/bin/jupyter lab --allow-root \
+		--ServerApp.root_dir=$(CURDIR)/notebooks --ip=127.0.0.1 --port=$(LAB_PORT) \
+		--LabApp.news_url=None --no-browser
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not browser and not slow"
+
+bench: setup
+	$(VENV)/bin/tunlab bench
+
+lint: setup
+	$(VENV)/bin/ruff check tunlab tests
+
+cleanup: setup
+	$(VENV)/bin/tunlab cleanup
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache artifacts

@@ -1,0 +1,165 @@
+"""The ``tunlab`` command. Exit codes: 0 ok, 1 check failed / verdict not as expected,
+2 usage or environment error (the message says how to fix it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import PrivilegeError, TunlabError
+from .privileges import require_privileges
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _load_psk(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    from .secure import load_psk
+
+    return load_psk(path)
+
+
+def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
+    """Run a tunnel endpoint in the foreground until SIGINT/SIGTERM or a fatal device error."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    if not authenticated:
+        logging.getLogger("tunlab").warning(
+            "%s: UNAUTHENTICATED mode, for teaching only: anyone who can reach the port can "
+            "inject packets. Use --psk-file FILE on both ends to require a shared key.", role)
+    try:
+        endpoint.start()
+        while not stop.wait(0.2):
+            if endpoint.error and not endpoint.running:
+                break
+    finally:
+        endpoint.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if endpoint.error:
+        print(f"error: {endpoint.error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .tun import TunDevice
+    from .tunnel import TunnelServer, _parse_hostport
+
+    require_privileges("tunlab server")
+    listen = _parse_hostport(args.listen)
+    psk = _load_psk(args.psk_file)
+    with TunDevice.open(args.dev) as device:
+        server = TunnelServer(device, listen, psk=psk)
+        return _run_endpoint(server, "server", psk is not None)
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from .tun import TunDevice
+    from .tunnel import TunnelClient, _parse_hostport
+
+    require_privileges("tunlab client")
+    server_address = _parse_hostport(args.server)
+    psk = _load_psk(args.psk_file)
+    with TunDevice.open(args.dev) as device:
+        client = TunnelClient(device, server_address, psk=psk)
+        return _run_endpoint(client, "client", psk is not None)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    require_privileges("tunlab demo")
+    result = run_demo(progress=None if args.json else print)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print()
+    for number, hop in enumerate(result.hops, 1):
+        print(f"{number}. {hop}")
+    fate = result.fate
+    if isinstance(fate, dict) and fate.get("explanation"):
+        print(f"\nwhy: {fate['explanation']}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .lab import cleanup_leftovers
+
+    require_privileges("tunlab cleanup")
+    removed = cleanup_leftovers()
+    for name in removed:
+        print(f"removed {name}")
+    if not removed:
+        print("nothing left over by killed tunlab runs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="tunlab", description="Learn how Linux moves packets through TUN devices, "
+        "routing tables and a user-space VPN tunnel, and why the kernel drops them.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every event")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    server = sub.add_parser("server", help="vpn-server: decapsulate frames from TCP into a TUN "
+                            "device, and back")
+    server.add_argument("--dev", required=True, help="existing TUN device, e.g. mytun2")
+    server.add_argument("--listen", required=True, metavar="HOST:PORT",
+                        help="TCP address to accept clients on, e.g. 127.0.0.1:5555")
+    server.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
+    server.set_defaults(handler=cmd_server)
+
+    client = sub.add_parser("client", help="vpn-client: encapsulate packets from a TUN device "
+                            "into TCP, and back")
+    client.add_argument("--dev", required=True, help="existing TUN device, e.g. mytun")
+    client.add_argument("--server", required=True, metavar="HOST:PORT",
+                        help="the vpn-server's TCP address")
+    client.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
+    client.set_defaults(handler=cmd_client)
+
+    demo = sub.add_parser("demo", help="the seed's example goal end to end, in a private "
+                          "namespace")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(handler=cmd_demo)
+
+    cleanup = sub.add_parser("cleanup", help="remove namespaces and trace instances left by "
+                             "killed tunlab runs")
+    cleanup.set_defaults(handler=cmd_cleanup)
+
+    for module in ("cli_debug", "cli_bench"):
+        try:
+            register = __import__(f"tunlab.{module}", fromlist=["register"]).register
+        except ImportError:
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tunlab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="tunlab %(message)s", stream=sys.stderr)
+    try:
+        return int(args.handler(args))
+    except PrivilegeError as exc:
+        print(f"error: {exc.message}; {exc.fix}", file=sys.stderr)
+        return 2
+    except TunlabError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"fix: {exc.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
