@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import netns
 from .netns import Namespace
+from .privileges import require_privileges
 from .tun import TunDevice
 from .tunnel import TunnelClient, TunnelServer
 
@@ -47,6 +48,7 @@ def script_path() -> Path:
 
 class _Lab:
     def __init__(self) -> None:
+        require_privileges("building a lab")
         self.namespaces: list[Namespace] = []
         self.commands: list[str] = []
         self._devices: list[TunDevice] = []

@@ -1,0 +1,99 @@
+"""`tunlab server` and `tunlab client`, as processes, on devices made with `ip tuntap add`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+from transfer import transfer
+
+from tunlab.lab import TwoHostLab
+
+
+def _wait_for(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def two_hosts():
+    with TwoHostLab() as lab:
+        yield lab
+
+
+def _start(ns, tunlab_cmd, *args):
+    return ns.popen([*tunlab_cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)
+
+
+def test_server_and_client_carry_ping_and_tcp(two_hosts, tunlab_cmd):
+    lab = two_hosts
+    before = json.loads(lab.b.ip("-j", "-d", "link", "show", "tun0"))[0]
+    server = _start(lab.b, tunlab_cmd, "server", "--dev", "tun0", "--listen", "198.18.0.2:5555")
+    client = _start(lab.a, tunlab_cmd, "client", "--dev", "tun0", "--server", "198.18.0.2:5555")
+    try:
+        assert _wait_for(lambda: lab.a.exec(["ping", "-c1", "-W1", "10.9.0.2"],
+                                            check=False).returncode == 0), "tunnel never came up"
+        ping = lab.a.exec(["ping", "-c20", "-i", "0.05", "-W", "1", "10.9.0.2"], check=False)
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+        sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024)
+        assert sent == arrived
+    finally:
+        for proc in (client, server):
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=10) for proc in (client, server)]
+    assert client.returncode == 0 and server.returncode == 0, outputs
+    assert "UNAUTHENTICATED" in outputs[1][1]
+    after = json.loads(lab.b.ip("-j", "-d", "link", "show", "tun0"))[0]
+    for key in ("flags", "mtu", "linkinfo"):
+        assert after[key] == before[key]
+
+
+def test_client_waits_for_a_server_that_starts_later(two_hosts, tunlab_cmd):
+    lab = two_hosts
+    client = _start(lab.a, tunlab_cmd, "client", "--dev", "tun0", "--server", "198.18.0.2:5556")
+    try:
+        time.sleep(1.0)
+        assert client.poll() is None, "the client gave up instead of retrying"
+        server = _start(lab.b, tunlab_cmd, "server", "--dev", "tun0",
+                        "--listen", "198.18.0.2:5556")
+        try:
+            assert _wait_for(lambda: lab.a.exec(["ping", "-c1", "-W1", "10.9.0.2"],
+                                                check=False).returncode == 0)
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=10)
+        assert server.returncode == 0
+    finally:
+        client.send_signal(signal.SIGTERM)
+        client.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["server", "--dev", "nosuchdev", "--listen", "127.0.0.1:5555"], "nosuchdev"),
+    (["client", "--dev", "nosuchdev", "--server", "127.0.0.1:5555"], "nosuchdev"),
+    (["server", "--dev", "tun0", "--listen", "no-port"], "HOST:PORT"),
+    (["server", "--dev", "tun0"], "--listen"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_errors_exit_2_with_a_clear_message(two_hosts, tunlab_cmd, argv, message):
+    result = two_hosts.b.exec([*tunlab_cmd, *argv], check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    if "nosuchdev" in argv:
+        assert "create_named_tuntap_devices.sh" in result.stderr
+
+
+def test_without_privileges_one_line_and_exit_2(two_hosts, tunlab_cmd):
+    result = two_hosts.b.exec(["env", "TUNLAB_PRETEND_UNPRIVILEGED=1", *tunlab_cmd, "server",
+                               "--dev", "tun0", "--listen", "127.0.0.1:5555"], check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "root" in result.stderr
