@@ -13,7 +13,10 @@ length lets it find frame boundaries in a TCP byte stream. Each side first sends
 JSON payload lists features (offloads, authentication, ...) so that later versions can
 negotiate what both ends understand. A DATA payload must be a whole IPv4/IPv6 packet whose own
 header claims exactly the payload's length; anything else is rejected *before* it could reach a
-TUN device.
+TUN device. Authentication and encryption with a pre-shared key are layered above this codec
+(:mod:`tunlab.secure`, driven by :mod:`tunlab.protocol`) in the extension frame types: a sealed
+frame is opened there and its inner frame goes through the same checks here
+(:meth:`Decoder.frame_event`).
 
 Errors come in two kinds. A bad DATA payload or an unknown frame type is a
 :class:`FrameRejected` event: counted, dropped, and the stream goes on, because the boundaries
@@ -47,7 +50,8 @@ class FrameType(IntEnum):
     GSO_DATA = 3  # virtio-net header (10 bytes) + IP (super-)packet, for offload-capable peers
     KEEPALIVE = 4
     CLOSE = 5
-    # 0x10-0x1f belong to extensions (authentication, encryption) layered above this codec.
+    # 0x10-0x1f belong to extensions layered above this codec: tunlab.secure uses 0x10 (AUTH,
+    # the key proof) and 0x11 (SEALED, an encrypted and authenticated inner frame).
     EXTENSION_FIRST = 0x10
     EXTENSION_LAST = 0x1F
 
@@ -63,7 +67,10 @@ class Hello:
 
 @dataclass(frozen=True)
 class HelloReceived:
+    """The peer's HELLO; ``raw`` is its payload exactly as received (for transcript hashes)."""
+
     hello: Hello
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,13 @@ class PacketReceived:
 
 @dataclass(frozen=True)
 class KeepaliveReceived:
-    pass
+    """The peer says it is still there."""
 
 
 @dataclass(frozen=True)
 class CloseReceived:
+    """The peer hangs up and says why."""
+
     reason: str
 
 
@@ -154,10 +163,12 @@ def encode_gso_packet(vnet_header: bytes, packet: bytes | bytearray | memoryview
 
 
 def encode_keepalive() -> bytes:
+    """A KEEPALIVE frame (no payload)."""
     return encode_frame(FrameType.KEEPALIVE)
 
 
 def encode_close(reason: str) -> bytes:
+    """A CLOSE frame carrying ``reason`` (at most 512 bytes of it)."""
     return encode_frame(FrameType.CLOSE, reason.encode()[:512])
 
 
@@ -179,6 +190,8 @@ def _parse_hello(payload: bytes) -> Hello | str:
 
 @dataclass
 class DecoderStats:
+    """What one decoder saw: frames, valid packets, and rejections by reason."""
+
     frames: int = 0
     packets: int = 0
     packet_bytes: int = 0
@@ -227,7 +240,7 @@ class Decoder:
                 payload = bytes(view[offset + HEADER_SIZE:end])
                 offset = end
                 self.stats.frames += 1
-                events.append(self._frame_event(frame_type, payload))
+                events.append(self.frame_event(frame_type, payload))
         finally:
             view.release()
         del self._buffer[:offset]
@@ -249,7 +262,12 @@ class Decoder:
         self.stats.rejected[reason] += 1
         return FrameRejected(reason, detail)
 
-    def _frame_event(self, frame_type: int, payload: bytes) -> Event:
+    def frame_event(self, frame_type: int, payload: bytes) -> Event:
+        """The event for one complete frame, with every payload check (and stats) applied.
+
+        Public so that a layer which unwraps frames (the sealed frames of
+        :mod:`tunlab.secure`) puts the inner frame through exactly the same validation.
+        """
         if frame_type == FrameType.DATA:
             problem = ip_packet_problem(payload)
             if problem:
@@ -273,7 +291,7 @@ class Decoder:
             hello = _parse_hello(payload)
             if isinstance(hello, str):
                 return self._reject("bad_hello", hello)
-            return HelloReceived(hello)
+            return HelloReceived(hello, payload)
         if frame_type == FrameType.KEEPALIVE:
             return KeepaliveReceived()
         if frame_type == FrameType.CLOSE:

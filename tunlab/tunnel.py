@@ -84,6 +84,7 @@ class _Peer:
         self.address = address
         self.send_lock = threading.Lock()
         self.closed = False
+        self.early: list[Any] = []  # events that arrived in the same read as the handshake's end
 
     def send(self, data: bytes) -> None:
         with self.send_lock:
@@ -301,6 +302,7 @@ class _Endpoint:
         session = Session(self.role, info={"mtu": self.device.mtu}, psk=self.psk)
         session.initiate()
         deadline = time.monotonic() + timeout
+        early: list[Any] = []
         try:
             sock.settimeout(SEND_TIMEOUT)
             sock.sendall(session.data_to_send())
@@ -320,16 +322,24 @@ class _Endpoint:
                                         "peer closed before its hello")
                 for event in session.receive(data):
                     if isinstance(event, ProtocolError):
+                        try:  # best effort: tell the peer why (e.g. auth_failed), never block
+                            sock.send(session.data_to_send(), socket.MSG_DONTWAIT)
+                        except OSError:
+                            pass
                         return self._refuse(sock, address, event.reason, event.detail)
                     if isinstance(event, Established):
                         self._event("established", f"{address} features "
                                     f"{sorted(event.features)}")
+                    else:
+                        early.append(event)
                 out = session.data_to_send()
                 if out:
                     sock.sendall(out)
         except OSError as exc:
             return self._refuse(sock, address, "socket_error", str(exc))
-        return _Peer(sock, session, address)
+        peer = _Peer(sock, session, address)
+        peer.early = early
+        return peer
 
     def _refuse(self, sock: socket.socket, address: Any, reason: str, detail: str) -> None:
         self.stats.rejected[reason] += 1
@@ -346,8 +356,9 @@ class _Endpoint:
         self.writer_tid = threading.get_native_id()
         stats = self.stats
         sock = peer.sock
-        why = "closed by peer"
-        while not self._stop.is_set() and not peer.closed:
+        fatal = self._deliver(peer.early, stats)
+        why = fatal or "closed by peer"
+        while fatal is None and not self._stop.is_set() and not peer.closed:
             if not self._wait_readable(sock):
                 continue
             try:
@@ -356,6 +367,7 @@ class _Endpoint:
                 why = f"receive failed: {exc}"
                 break
             if not data:
+                why = self._deliver(peer.session.end_of_stream(), stats) or why
                 break
             fatal = self._deliver(peer.session.receive(data), stats)
             if fatal:
@@ -478,6 +490,8 @@ class TunnelServer(_Endpoint):
             if not self._pending.acquire(blocking=False):
                 self.stats.rejected["too_many_pending"] += 1
                 self._event("rejected", f"{address}: too many handshakes at once")
+                log.warning("server: rejected %s: too_many_pending (too many handshakes at "
+                            "once)", address)
                 sock.close()
                 continue
             self._event("accepted", f"{address}")

@@ -1,0 +1,199 @@
+"""The wire codec: round trips, every rejection rule, and properties over arbitrary byte streams."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tunlab import framing
+from tunlab.framing import (
+    HEADER_SIZE,
+    CloseReceived,
+    Decoder,
+    EncodeError,
+    ExtensionFrame,
+    FrameRejected,
+    FrameType,
+    Hello,
+    HelloReceived,
+    KeepaliveReceived,
+    PacketReceived,
+    ProtocolError,
+)
+from tunlab.ippacket import ip_packet_problem
+
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def ipv4(payload: bytes = b"x" * 8, proto: int = 1) -> bytes:
+    """A minimal IPv4 packet whose header length field is right (checksum left zero)."""
+    total = 20 + len(payload)
+    return bytes([0x45, 0, total >> 8, total & 0xFF, 0, 0, 0, 0, 64, proto, 0, 0,
+                  10, 9, 0, 1, 10, 9, 0, 2]) + payload
+
+
+def ipv6(payload: bytes = b"y" * 8) -> bytes:
+    return bytes([0x60, 0, 0, 0]) + struct.pack("!H", len(payload)) + bytes([59, 64]) + \
+        bytes(32) + payload
+
+
+def split_feed(decoder: Decoder, data: bytes, cuts: list[int]) -> list[object]:
+    events: list[object] = []
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for start, end in zip(points, points[1:], strict=False):
+        events += decoder.feed(data[start:end])
+        assert decoder.buffered < HEADER_SIZE + decoder.max_payload
+    return events
+
+
+# -- round trips ----------------------------------------------------------------------------
+@pytest.mark.parametrize("packet", [ipv4(), ipv6(), ipv4(b"z" * 1400)])
+def test_data_frame_round_trip(packet):
+    frame = framing.encode_packet(packet)
+    assert frame[:2] == b"TL" and frame[2] == framing.VERSION and frame[3] == FrameType.DATA
+    assert struct.unpack("!I", frame[4:8])[0] == len(packet)
+    assert Decoder().feed(frame) == [PacketReceived(packet)]
+
+
+def test_gso_frame_round_trip_keeps_the_virtio_header():
+    header = bytes(range(10))
+    events = Decoder().feed(framing.encode_gso_packet(header, ipv4()))
+    assert events == [PacketReceived(ipv4(), header)]
+
+
+def test_hello_round_trip_keeps_the_raw_payload():
+    frame = framing.encode_hello(Hello("client", frozenset({"psk", "gso"}), {"mtu": 1400}))
+    (event,) = Decoder().feed(frame)
+    assert isinstance(event, HelloReceived)
+    assert event.hello == Hello("client", frozenset({"psk", "gso"}), {"mtu": 1400})
+    assert event.raw == frame[HEADER_SIZE:]
+
+
+def test_keepalive_close_and_extension_frames():
+    data = (framing.encode_keepalive() + framing.encode_close("bye")
+            + framing.encode_frame(0x10, b"ext"))
+    assert Decoder().feed(data) == [KeepaliveReceived(), CloseReceived("bye"),
+                                    ExtensionFrame(0x10, b"ext")]
+
+
+# -- rejection rules --------------------------------------------------------------------------
+@pytest.mark.parametrize("data, reason", [
+    (b"GET / HTTP/1.1\r\n\r\n", "bad_magic"),
+    (struct.pack("!2sBBI", b"TL", 9, 2, 20), "bad_version"),
+    (struct.pack("!2sBBI", b"TL", 1, 2, 0xFFFFFFFF), "too_large"),
+    (struct.pack("!2sBBI", b"TL", 1, 2, framing.DEFAULT_MAX_PAYLOAD + 1), "too_large"),
+])
+def test_fatal_headers_stop_the_decoder(data, reason):
+    decoder = Decoder()
+    events = decoder.feed(data)
+    assert len(events) == 1 and isinstance(events[0], ProtocolError)
+    assert events[0].reason == reason
+    assert decoder.stats.rejected[reason] == 1
+    assert decoder.buffered == 0
+    # Nothing more is accepted, not even a valid frame.
+    assert decoder.feed(framing.encode_packet(ipv4())) == []
+
+
+@pytest.mark.parametrize("payload, detail", [
+    (b"", "empty"),
+    (b"\x00" * 40, "neither 4 nor 6"),
+    (ipv4()[:-1], "claims"),
+    (ipv4() + b"!", "claims"),
+    (bytes([0x41]) + ipv4()[1:], "header length"),
+    (ipv6()[:30], "shorter than the 40-byte"),
+])
+def test_non_ip_data_is_rejected_and_the_stream_goes_on(payload, detail):
+    decoder = Decoder()
+    events = decoder.feed(framing.encode_frame(FrameType.DATA, payload)
+                          + framing.encode_packet(ipv4()))
+    assert isinstance(events[0], FrameRejected) and events[0].reason == "not_ip"
+    assert detail in events[0].detail
+    assert events[1] == PacketReceived(ipv4())
+    assert decoder.stats.rejected["not_ip"] == 1 and decoder.stats.packets == 1
+
+
+def test_short_gso_frame_unknown_type_and_bad_hellos_are_rejected():
+    decoder = Decoder()
+    events = decoder.feed(framing.encode_frame(FrameType.GSO_DATA, b"\0" * 10)
+                          + framing.encode_frame(0x7F, b"?")
+                          + framing.encode_frame(FrameType.HELLO, b"{not json")
+                          + framing.encode_frame(FrameType.HELLO, b'{"proto":"other"}')
+                          + framing.encode_frame(FrameType.HELLO, b" " * (framing.MAX_HELLO + 1)))
+    assert [e.reason for e in events] == ["not_ip", "unknown_type", "bad_hello", "bad_hello",
+                                          "bad_hello"]
+
+
+def test_encoders_refuse_what_must_not_be_sent():
+    with pytest.raises(EncodeError):
+        framing.encode_packet(b"\x00" * 30)
+    with pytest.raises(EncodeError):
+        framing.encode_frame(FrameType.DATA, b"\0" * (framing.DEFAULT_MAX_PAYLOAD + 1))
+    with pytest.raises(EncodeError):
+        framing.encode_gso_packet(b"short", ipv4())
+
+
+def test_a_frame_split_into_single_bytes_decodes_once():
+    frame = framing.encode_packet(ipv4(b"q" * 100))
+    decoder = Decoder()
+    events = []
+    for i in range(len(frame)):
+        events += decoder.feed(frame[i:i + 1])
+        assert decoder.buffered == (i + 1) % len(frame)
+    assert events == [PacketReceived(ipv4(b"q" * 100))]
+
+
+# -- properties -------------------------------------------------------------------------------
+EVENT_TYPES = (HelloReceived, PacketReceived, KeepaliveReceived, CloseReceived, ExtensionFrame,
+               FrameRejected, ProtocolError)
+
+
+def _check_events(events: list[object]) -> None:
+    for i, event in enumerate(events):
+        assert isinstance(event, EVENT_TYPES)
+        if isinstance(event, ProtocolError):
+            assert i == len(events) - 1, "nothing may follow a protocol error"
+        if isinstance(event, PacketReceived):
+            assert ip_packet_problem(event.packet) is None
+
+
+@SETTINGS
+@given(data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=12),
+       max_payload=st.sampled_from([64, 1500, framing.DEFAULT_MAX_PAYLOAD]))
+def test_any_byte_stream_split_anywhere_gives_events_or_a_clean_error(data, cuts, max_payload):
+    decoder = Decoder(max_payload)
+    _check_events(split_feed(decoder, data, cuts))
+
+
+frames = st.one_of(
+    st.builds(framing.encode_packet, st.sampled_from([ipv4(), ipv6(), ipv4(b"a" * 300)])),
+    st.binary(max_size=200).map(lambda p: framing.encode_frame(FrameType.DATA, p)),
+    st.tuples(st.integers(0, 255), st.binary(max_size=80)).map(
+        lambda t: framing.encode_frame(*t)),
+    st.binary(max_size=40),  # raw garbage between frames
+)
+
+
+@SETTINGS
+@given(parts=st.lists(frames, max_size=12), cuts=st.lists(st.integers(0, 5000), max_size=15))
+def test_how_the_stream_is_split_never_changes_the_events(parts, cuts):
+    data = b"".join(parts)
+    whole = Decoder().feed(data)
+    pieces = split_feed(Decoder(), data, cuts)
+    _check_events(pieces)
+    assert pieces == whole
+
+
+@SETTINGS
+@given(length=st.integers(0, 2**32 - 1), frame_type=st.integers(0, 255),
+       body=st.binary(max_size=100))
+def test_headers_with_any_length_keep_buffering_bounded(length, frame_type, body):
+    max_payload = 1024
+    decoder = Decoder(max_payload)
+    events = decoder.feed(struct.pack("!2sBBI", b"TL", 1, frame_type, length) + body)
+    if length > max_payload:
+        assert [type(e) for e in events] == [ProtocolError] and decoder.buffered == 0
+    assert decoder.buffered < HEADER_SIZE + max_payload

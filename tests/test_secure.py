@@ -1,0 +1,252 @@
+"""Pre-shared keys: the key file checks, the crypto pieces, and real tunnels between namespaces
+that carry traffic only with the right key and never show it in the clear on the wire."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from labtools import (
+    KEY,
+    kernel_rx_packets,
+    ping,
+    start_client,
+    start_server,
+    wait_for,
+    wait_for_ping,
+)
+from test_framing import ipv4
+from test_protocol import pair
+
+from tunlab import secure
+from tunlab.errors import TunlabError
+from tunlab.framing import EncodeError, FrameType
+from tunlab.lab import TwoHostLab
+
+# -- load_psk -------------------------------------------------------------------------------
+
+
+def _key_file(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
+    path = tmp_path / "tunnel.key"
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def test_load_psk_reads_a_private_key_file(tmp_path):
+    path = _key_file(tmp_path, b"  c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA==\n")
+    assert secure.load_psk(path) == b"c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA=="
+    assert secure.load_psk(str(path)) == secure.load_psk(path)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602])
+def test_load_psk_refuses_a_file_others_can_access(tmp_path, mode):
+    path = _key_file(tmp_path, b"x" * 32, mode)
+    with pytest.raises(TunlabError) as info:
+        secure.load_psk(path)
+    assert info.value.fix == f"chmod 600 {path}"
+    assert f"{mode:04o}" in info.value.message and str(path) in info.value.message
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"), (b" \n\t\n", "is empty"), (b"short", r"too short \(5 bytes"),
+    (b"x" * 5000, "too long"),
+])
+def test_load_psk_refuses_empty_short_and_huge_keys(tmp_path, content, message):
+    with pytest.raises(TunlabError, match=message) as info:
+        secure.load_psk(_key_file(tmp_path, content))
+    assert "urandom" in info.value.fix
+
+
+def test_load_psk_missing_file_and_directory(tmp_path):
+    with pytest.raises(TunlabError, match="does not exist") as info:
+        secure.load_psk(tmp_path / "nope.key")
+    assert "chmod 600" in info.value.fix and "nope.key" in info.value.fix
+    with pytest.raises(TunlabError, match="directory|not a regular file"):
+        secure.load_psk(tmp_path)
+
+
+def test_load_psk_does_not_hang_on_a_fifo(tmp_path):
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(TunlabError, match="not a regular file"):
+        secure.load_psk(fifo)
+
+
+# -- crypto pieces ----------------------------------------------------------------------------
+def test_derived_keys_are_distinct_and_depend_on_every_input():
+    nonce_a, nonce_b = b"a" * 32, b"b" * 32
+    keys = secure.derive_keys(KEY, nonce_a, nonce_b, b"t" * 32)
+    values = [keys.client_to_server, keys.server_to_client, keys.client_auth, keys.server_auth]
+    assert len(set(values)) == 4 and all(len(v) == 32 for v in values)
+    for other in (secure.derive_keys(KEY + b"!", nonce_a, nonce_b, b"t" * 32),
+                  secure.derive_keys(KEY, nonce_b, nonce_a, b"t" * 32),
+                  secure.derive_keys(KEY, nonce_a, nonce_b, b"u" * 32)):
+        assert other.client_to_server != keys.client_to_server
+    assert keys.sending("client") == keys.receiving("server")
+    assert keys.sending("server") == keys.receiving("client")
+
+
+def test_transcript_hash_cannot_be_shifted_between_hellos():
+    assert secure.transcript_hash(b"ab", b"c") != secure.transcript_hash(b"a", b"bc")
+
+
+def test_sealer_and_opener_counters():
+    key = os.urandom(32)
+    sealer, opener = secure.Sealer(key), secure.Opener(key)
+    frames = [sealer.seal(FrameType.DATA, ipv4(bytes([i]))) for i in range(3)]
+    for i, frame in enumerate(frames):
+        assert opener.open(frame[8:]) == (FrameType.DATA, ipv4(bytes([i])))
+    with pytest.raises(secure.SealError) as info:
+        opener.open(frames[1][8:])
+    assert info.value.reason == "replayed"
+    with pytest.raises(secure.SealError) as info:
+        secure.Opener(os.urandom(32)).open(frames[0][8:])
+    assert info.value.reason == "forged"
+    sealer.counter = secure.MAX_COUNTER
+    with pytest.raises(EncodeError, match="exhausted"):
+        sealer.seal(FrameType.DATA, ipv4())
+
+
+def test_sealed_frames_respect_the_payload_limit():
+    sealer = secure.Sealer(os.urandom(32))
+    biggest = b"\0" * (secure.DEFAULT_MAX_PAYLOAD - secure.SEAL_OVERHEAD)
+    assert len(sealer.seal(FrameType.DATA, biggest)) == 8 + secure.DEFAULT_MAX_PAYLOAD
+    with pytest.raises(EncodeError):
+        sealer.seal(FrameType.DATA, biggest + b"!")
+
+
+def test_a_gso_super_packet_fits_sealed():
+    client, server, *_ = pair(KEY, KEY)
+    packet = ipv4(b"g" * (65535 - 20))
+    frame = client.encode_packet(packet, vnet_header=bytes(10))
+    (event,) = server.receive(frame)
+    assert event.packet == packet
+
+
+# -- real tunnels -----------------------------------------------------------------------------
+@pytest.fixture
+def lab():
+    with TwoHostLab() as two_hosts:
+        yield two_hosts
+        two_hosts.stop_tunnel()
+
+
+PATTERN = "74756e6c61622d736563726574"  # "tunlab-secret", what ping -p puts in each request
+
+
+def _capture_while_pinging(lab: TwoHostLab, port: int, tmp_path: Path) -> tuple[str, bytes]:
+    pcap = tmp_path / "underlay.pcap"
+    dump = lab.a.popen(["tcpdump", "--immediate-mode", "-U", "-n", "-i", "veth0", "-w", str(pcap),
+                        f"tcp port {port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert dump.stderr is not None
+        ready, _, _ = select.select([dump.stderr], [], [], 5)
+        assert ready and b"listening on" in dump.stderr.readline(), "tcpdump did not start"
+        out = lab.a.exec(["ping", "-c", "5", "-i", "0.02", "-W", "1", "-p", PATTERN,
+                          "10.9.0.2"], check=False).stdout
+        # Each request and reply is one TCP segment each way (plus ACKs): wait for them.
+        wait_for(lambda: pcap.stat().st_size > 24 + 10 * 100, 3)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.communicate(timeout=5)
+    return out, pcap.read_bytes()
+
+
+@pytest.mark.parametrize("psk", [KEY, None], ids=["psk", "clear"])
+def test_a_keyed_tunnel_carries_traffic_and_hides_it_on_the_wire(lab, tmp_path, psk):
+    server = start_server(lab, 5601, psk=psk)
+    client = start_client(lab, 5601, psk=psk)
+    try:
+        assert wait_for(lambda: client.connected and server.connected)
+        assert wait_for_ping(lab.a, "10.9.0.2")
+        out, captured = _capture_while_pinging(lab, 5601, tmp_path)
+        assert " 0% packet loss" in out, out
+        secret = bytes.fromhex(PATTERN)
+        if psk is None:
+            assert secret in captured, "control: the clear mode must show the payload"
+        else:
+            assert secret not in captured, "the payload crossed the underlay in the clear"
+            assert server.stats.written_packets >= 5
+        assert server.stats.rejected == {} and client.stats.rejected == {}
+    finally:
+        client.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("client_psk, server_psk, server_says", [
+    (b"the wrong key, but long enough!", KEY, "keys on the two ends differ"),
+    (None, KEY, "client has no pre-shared key"),
+    (KEY, None, "client requires a pre-shared key"),
+], ids=["wrong-key", "client-without-key", "server-without-key"])
+def test_a_peer_that_cannot_prove_the_key_gets_nothing_written(lab, caplog, client_psk,
+                                                               server_psk, server_says):
+    caplog.set_level(logging.WARNING, logger="tunlab.tunnel")
+    rx_before = kernel_rx_packets(lab.b, "tun0")
+    server = start_server(lab, 5602, psk=server_psk)
+    client = start_client(lab, 5602, psk=client_psk, backoff_max=0.2)
+    try:
+        assert wait_for(lambda: server.stats.rejected["auth_failed"] >= 2
+                        and client.stats.rejected["auth_failed"] >= 2)
+        # The client's device sees traffic, and none of it may come out on the server's side.
+        out = ping(lab.a, "10.9.0.2", count=3)
+        assert "100% packet loss" in out
+        assert not server.connected and not client.connected
+        assert server.stats.written_packets == 0 and server.stats.frames_received == 0
+        assert kernel_rx_packets(lab.b, "tun0") == rx_before
+        assert server.running and server.error is None
+    finally:
+        client.stop()
+        server.stop()
+    server_lines = [r.getMessage() for r in caplog.records
+                    if r.getMessage().startswith("server: rejected")]
+    assert server_lines and all("auth_failed" in line and server_says in line
+                                for line in server_lines)
+    client_lines = [r.getMessage() for r in caplog.records
+                    if r.getMessage().startswith("client: rejected")]
+    assert client_lines and all("auth_failed" in line for line in client_lines)
+
+
+def test_cli_endpoints_with_a_key_file(lab, tmp_path, tunlab_cmd):
+    key = _key_file(tmp_path, b"cli shared key 0123456789abcdef\n")
+    server = lab.b.popen([*tunlab_cmd, "server", "--dev", "tun0", "--listen",
+                          "198.18.0.2:5603", "--psk-file", str(key)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = lab.a.popen([*tunlab_cmd, "client", "--dev", "tun0", "--server",
+                          "198.18.0.2:5603", "--psk-file", str(key)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for_ping(lab.a, "10.9.0.2", timeout=10)
+        assert " 0% packet loss" in ping(lab.a, "10.9.0.2", count=10)
+    finally:
+        for proc in (client, server):
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=10) for proc in (client, server)]
+    assert client.returncode == 0 and server.returncode == 0, outputs
+    assert all("UNAUTHENTICATED" not in err for _, err in outputs)
+
+
+def test_cli_server_writes_nothing_for_a_client_with_another_key(lab, tmp_path, tunlab_cmd):
+    key = _key_file(tmp_path, b"cli shared key 0123456789abcdef\n")
+    rx_before = kernel_rx_packets(lab.b, "tun0")
+    server = lab.b.popen([*tunlab_cmd, "server", "--dev", "tun0", "--listen",
+                          "198.18.0.2:5604", "--psk-file", str(key)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = start_client(lab, 5604, psk=b"not the key in the server's file", backoff_max=0.2)
+    try:
+        assert wait_for(lambda: client.stats.rejected["auth_failed"] >= 2, timeout=10)
+        assert "100% packet loss" in ping(lab.a, "10.9.0.2", count=3)
+        assert kernel_rx_packets(lab.b, "tun0") == rx_before
+    finally:
+        client.stop()
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=10)
+    assert server.returncode == 0, err
+    refusals = [line for line in err.splitlines() if "auth_failed" in line]
+    assert refusals and all("keys on the two ends differ" in line for line in refusals)
+    assert "UNAUTHENTICATED" not in err
