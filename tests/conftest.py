@@ -29,8 +29,10 @@ def _root_namespace_state() -> dict[str, object]:
     for key in ("ip_forward", "conf/all/rp_filter", "conf/all/accept_local",
                 "conf/all/log_martians", "conf/default/rp_filter"):
         sysctls[key] = Path(f"/proc/sys/net/ipv4/{key}").read_text().strip()
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
     return {"links": strip(ip("link")), "addrs": sorted(map(str, ip("addr"))),
-            "routes": ip("route", "show", "table", "all"), "sysctls": sysctls}
+            "routes": ip("route", "show", "table", "all"), "rules": ip("rule"),
+            "nft": ruleset, "sysctls": sysctls}
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

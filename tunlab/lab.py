@@ -131,13 +131,16 @@ class TwoHostLab(_Lab):
         self.server: TunnelServer | None = None
         self.client: TunnelClient | None = None
 
-    def start_tunnel(self, port: int = TUNNEL_PORT, record_packets: bool = False
-                     ) -> tuple[TunnelServer, TunnelClient]:
-        """Server in ``b`` on 198.18.0.2:port, client in ``a``; returns once both are connected."""
+    def start_tunnel(self, port: int = TUNNEL_PORT, record_packets: bool = False,
+                     psk: bytes | None = None) -> tuple[TunnelServer, TunnelClient]:
+        """Server in ``b`` on 198.18.0.2:port, client in ``a``; returns once both are connected.
+
+        With ``psk`` both ends authenticate each other and seal every frame.
+        """
         server = TunnelServer(self.open_device(self.b, "tun0"), (UNDERLAY[1], port),
-                              namespace=self.b, record_packets=record_packets)
+                              namespace=self.b, record_packets=record_packets, psk=psk)
         client = TunnelClient(self.open_device(self.a, "tun0"), (UNDERLAY[1], port),
-                              namespace=self.a, record_packets=record_packets)
+                              namespace=self.a, record_packets=record_packets, psk=psk)
         self.server, self.client = server.start(), client.start()
         if not client.wait_until(lambda: client.connected and server.connected, timeout=5):
             self.stop_tunnel()
