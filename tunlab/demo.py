@@ -14,7 +14,7 @@ from .lab import SeedLab
 from .tunnel import TunnelClient, TunnelEvent, TunnelServer
 
 PING_TARGET = "10.0.0.2"
-PING_COMMAND = ["ping", "-c1", "-W1", PING_TARGET]
+PING_COMMAND = ["ping", PING_TARGET, "-c1", "-W1"]
 
 
 def _is_our_echo(packet: bytes) -> bool:
@@ -119,12 +119,14 @@ def run_demo(progress: Callable[[str], None] | None = None, trace: bool = True) 
             commands=list(lab.commands))
 
 
-def _observe(lab: SeedLab, server: TunnelServer, inject: Callable[[], None]) -> Any:
+def _observe(lab: SeedLab, server: TunnelServer, inject: Callable[[], None]) -> dict[str, Any]:
     """The kernel's handling of the released packet, traced in the server's writer thread."""
-    try:
-        from .fate import observe
-    except ImportError:
-        inject()
-        return "not traced yet"
-    report = observe(lab.ns, inject, writer_tid=server.writer_tid, capture_devices=())
-    return report.to_dict() if hasattr(report, "to_dict") else report
+    from .fate import observe
+
+    def released() -> bytes | None:
+        event = _first(server.events(), "written")
+        return event.data if event else None
+
+    report = observe(lab.ns, inject, writer_tid=server.writer_tid, capture_devices=(),
+                     packet=released, dev="mytun2")
+    return report.to_dict()

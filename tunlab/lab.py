@@ -20,6 +20,7 @@ from .tunnel import TunnelClient, TunnelServer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "create_named_tuntap_devices.sh"
 SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
+UPLINK, UPLINK_ADDRESS = "wan0", "192.0.2.1/24"  # TEST-NET-1, only inside our namespace
 UNDERLAY = ("198.18.0.1", "198.18.0.2")  # RFC 2544 benchmarking range, only inside our netns
 TUNNEL_ADDRESSES = ("10.9.0.1", "10.9.0.2")
 TUNNEL_PORT = 5555
@@ -85,15 +86,27 @@ class _Lab:
 
 
 class SeedLab(_Lab):
-    """The seed's single host: mytun 10.0.0.1/24 and mytun2 10.0.2.1/24, up, in one namespace."""
+    """The seed's single host: mytun 10.0.0.1/24 and mytun2 10.0.2.1/24, up, in one namespace.
 
-    def __init__(self, label: str = "seed") -> None:
+    With ``uplink=True`` the host also gets what the seed's host had besides the two TUN
+    devices: a way out with a default route. Here it is a third TUN device, ``wan0``
+    192.0.2.1/24 with ``default dev wan0``, so the lab can read what the kernel sends to the
+    wider world (replies to 200.1.2.3, ICMP errors) and strict and loose reverse-path
+    filtering differ as they do on a real host.
+    """
+
+    def __init__(self, label: str = "seed", uplink: bool = False) -> None:
         super().__init__()
         cleanup_leftovers()
         self.ns = self._ns(label)
         try:
             self.commands.append(f"[{self.ns.name}] bash scripts/{SCRIPT.name}")
             self.script_output = self.ns.exec(["bash", str(script_path())]).stdout
+            if uplink:
+                self._ip(self.ns, "tuntap", "add", "dev", UPLINK, "mode", "tun")
+                self._ip(self.ns, "addr", "add", UPLINK_ADDRESS, "dev", UPLINK)
+                self._ip(self.ns, "link", "set", UPLINK, "up")
+                self._ip(self.ns, "route", "add", "default", "dev", UPLINK)
         except BaseException:
             self.close()
             raise
