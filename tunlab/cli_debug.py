@@ -35,8 +35,12 @@ def cmd_fate(args: argparse.Namespace) -> int:
                          dev=args.dev, sysctls=settings, nft_ruleset=ruleset).to_dict()
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    _print_fate(report)
+    else:
+        _print_fate(report)
+    if args.expect and args.expect not in (report["verdict"], *report["drop_reasons"]):
+        print(f"expected {args.expect}, the kernel said {report['verdict']} "
+              f"{' '.join(report['drop_reasons'])}".rstrip(), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -135,6 +139,9 @@ def register(sub: Any) -> None:
                       help="a sysctl, e.g. net.ipv4.ip_forward=1 (repeatable)")
     fate.add_argument("--nft-file", metavar="FILE", help="an nftables ruleset to load first")
     fate.add_argument("--json", action="store_true", help="print one JSON object")
+    fate.add_argument("--expect", metavar="VERDICT|REASON",
+                      help="exit 1 unless the verdict or a drop reason is this "
+                      "(e.g. delivered, IP_RPFILTER): for scripted checks and exercises")
     fate.set_defaults(handler=cmd_fate)
 
     doctor = sub.add_parser("doctor", help="check that the lab can run here")
