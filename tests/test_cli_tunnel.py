@@ -97,3 +97,31 @@ def test_without_privileges_one_line_and_exit_2(two_hosts, tunlab_cmd):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "root" in result.stderr
+
+
+def test_the_seeds_instructions_step_by_step(tunlab_cmd):
+    """Seed steps 1-5: the script, server on mytun2, client on mytun, `ping 10.0.0.2 -c1`,
+    and the output of both showing the packet read, encapsulated, sent, decapsulated,
+    released."""
+    from tunlab.lab import SeedLab
+
+    with SeedLab("steps") as lab:
+        server = _start(lab.ns, tunlab_cmd, "-v", "server", "--dev", "mytun2",
+                        "--listen", "127.0.0.1:5555")
+        client = _start(lab.ns, tunlab_cmd, "-v", "client", "--dev", "mytun",
+                        "--server", "127.0.0.1:5555")
+        try:
+            assert _wait_for(lambda: "127.0.0.1:5555" in lab.ns.exec(
+                ["ss", "-Htn", "state", "established", "dport", "5555"]).stdout)
+            time.sleep(0.3)  # the handshake's hellos follow the TCP connect
+            lab.ns.exec(["ping", "10.0.0.2", "-c1", "-W1"], check=False)
+            time.sleep(0.5)
+        finally:
+            for proc in (client, server):
+                proc.send_signal(signal.SIGTERM)
+            (_, client_log), (_, server_log) = (p.communicate(timeout=10)
+                                                for p in (client, server))
+    assert "read from the device: 10.0.0.1 -> 10.0.0.2 icmp, 84 bytes" in client_log
+    assert "encapsulated 10.0.0.1 -> 10.0.0.2 icmp into a 92-byte frame" in client_log
+    assert "decapsulated, written to the device: 10.0.0.1 -> 10.0.0.2 icmp, 84 bytes" \
+        in server_log

@@ -26,9 +26,49 @@ def _load_psk(path: str | None) -> bytes | None:
     return load_psk(path)
 
 
+def _fast_path(args: argparse.Namespace) -> bool:
+    """The fast path (offloads, super-packets) unless --simple, or -v which logs each packet."""
+    return not (args.simple or args.verbose)
+
+
+def _describe_event(event: Any) -> str:
+    """One log line for a tunnel event; packets summarized as the seed's step 5 shows them."""
+    if event.data is None:
+        return f"{event.kind}: {event.detail}"
+    from .packets import summarize
+
+    if event.kind == "sent":
+        inner = summarize(event.data[8:])
+        return (f"encapsulated {inner.get('src')} -> {inner.get('dst')} {inner.get('proto')} "
+                f"into a {event.size}-byte frame (header {event.data[:8].hex()}), sent over TCP")
+    info = summarize(event.data)
+    verb = {"read": "read from the device", "written": "decapsulated, written to the device"}
+    return (f"{verb.get(event.kind, event.kind)}: {info.get('src')} -> {info.get('dst')} "
+            f"{info.get('proto')}, {event.size} bytes")
+
+
+def _follow_events(endpoint: Any, stop: threading.Event, log: logging.Logger) -> None:
+    """Log every event as it happens (``--verbose``): the seed's "look at the output" step."""
+    seen = 0.0
+    while True:
+        stopping = stop.wait(0.1)
+        for event in endpoint.events():
+            # Connection events are logged by the tunnel itself; add the packets.
+            if event.time > seen and event.data is not None:
+                seen = event.time
+                log.info("%s: %s", endpoint.role, _describe_event(event))
+        if stopping:
+            return
+
+
 def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
     """Run a tunnel endpoint in the foreground until SIGINT/SIGTERM or a fatal device error."""
     stop = threading.Event()
+    follower = None
+    if endpoint.record_packets:
+        follower = threading.Thread(target=_follow_events, args=(
+            endpoint, stop, logging.getLogger("tunlab.events")), daemon=True)
+        follower.start()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     if not authenticated:
@@ -41,6 +81,9 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
             if endpoint.error and not endpoint.running:
                 break
     finally:
+        stop.set()
+        if follower is not None:
+            follower.join(2)
         endpoint.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -57,8 +100,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     require_privileges("tunlab server")
     listen = _parse_hostport(args.listen)
     psk = _load_psk(args.psk_file)
-    with TunDevice.open(args.dev) as device:
-        server = TunnelServer(device, listen, psk=psk)
+    with TunDevice.open(args.dev, vnet_hdr=_fast_path(args)) as device:
+        server = TunnelServer(device, listen, psk=psk, record_packets=args.verbose)
         return _run_endpoint(server, "server", psk is not None)
 
 
@@ -69,8 +112,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     require_privileges("tunlab client")
     server_address = _parse_hostport(args.server)
     psk = _load_psk(args.psk_file)
-    with TunDevice.open(args.dev) as device:
-        client = TunnelClient(device, server_address, psk=psk)
+    with TunDevice.open(args.dev, vnet_hdr=_fast_path(args)) as device:
+        client = TunnelClient(device, server_address, psk=psk, record_packets=args.verbose)
         return _run_endpoint(client, "client", psk is not None)
 
 
@@ -108,12 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunlab", description="Learn how Linux moves packets through TUN devices, "
         "routing tables and a user-space VPN tunnel, and why the kernel drops them.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every event")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every packet and event (server, client)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     server = sub.add_parser("server", help="vpn-server: decapsulate frames from TCP into a TUN "
                             "device, and back")
     server.add_argument("--dev", required=True, help="existing TUN device, e.g. mytun2")
+    server.add_argument("--simple", action="store_true",
+                        help="the teaching path: one read, frame and write per packet "
+                        "(no offloads); -v implies it")
     server.add_argument("--listen", required=True, metavar="HOST:PORT",
                         help="TCP address to accept clients on, e.g. 127.0.0.1:5555")
     server.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
@@ -122,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     client = sub.add_parser("client", help="vpn-client: encapsulate packets from a TUN device "
                             "into TCP, and back")
     client.add_argument("--dev", required=True, help="existing TUN device, e.g. mytun")
+    client.add_argument("--simple", action="store_true",
+                        help="the teaching path: one read, frame and write per packet "
+                        "(no offloads); -v implies it")
     client.add_argument("--server", required=True, metavar="HOST:PORT",
                         help="the vpn-server's TCP address")
     client.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")

@@ -63,17 +63,24 @@ class _Lab:
         self.commands.append(f"[{ns.name}] ip {shlex.join(args)}")
         return ns.ip(*args)
 
-    def open_device(self, ns: Namespace, name: str) -> TunDevice:
-        """Attach to TUN device ``name`` inside ``ns``; closed with the lab."""
-        device = ns.run(TunDevice.open, name)
+    def open_device(self, ns: Namespace, name: str, *, vnet_hdr: bool = False) -> TunDevice:
+        """Attach to TUN device ``name`` inside ``ns``; closed with the lab.
+
+        ``vnet_hdr=True`` opens it for the tunnel's fast path (see :mod:`tunlab.tunnel`).
+        """
+        device = ns.run(lambda: TunDevice.open(name, vnet_hdr=vnet_hdr))
         self._devices.append(device)
         return device
 
-    def close(self) -> None:
-        """Close devices this lab opened and remove its namespaces (with all devices inside)."""
+    def close_devices(self) -> None:
+        """Close the devices this lab opened (they stay in their namespaces, as found)."""
         for device in self._devices:
             device.close()
         self._devices.clear()
+
+    def close(self) -> None:
+        """Close devices this lab opened and remove its namespaces (with all devices inside)."""
+        self.close_devices()
         for ns in reversed(self.namespaces):
             ns.delete()
         self.namespaces.clear()
@@ -145,14 +152,19 @@ class TwoHostLab(_Lab):
         self.client: TunnelClient | None = None
 
     def start_tunnel(self, port: int = TUNNEL_PORT, record_packets: bool = False,
-                     psk: bytes | None = None) -> tuple[TunnelServer, TunnelClient]:
+                     psk: bytes | None = None, fast: bool | tuple[bool, bool] = False,
+                     ) -> tuple[TunnelServer, TunnelClient]:
         """Server in ``b`` on 198.18.0.2:port, client in ``a``; returns once both are connected.
 
-        With ``psk`` both ends authenticate each other and seal every frame.
+        With ``psk`` both ends authenticate each other and seal every frame. ``fast`` opens
+        the devices for the fast path: one flag for both, or ``(server, client)``.
         """
-        server = TunnelServer(self.open_device(self.b, "tun0"), (UNDERLAY[1], port),
+        server_fast, client_fast = fast if isinstance(fast, tuple) else (fast, fast)
+        server = TunnelServer(self.open_device(self.b, "tun0", vnet_hdr=server_fast),
+                              (UNDERLAY[1], port),
                               namespace=self.b, record_packets=record_packets, psk=psk)
-        client = TunnelClient(self.open_device(self.a, "tun0"), (UNDERLAY[1], port),
+        client = TunnelClient(self.open_device(self.a, "tun0", vnet_hdr=client_fast),
+                              (UNDERLAY[1], port),
                               namespace=self.a, record_packets=record_packets, psk=psk)
         self.server, self.client = server.start(), client.start()
         if not client.wait_until(lambda: client.connected and server.connected, timeout=5):

@@ -1,0 +1,123 @@
+"""The fast data path: virtio-net headers, offload negotiation in the HELLO, super-packets.
+
+The software offload code is checked against scapy's own checksums; the tunnel is checked with
+real TUN devices opened with IFF_VNET_HDR in two namespaces, fast with fast and fast with simple.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from transfer import transfer
+
+from tunlab import vnet
+from tunlab.lab import TwoHostLab
+from tunlab.tun import IFF_VNET_HDR, TunDevice
+from tunlab.tunnel import VNET_FEATURE
+from tunlab.vnet import OffloadError, VnetHeader
+
+
+def _super_packet(payload_size: int, flags: str = "PA") -> bytes:
+    packet = IP(src="10.9.0.1", dst="10.9.0.2", id=100) / TCP(
+        sport=40000, dport=5201, seq=1000, flags=flags) / (bytes(range(256)) * 300)[:payload_size]
+    return bytes(packet)
+
+
+def _valid_checksums(raw: bytes) -> bool:
+    parsed = IP(raw)
+    expected_ip, expected_tcp = parsed.chksum, parsed[TCP].chksum
+    del parsed.chksum
+    del parsed[TCP].chksum
+    rebuilt = IP(bytes(parsed))
+    return rebuilt.chksum == expected_ip and rebuilt[TCP].chksum == expected_tcp
+
+
+def test_tcp_super_packet_is_cut_like_the_kernel_would():
+    packet = _super_packet(3500, flags="FPA")
+    header = VnetHeader(flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_TCPV4, hdr_len=40,
+                        gso_size=1448, csum_start=20, csum_offset=16)
+    segments = vnet.resolve(header.pack(), packet)
+    assert [len(s) - 40 for s in segments] == [1448, 1448, 604]
+    assert b"".join(s[40:] for s in segments) == packet[40:]
+    assert [IP(s)[TCP].seq for s in segments] == [1000, 2448, 3896]
+    # FIN and PSH belong to the last segment only
+    assert [str(IP(s)[TCP].flags) for s in segments] == ["A", "A", "FPA"]
+    assert all(_valid_checksums(s) for s in segments)
+    assert len({IP(s).id for s in segments}) == 3
+
+
+def test_checksum_only_offload_is_completed():
+    packet = bytearray(_super_packet(100))
+    # What the kernel leaves in the field: the pseudo-header's sum, not yet complemented.
+    pseudo = packet[12:20] + bytes((0, 6)) + (len(packet) - 20).to_bytes(2, "big")
+    packet[36:38] = (~vnet.internet_checksum(pseudo) & 0xFFFF).to_bytes(2, "big")
+    header = VnetHeader(flags=vnet.F_NEEDS_CSUM, csum_start=20, csum_offset=16)
+    (finished,) = vnet.resolve(header.pack(), bytes(packet))
+    assert _valid_checksums(finished)
+
+
+@pytest.mark.parametrize("header, why", [
+    (VnetHeader(gso_type=vnet.GSO_TCPV4, gso_size=0), "gso_size 0"),
+    (VnetHeader(gso_type=vnet.GSO_TCPV4, gso_size=1), "more than"),
+    (VnetHeader(gso_type=vnet.GSO_UDP, gso_size=1000), "cannot segment"),
+    (VnetHeader(flags=vnet.F_NEEDS_CSUM, csum_start=5000, csum_offset=16), "outside"),
+])
+def test_headers_asking_for_impossible_or_unbounded_work_are_refused(header, why):
+    with pytest.raises(OffloadError, match=why):
+        vnet.resolve(header.pack(), _super_packet(3000))
+
+
+def _link(ns, dev: str) -> dict:
+    return json.loads(ns.ip("-j", "-d", "link", "show", dev))[0]
+
+
+def test_fast_endpoints_negotiate_super_packets_and_carry_tcp_intact():
+    with TwoHostLab(mtu=1500, tun_mtu=1500) as lab:
+        before = _link(lab.b, "tun0")
+        server, client = lab.start_tunnel(fast=True)
+        assert server.device.vnet_hdr and client.device.vnet_hdr
+        assert VNET_FEATURE in server.features and VNET_FEATURE in client.features
+        assert server.device.offloads_enabled(), "TUNSETOFFLOAD did not take"
+        sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 16 * 1024 * 1024)
+        assert sent == arrived
+        # The kernel handed over super-packets: far fewer, far larger reads than 1,500 bytes.
+        stats = client.stats
+        assert stats.read_bytes / stats.read_packets > 3000, stats
+        assert server.stats.written_packets > 0
+        lab.stop_tunnel()
+        lab.close_devices()
+        after = _link(lab.b, "tun0")
+        # The device is left as found: no vnet_hdr flag, no offloads.
+        assert after["linkinfo"] == before["linkinfo"]
+        assert not after["linkinfo"]["info_data"].get("vnet_hdr")
+
+
+@pytest.mark.parametrize("fast", [(True, False), (False, True)],
+                         ids=["fast-server-simple-client", "simple-server-fast-client"])
+def test_fast_and_simple_endpoints_interoperate(fast):
+    with TwoHostLab(mtu=1500, tun_mtu=1500) as lab:
+        server, client = lab.start_tunnel(fast=fast)
+        assert server.features == client.features == frozenset()
+        fast_end = server if fast[0] else client
+        assert not fast_end.device.offloads_enabled(), "offloads on for a peer that cannot"
+        ping = lab.a.exec(["ping", "-c5", "-i", "0.05", "-W", "1", "10.9.0.2"], check=False)
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+        sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024)
+        assert sent == arrived
+        assert client.stats.read_bytes / client.stats.read_packets <= 1500
+
+
+def test_plain_reopen_after_a_killed_fast_reader_switches_offloads_off():
+    with TwoHostLab() as lab:
+        fast = lab.a.run(lambda: TunDevice.open("tun0", vnet_hdr=True))
+        fast.set_offload(0x07)
+        # A killed fast reader: the descriptor goes away without close()'s repairs.
+        os.close(fast.fd)
+        fast.fd, fast._ns_fd, fast.offload = -1, -1, 0
+        fast._ctl.close()
+        plain = lab.open_device(lab.a, "tun0")
+        assert not plain.offloads_enabled()
+        assert not plain.flags & IFF_VNET_HDR
