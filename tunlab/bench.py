@@ -1,0 +1,758 @@
+"""The benchmark: tunlab's tunnel against the bare veth and OpenVPN, side by side in one run.
+
+Everything runs inside two private namespaces (``a`` and ``b``, joined by a veth pair): iperf3
+and ping between them, straight over the veth or through a tunnel. Each tunnel endpoint is its
+own process (``ip netns exec NS python -m tunlab.bench endpoint ...``) so that the two ends do
+not share one interpreter lock, and so that the CPU each costs can be read from
+``/proc/<pid>/stat``. The variants all run at once on their own devices and addresses and are
+measured in turns (round robin, ``repeats`` times, medians reported), so that the noise of a
+shared machine hits them alike:
+
+==========================  ===========  ===========================================
+variant                     device       what
+==========================  ===========  ===========================================
+direct veth                 veth0        the underlay itself, no tunnel
+tunlab fast                 tun0         IFF_VNET_HDR + offloads: 64 KiB super-packets
+tunlab simple               tun1         one read/frame/write per MTU-sized packet
+tunlab fast + psk           tun2         the fast path with ChaCha20-Poly1305 sealing
+OpenVPN 2.6                 ovpn0        TCP, no cipher, no auth (the reference config)
+OpenVPN 2.6 + TCP_NODELAY   ovpn1        the same with Nagle off, as tunlab runs
+==========================  ===========  ===========================================
+
+Also measured: ping round-trip percentiles, CPU seconds per Gbit, throughput against the link
+MTU (veth and tun MTU set alike) and against parallel streams (``iperf3 -P``), and two timings
+participants meet in the notebooks: one ``tunlab.fate.packet_fate`` verdict and
+:func:`measure_throughput` on the in-process lab tunnel.
+
+:func:`measure_throughput` is also the small live measurement for notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EnvironmentProblem, TunlabError
+from .lab import UNDERLAY, TwoHostLab
+from .netns import Namespace
+
+TARGET_VS_OPENVPN = 10.0
+TARGET_VS_VETH = 0.40
+OPENVPN = "OpenVPN 2.6"
+OPENVPN_NODELAY = "OpenVPN 2.6 + TCP_NODELAY"
+VETH = "direct veth"
+FAST = "tunlab fast"
+SIMPLE = "tunlab simple"
+FAST_PSK = "tunlab fast + psk"
+IPERF_PORT = 5201
+BENCH_KEY = b"tunlab bench pre-shared key, not a secret"
+TOOLS = {"iperf3": "iperf3", "openvpn": "openvpn", "ping": "iputils-ping"}
+DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- small measurements -----------------------------------------------------------------------
+@dataclass
+class Run:
+    """One iperf3 run: received throughput, retransmissions, and CPU of the tunnel processes."""
+
+    mbps: float
+    retransmits: int = 0
+    cpu_seconds: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def cpu_per_gbit(self) -> float | None:
+        """CPU seconds the tunnel endpoints spent per Gbit carried."""
+        gbits = self.mbps * self.seconds / 1000
+        if self.cpu_seconds is None or gbits <= 0:
+            return None
+        return self.cpu_seconds / gbits
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values`` with linear interpolation."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    k = (len(data) - 1) * p / 100
+    low = int(k)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (k - low)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads together."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def thread_cpu_seconds(tid: int) -> float:
+    """User + system CPU seconds of thread ``tid`` of this process."""
+    with open(f"/proc/self/task/{tid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def ping_rtts(ns: Namespace, address: str, count: int, interval: float = 0.01) -> list[float]:
+    """Round-trip times in ms of ``count`` echoes from ``ns`` to ``address``."""
+    out = ns.exec(["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", address],
+                  check=False, timeout=count * interval + 15).stdout
+    return [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
+
+
+def iperf3(ns: Namespace, address: str, seconds: float, streams: int = 1,
+           port: int = IPERF_PORT) -> Run:
+    """``iperf3 -c address`` from ``ns`` (a server must listen there); retried once if busy."""
+    argv = ["iperf3", "-c", address, "-p", str(port), "-t", f"{seconds:g}", "-P", str(streams),
+            "-J", "--connect-timeout", "3000"]
+    last = ""
+    for attempt in range(3):
+        result = ns.exec(argv, check=False, timeout=seconds + 30)
+        try:
+            doc = json.loads(result.stdout)
+        except ValueError:
+            doc = {"error": result.stderr.strip() or result.stdout[:200]}
+        if "error" not in doc:
+            end = doc["end"]
+            return Run(mbps=end["sum_received"]["bits_per_second"] / 1e6,
+                       retransmits=int(end.get("sum_sent", {}).get("retransmits", 0)),
+                       seconds=float(end["sum_received"].get("seconds", seconds)))
+        last = str(doc["error"])
+        time.sleep(0.3 * (attempt + 1))  # "the server is busy": the last test is winding down
+    raise TunlabError(f"iperf3 to {address} failed: {last}")
+
+
+# -- the live measurement for notebooks --------------------------------------------------------
+@dataclass
+class Throughput:
+    """What :func:`measure_throughput` saw."""
+
+    mbps: float
+    seconds: float
+    tool: str
+    path: str
+    packets: int = 0            # packets the tunnel client read from its device meanwhile
+    average_packet: float = 0.0  # their mean size: ~1,500 simple, up to 64 KiB with offloads
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (for JSON and plots)."""
+        return asdict(self)
+
+
+def measure_throughput(lab: TwoHostLab, seconds: float = 1.0, *, path: str = "tunnel",
+                       streams: int = 1) -> Throughput:
+    """Measure TCP throughput from host ``a`` to host ``b`` of a :class:`TwoHostLab`, live.
+
+    ``path="tunnel"`` goes through tun0 (start a tunnel first, e.g. ``lab.start_tunnel()``),
+    ``path="underlay"`` straight over the veth. Uses iperf3 when installed, else a Python
+    sender and receiver (slower: they compete with the in-process tunnel for the interpreter).
+    Small scale on purpose: a notebook can call it every few seconds.
+    """
+    if path not in ("tunnel", "underlay"):
+        raise ValueError("path is 'tunnel' or 'underlay'")
+    address = "10.9.0.2" if path == "tunnel" else UNDERLAY[1]
+    client = lab.client if path == "tunnel" else None
+    before = client.stats.snapshot() if client is not None else None
+    if shutil.which("iperf3"):
+        server = lab.b.popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT + 7)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_listening(lab.b, IPERF_PORT + 7)
+            run = iperf3(lab.a, address, seconds, streams, port=IPERF_PORT + 7)
+        finally:
+            _stop_process(server)
+        mbps, tool = run.mbps, "iperf3"
+    else:
+        mbps, tool = _python_throughput(lab, address, seconds), "python"
+    result = Throughput(mbps=mbps, seconds=seconds, tool=tool, path=path)
+    if client is not None and before is not None:
+        after = client.stats.snapshot()
+        result.packets = after["read_packets"] - before["read_packets"]
+        nbytes = after["read_bytes"] - before["read_bytes"]
+        result.average_packet = nbytes / result.packets if result.packets else 0.0
+    return result
+
+
+def _python_throughput(lab: TwoHostLab, address: str, seconds: float) -> float:
+    port = IPERF_PORT + 8
+    listener = lab.b.run(lambda: socket.create_server((address, port)))
+    received = [0]
+    started = [0.0, 0.0]
+
+    def receive() -> None:
+        listener.settimeout(seconds + 10)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(seconds + 10)
+            started[0] = time.monotonic()
+            while chunk := conn.recv(1 << 18):
+                received[0] += len(chunk)
+            started[1] = time.monotonic()
+
+    def send() -> None:
+        block = bytes(1 << 18)
+        with socket.create_connection((address, port), timeout=5) as conn:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                conn.sendall(block)
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    try:
+        lab.a.run(send, timeout=seconds + 15)
+        thread.join(seconds + 10)
+    finally:
+        listener.close()
+    elapsed = max(started[1] - started[0], 1e-6)
+    return received[0] * 8 / elapsed / 1e6
+
+
+def time_fate_verdict(repeats: int = 3) -> dict[str, Any]:
+    """Median wall time of one :func:`tunlab.fate.packet_fate` verdict (a fresh lab each time)."""
+    try:
+        from .fate import packet_fate
+    except ImportError as exc:
+        return {"available": False, "note": f"tunlab.fate not importable: {exc}"}
+    times = []
+    verdict = None
+    for _ in range(repeats):
+        started = time.monotonic()
+        report = packet_fate("10.0.0.1", "10.0.0.2", sysctls={"net.ipv4.ip_forward": 1})
+        times.append(time.monotonic() - started)
+        verdict = getattr(report, "verdict", None)
+    return {"available": True, "median_s": statistics.median(times), "runs_s": times,
+            "call": "packet_fate('10.0.0.1', '10.0.0.2', sysctls={'net.ipv4.ip_forward': 1})",
+            "verdict": verdict}
+
+
+# -- processes ---------------------------------------------------------------------------------
+def _stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def _wait_listening(ns: Namespace, port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ns.exec(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise TunlabError(f"nothing listens on port {port} in {ns.name} after {timeout:.0f} s")
+
+
+def _wait_ping(ns: Namespace, address: str, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ns.exec(["ping", "-n", "-c1", "-W1", address], check=False).returncode == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def ensure_tools(install: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Check for iperf3, openvpn and ping; ``apt-get install`` the missing ones if allowed.
+
+    Returns ``{tool: version line}``; raises :class:`EnvironmentProblem` if iperf3 or ping stay
+    missing (OpenVPN missing only drops its rows).
+    """
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing and install and shutil.which("apt-get"):
+        packages = [TOOLS[tool] for tool in missing]
+        log(f"installing {', '.join(packages)} with apt-get (the bench's own set-up)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env,
+                       capture_output=True, timeout=600)
+    for tool in ("iperf3", "ping"):
+        if shutil.which(tool) is None:
+            raise EnvironmentProblem(f"{tool} is not installed",
+                                     f"apt-get install {TOOLS[tool]}")
+    versions = {}
+    for tool, argv in (("iperf3", ["iperf3", "--version"]), ("openvpn", ["openvpn",
+                                                                          "--version"])):
+        if shutil.which(tool):
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
+    return versions
+
+
+# -- the bench lab -----------------------------------------------------------------------------
+@dataclass
+class Variant:
+    """One way across: a name, the address iperf3 and ping aim at, the processes behind it."""
+
+    name: str
+    address: str
+    processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+    note: str = ""
+
+    def cpu_seconds(self) -> float | None:
+        """CPU so far of this variant's endpoint processes (None without any)."""
+        if not self.processes:
+            return None
+        try:
+            return sum(process_cpu_seconds(p.pid) for p in self.processes)
+        except OSError:
+            return None
+
+
+class BenchLab:
+    """A :class:`TwoHostLab` with one device and endpoint pair per variant, all running at once.
+
+    tunlab variant ``i`` uses ``tun<i>`` with 10.9.<i>.1/24 in ``a`` and .2 in ``b``; OpenVPN
+    creates ``ovpn<j>`` with 10.8.<j>.1 and .2 itself. An iperf3 server listens in ``b``.
+    """
+
+    def __init__(self, mtu: int = 1500, *, tunlab: Sequence[str] = (FAST, SIMPLE, FAST_PSK),
+                 openvpn: Sequence[str] = (OPENVPN, OPENVPN_NODELAY),
+                 log: Callable[[str], None] = print) -> None:
+        self.mtu = mtu
+        self.log = log
+        self.lab = TwoHostLab(mtu=mtu, tun_mtu=mtu, label="bench")
+        self.variants: dict[str, Variant] = {VETH: Variant(VETH, UNDERLAY[1])}
+        self.notes: list[str] = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="tunlab-bench-")
+        self._iperf: subprocess.Popen[Any] | None = None
+        self._logs: list[Any] = []
+        try:
+            self._start(list(tunlab), list(openvpn))
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, tunlab: list[str], openvpn: list[str]) -> None:
+        lab = self.lab
+        self._iperf = lab.b.popen(["iperf3", "-s", "-p", str(IPERF_PORT)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        key = Path(self._tmp.name) / "psk"
+        key.write_bytes(BENCH_KEY)
+        key.chmod(0o600)
+        for index, name in enumerate(tunlab):
+            dev = f"tun{index}"
+            if index:
+                for ns, host in ((lab.a, 1), (lab.b, 2)):
+                    ns.ip("tuntap", "add", "dev", dev, "mode", "tun")
+                    ns.ip("link", "set", dev, "mtu", str(self.mtu), "up")
+                    ns.ip("addr", "add", f"10.9.{index}.{host}/24", "dev", dev)
+            port = 5555 + index
+            extra = ["--simple"] if name == SIMPLE else []
+            if name == FAST_PSK:
+                extra += ["--psk-file", str(key)]
+            server = self._endpoint(lab.b, "server", dev, f"{UNDERLAY[1]}:{port}", extra)
+            client = self._endpoint(lab.a, "client", dev, f"{UNDERLAY[1]}:{port}", extra)
+            self.variants[name] = Variant(name, f"10.9.{index}.2", [server, client])
+        if openvpn and shutil.which("openvpn") is None:
+            self.notes.append("openvpn is not installed: its rows are missing")
+            openvpn = []
+        for index, name in enumerate(openvpn):
+            self.variants[name] = self._openvpn(name, index, nodelay=name == OPENVPN_NODELAY)
+        for variant in self.variants.values():
+            if not _wait_ping(lab.a, variant.address):
+                raise TunlabError(f"{variant.name}: no ping through to {variant.address}",
+                                  f"see the logs in {self._tmp.name}")
+        _wait_listening(lab.b, IPERF_PORT)
+
+    def _log_file(self, name: str) -> Any:
+        handle = open(Path(self._tmp.name) / name, "w")  # noqa: SIM115 - closed in close()
+        self._logs.append(handle)
+        return handle
+
+    def _endpoint(self, ns: Namespace, role: str, dev: str, address: str,
+                  extra: list[str]) -> subprocess.Popen[Any]:
+        argv = [sys.executable, "-m", "tunlab.bench", "endpoint", "--role", role, "--dev", dev,
+                "--address", address, *extra]
+        return ns.popen(argv, stdout=subprocess.DEVNULL,
+                        stderr=self._log_file(f"{role}-{dev}.log"))
+
+    def _openvpn(self, name: str, index: int, nodelay: bool) -> Variant:
+        lab = self.lab
+        dev, port = f"ovpn{index}", 1194 + index
+        common = ["openvpn", "--dev", dev, "--dev-type", "tun", "--cipher", "none", "--auth",
+                  "none", "--data-ciphers", "none", "--disable-dco", "--tun-mtu",
+                  str(self.mtu), "--verb", "3"]
+        if nodelay:
+            common += ["--socket-flags", "TCP_NODELAY"]
+        server = lab.b.popen([*common, "--proto", "tcp-server", "--local", UNDERLAY[1],
+                              "--lport", str(port), "--ifconfig", f"10.8.{index}.2",
+                              f"10.8.{index}.1"], stdout=self._log_file(f"openvpn-{dev}-b.log"),
+                             stderr=subprocess.STDOUT)
+        client = lab.a.popen([*common, "--proto", "tcp-client", "--remote", UNDERLAY[1],
+                              str(port), "--ifconfig", f"10.8.{index}.1", f"10.8.{index}.2",
+                              "--connect-retry", "1"],
+                             stdout=self._log_file(f"openvpn-{dev}-a.log"),
+                             stderr=subprocess.STDOUT)
+        return Variant(name, f"10.8.{index}.2", [server, client])
+
+    def throughput(self, name: str, seconds: float, streams: int = 1) -> Run:
+        """One iperf3 run a -> b across variant ``name``, with the endpoints' CPU."""
+        variant = self.variants[name]
+        before = variant.cpu_seconds()
+        run = iperf3(self.lab.a, variant.address, seconds, streams)
+        after = variant.cpu_seconds()
+        if before is not None and after is not None:
+            run.cpu_seconds = after - before
+        return run
+
+    def rtts(self, name: str, count: int) -> list[float]:
+        """Ping round-trip times (ms) across variant ``name``."""
+        return ping_rtts(self.lab.a, self.variants[name].address, count)
+
+    def close(self) -> None:
+        """Stop every process, remove the namespaces and the temporary files."""
+        for variant in self.variants.values():
+            for proc in variant.processes:
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    _stop_process(proc)
+        if self._iperf is not None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                _stop_process(self._iperf)
+        self.lab.close()
+        for handle in self._logs:
+            handle.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> BenchLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the whole benchmark -----------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    """How long and how much: ``quick`` is for tests (short runs, one repeat)."""
+
+    seconds: float = 5.0
+    repeats: int = 3
+    ping_count: int = 300
+    mtus: tuple[int, ...] = (1280, 1500, 9000)
+    streams: tuple[int, ...] = (1, 2, 4)
+    install: bool = True
+    participant: bool = True
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """Short runs for tests: the same shape, seconds instead of minutes."""
+        return cls(seconds=1.0, repeats=1, ping_count=40)
+
+
+def _median_run(runs: list[Run]) -> dict[str, Any]:
+    cpu = [r.cpu_per_gbit for r in runs if r.cpu_per_gbit is not None]
+    return {"mbps": statistics.median(r.mbps for r in runs),
+            "runs_mbps": [round(r.mbps, 1) for r in runs],
+            "retransmits": int(statistics.median(r.retransmits for r in runs)),
+            "cpu_s_per_gbit": statistics.median(cpu) if cpu else None}
+
+
+def _rtt_summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "p50_ms": percentile(values, 50), "p90_ms": percentile(values, 90),
+            "p99_ms": percentile(values, 99), "min_ms": min(values)}
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run everything; return the JSON-ready result (also holding the verdict on the targets)."""
+    from .privileges import require_privileges
+
+    require_privileges("tunlab bench")
+    started = time.monotonic()
+    versions = ensure_tools(config.install, log)
+    report: dict[str, Any] = {
+        "meta": {"date": _dt.datetime.now().isoformat(timespec="seconds"),
+                 "kernel": platform.release(), "cpus": os.cpu_count(),
+                 "python": platform.python_version(), "tools": versions,
+                 "seconds": config.seconds, "repeats": config.repeats,
+                 "ping_count": config.ping_count, "underlay": "veth, MTU 1500",
+                 "loadavg_before": os.getloadavg()[0]},
+        "notes": []}
+    with BenchLab(1500, log=log) as bench:
+        report["notes"] += bench.notes
+        names = list(bench.variants)
+        runs: dict[str, list[Run]] = {name: [] for name in names}
+        for rep in range(config.repeats):
+            for name in names:
+                log(f"[{rep + 1}/{config.repeats}] iperf3 {config.seconds:g} s: {name}")
+                runs[name].append(bench.throughput(name, config.seconds))
+        rtts: dict[str, list[float]] = {name: [] for name in names}
+        chunk = max(10, config.ping_count // 4)
+        for _ in range(max(1, config.ping_count // chunk)):
+            for name in names:
+                rtts[name] += bench.rtts(name, chunk)
+        log("ping done")
+        streams: dict[str, dict[int, float]] = {}
+        stream_names = [n for n in (VETH, FAST, SIMPLE, OPENVPN) if n in bench.variants]
+        for count in config.streams:
+            for name in stream_names:
+                if count == 1:
+                    mbps = statistics.median(r.mbps for r in runs[name])
+                else:
+                    log(f"iperf3 -P {count}: {name}")
+                    mbps = bench.throughput(name, config.seconds, count).mbps
+                streams.setdefault(name, {})[count] = mbps
+        participant: dict[str, Any] = {}
+        if config.participant:
+            participant["fate_verdict"] = time_fate_verdict(1 if config.repeats == 1 else 3)
+    results = []
+    for name in names:
+        item = {"name": name, **_median_run(runs[name]), "rtt": _rtt_summary(rtts[name])}
+        results.append(item)
+    report["results"] = results
+    mtu_rows: dict[str, dict[int, float]] = {
+        n: {1500: statistics.median(r.mbps for r in runs[n])}
+        for n in (VETH, FAST, SIMPLE) if n in runs}
+    for mtu in config.mtus:
+        if mtu == 1500:
+            continue
+        log(f"MTU {mtu}: a fresh lab with veth and tun MTU {mtu}")
+        with BenchLab(mtu, tunlab=(FAST, SIMPLE), openvpn=(), log=log) as bench:
+            for name in mtu_rows:
+                mtu_rows[name][mtu] = bench.throughput(name, config.seconds).mbps
+    report["mtu_sweep"] = {n: {str(m): v for m, v in sorted(d.items())}
+                           for n, d in mtu_rows.items()}
+    report["streams_sweep"] = {n: {str(c): v for c, v in d.items()} for n, d in streams.items()}
+    if config.participant:
+        participant["measure_throughput"] = _participant_throughput(config)
+    report["participant"] = participant
+    report["ratios"], report["targets"] = _verdict(results)
+    report["meta"]["elapsed_s"] = time.monotonic() - started
+    return report
+
+
+def _participant_throughput(config: BenchConfig) -> dict[str, Any]:
+    """What notebook 08 shows live: measure_throughput on the in-process lab tunnel."""
+    seconds = min(config.seconds, 2.0)
+    with TwoHostLab(label="benchnb") as lab:
+        lab.start_tunnel()
+        result = measure_throughput(lab, seconds)
+    return {"call": f"measure_throughput(lab, {seconds:g})", "note": "TwoHostLab defaults: "
+            "simple path, both endpoints in the notebook's process, tun MTU 1400",
+            **result.to_dict()}
+
+
+def _verdict(results: list[dict[str, Any]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    by_name = {r["name"]: r for r in results}
+    ratios: dict[str, float] = {}
+    targets: list[dict[str, Any]] = []
+    fast = by_name.get(FAST)
+    if fast is None:
+        return ratios, targets
+    for name, key in ((OPENVPN, "fast_vs_openvpn"), (OPENVPN_NODELAY, "fast_vs_openvpn_nodelay"),
+                      (VETH, "fast_vs_veth"), (SIMPLE, "fast_vs_simple"),
+                      (FAST_PSK, "psk_vs_fast")):
+        other = by_name.get(name)
+        if other and other["mbps"] > 0:
+            ratios[key] = (other["mbps"] / fast["mbps"] if key == "psk_vs_fast"
+                           else fast["mbps"] / other["mbps"])
+    if "fast_vs_openvpn" in ratios:
+        targets.append({"target": f"{FAST} >= {TARGET_VS_OPENVPN:g}x {OPENVPN}",
+                        "value": ratios["fast_vs_openvpn"], "goal": TARGET_VS_OPENVPN,
+                        "met": ratios["fast_vs_openvpn"] >= TARGET_VS_OPENVPN})
+    if "fast_vs_veth" in ratios:
+        targets.append({"target": f"{FAST} >= {TARGET_VS_VETH:.2f} of {VETH}",
+                        "value": ratios["fast_vs_veth"], "goal": TARGET_VS_VETH,
+                        "met": ratios["fast_vs_veth"] >= TARGET_VS_VETH})
+    ovpn = by_name.get(OPENVPN)
+    if ovpn and ovpn["rtt"].get("n") and fast["rtt"].get("n"):
+        mine, theirs = fast["rtt"]["p50_ms"], ovpn["rtt"]["p50_ms"]
+        targets.append({"target": f"{FAST} median RTT <= {OPENVPN}'s", "value": mine,
+                        "goal": theirs, "met": mine <= theirs})
+    return ratios, targets
+
+
+# -- output ------------------------------------------------------------------------------------
+def format_table(report: dict[str, Any]) -> str:
+    """The results as a plain-text table, the sweeps and the targets below it."""
+    lines = [f"{'path':<27}{'Mbit/s':>9}{'runs':>22}{'CPU s/Gbit':>11}{'RTT p50':>9}"
+             f"{'p90':>7}{'p99':>7} ms"]
+    for r in report["results"]:
+        cpu = f"{r['cpu_s_per_gbit']:.3f}" if r.get("cpu_s_per_gbit") is not None else "-"
+        rtt = r["rtt"]
+        runs = "/".join(f"{v:.0f}" for v in r["runs_mbps"])
+        if rtt.get("n"):
+            lat = f"{rtt['p50_ms']:9.3f}{rtt['p90_ms']:7.3f}{rtt['p99_ms']:7.3f}"
+        else:
+            lat = f"{'-':>9}{'-':>7}{'-':>7}"
+        lines.append(f"{r['name']:<27}{r['mbps']:>9,.0f}{runs:>22}{cpu:>11}{lat}")
+    for title, key, unit in (("link MTU (veth = tun)", "mtu_sweep", "MTU"),
+                             ("parallel streams (iperf3 -P)", "streams_sweep", "P")):
+        sweep = report.get(key) or {}
+        if not sweep:
+            continue
+        columns = sorted({c for row in sweep.values() for c in row}, key=int)
+        lines.append("")
+        lines.append(f"{title:<27}" + "".join(f"{unit + ' ' + c:>12}" for c in columns))
+        for name, row in sweep.items():
+            lines.append(f"{name:<27}" + "".join(
+                f"{row[c]:>12,.0f}" if c in row else f"{'-':>12}" for c in columns))
+    if report.get("ratios"):
+        lines.append("")
+        lines.append("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in report["ratios"].items()))
+    participant = report.get("participant") or {}
+    fate = participant.get("fate_verdict")
+    if fate:
+        lines.append("one fate verdict: " + (f"{fate['median_s']:.2f} s" if fate.get("available")
+                                              else fate.get("note", "n/a")))
+    live = participant.get("measure_throughput")
+    if live:
+        lines.append(f"measure_throughput(lab, {live['seconds']:g}) in-process: "
+                     f"{live['mbps']:,.0f} Mbit/s, mean packet {live['average_packet']:,.0f} B")
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
+    lines.append("")
+    for target in report.get("targets", []):
+        mark = "met   " if target["met"] else "MISSED"
+        lines.append(f"{mark} {target['target']}: {target['value']:.3f} "
+                     f"(goal {target['goal']:.3f})")
+    return "\n".join(lines)
+
+
+def write_chart(report: dict[str, Any], path: Path) -> None:
+    """Bar charts of the results, the MTU and the streams sweeps, into a PNG (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 7.5))
+    canvas = FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 2)
+    ax = fig.add_subplot(grid[0, :])
+    names = [r["name"] for r in report["results"]][::-1]
+    values = [r["mbps"] for r in report["results"]][::-1]
+    colors = ["#e45756" if "OpenVPN" in n else "#999999" if n == VETH else "#4c78a8"
+              for n in names]
+    bars = ax.barh(names, values, color=colors)
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.0f}",
+                va="center", fontsize=9)
+    ax.set_xlim(0, max(values, default=1) * 1.18)
+    ax.set_xlabel("Mbit/s (iperf3, median)")
+    meta = report["meta"]
+    ax.set_title(f"Throughput a -> b, veth MTU 1500, {meta['seconds']:g} s x "
+                 f"{meta['repeats']} (kernel {meta['kernel']}, {meta['cpus']} CPUs)",
+                 loc="left", fontsize=11, fontweight="bold")
+    for position, (key, label) in enumerate((("mtu_sweep", "link MTU"),
+                                             ("streams_sweep", "parallel streams"))):
+        sweep = report.get(key) or {}
+        axis = fig.add_subplot(grid[1, position])
+        columns = sorted({c for row in sweep.values() for c in row}, key=int)
+        width = 0.8 / max(len(sweep), 1)
+        for i, (name, row) in enumerate(sweep.items()):
+            xs = [j + i * width for j in range(len(columns))]
+            axis.bar(xs, [row.get(c, 0) for c in columns], width, label=name)
+        axis.set_xticks([j + width * (len(sweep) - 1) / 2 for j in range(len(columns))])
+        axis.set_xticklabels(columns)
+        axis.set_xlabel(label)
+        axis.set_ylabel("Mbit/s")
+        axis.legend(fontsize=8)
+        axis.set_title(f"Throughput by {label}", loc="left", fontsize=10)
+    for axis in fig.axes:
+        for side in ("top", "right"):
+            axis.spines[side].set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.print_png(str(path))
+
+
+def write_results(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    """Write ``bench.json`` and ``bench.png`` into ``directory``; return both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = directory / "bench.json", directory / "bench.png"
+    json_path.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    write_chart(report, png_path)
+    return json_path, png_path
+
+
+# -- the endpoint process ----------------------------------------------------------------------
+def endpoint_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tunlab.bench endpoint``: one tunnel endpoint in this process's namespace.
+
+    ``--simple`` opens the device without vnet_hdr (the simple path). Runs until SIGTERM/SIGINT.
+    """
+    from .secure import load_psk
+    from .tun import TunDevice
+    from .tunnel import TunnelClient, TunnelServer, _parse_hostport
+
+    parser = argparse.ArgumentParser(prog="python -m tunlab.bench endpoint")
+    parser.add_argument("--role", choices=("server", "client"), required=True)
+    parser.add_argument("--dev", required=True)
+    parser.add_argument("--address", required=True, metavar="HOST:PORT")
+    parser.add_argument("--simple", action="store_true")
+    parser.add_argument("--psk-file")
+    args = parser.parse_args(argv)
+    psk = load_psk(args.psk_file) if args.psk_file else None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    address = _parse_hostport(args.address)
+    with TunDevice.open(args.dev, vnet_hdr=not args.simple) as device:
+        endpoint: TunnelServer | TunnelClient
+        if args.role == "server":
+            endpoint = TunnelServer(device, address, psk=psk)
+        else:
+            endpoint = TunnelClient(device, address, psk=psk)
+        endpoint.start()
+        try:
+            while not stop.wait(0.5):
+                if endpoint.error and not endpoint.running:
+                    break
+        finally:
+            endpoint.stop()
+    if endpoint.error:
+        print(f"error: {endpoint.error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger("tunlab")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tunlab.bench endpoint ...`` (used by the bench itself)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["endpoint"]:
+        with _quiet_logs():
+            return endpoint_main(args[1:])
+    print("usage: tunlab bench [--quick] [--seconds N] [--json]  (or python -m tunlab.bench "
+          "endpoint ...)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
