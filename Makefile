@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-JUPYTER_SETTINGS := $(CURDIR)/tunlab/data/jupyter/lab/user-settings
+LAB_SETTINGS := $(CURDIR)/tunlab/data/jupyter/lab/settings
 LAB_PORT ?= 8888
 
 .PHONY: setup lab test test-fast bench lint cleanup clean
@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 lab: setup
 	@$(VENV)/bin/tunlab cleanup >/dev/null || true
-	JUPYTERLAB_SETTINGS_DIR=$(JUPYTER_SETTINGS) $(VENV)/bin/jupyter lab --allow-root \
-		--ServerApp.root_dir=$(CURDIR)/notebooks --ip=127.0.0.1 --port=$(LAB_PORT) \
+	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR)/notebooks \
+		--LabApp.app_settings_dir=$(LAB_SETTINGS) --ip=127.0.0.1 --port=$(LAB_PORT) \
 		--LabApp.news_url=None --no-browser
 
 test: setup

@@ -1,0 +1,403 @@
+"""tunlab.widgets and tunlab.course, driven headless the way a browser drives them
+(``Button.click()``, ``.value = ...``), asserting on what the kernel really did."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tunlab import course, netns, plots, widgets
+
+
+@pytest.fixture
+def seed_lesson():
+    lesson = course.Lesson("test-seed", lab="seed", quiet=True)
+    assert lesson.live
+    yield lesson
+    lesson.close()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("TUNLAB_PRETEND_UNPRIVILEGED", "1")
+
+
+# -- the packet builder, with the kernel's own verdicts ---------------------------------------
+
+@pytest.fixture
+def fate_module():
+    from tunlab import fate
+
+    return fate
+
+
+def test_packet_builder_shows_the_kernels_rp_filter_drop(fate_module):
+    builder = widgets.PacketBuilder()
+    builder.src.value = "200.1.2.3"
+    builder.ip_forward.value = True
+    builder.rp_filter.value = 1
+    started = time.monotonic()
+    builder.send.click()
+    assert time.monotonic() - started < 5
+    report = builder.last_report
+    assert builder.last_error is None, builder.last_error
+    assert report["verdict"] == "dropped"
+    assert "IP_RPFILTER" in report["drop_reasons"]
+    assert "dropped" in builder.result.value and "IP_RPFILTER" in builder.result.value
+    assert bytes(builder.path.value).startswith(b"\x89PNG")
+    assert builder.last_params["sysctls"]["net.ipv4.conf.all.rp_filter"] == 1
+
+
+def test_packet_builder_own_source_is_a_martian_with_a_log_line(fate_module):
+    builder = widgets.PacketBuilder(src="10.0.0.1", ip_forward=True, log_martians=True)
+    builder.send.click()
+    report = builder.last_report
+    assert report["verdict"] == "dropped"
+    assert any("martian source 10.0.0.2 from 10.0.0.1" in line for line in report["martian_log"])
+    assert "martian source" in builder.result.value
+
+
+def test_packet_builder_firewall_and_noproto(fate_module):
+    builder = widgets.PacketBuilder(src="200.1.2.3", ip_forward=True, firewall=True)
+    builder.send.click()
+    assert builder.last_report["drop_reasons"] == ["NETFILTER_DROP"]
+    builder.firewall.value = False
+    builder.proto.value = "253"
+    builder.dst.value = "10.0.2.1"
+    builder.send.click()
+    assert "IP_NOPROTO" in builder.last_report["drop_reasons"]
+    builder.proto.value = "icmp"
+    builder.send.click()
+    assert builder.last_report["verdict"] == "delivered"
+    assert builder.drop_counts() == {"NETFILTER_DROP": 1, "IP_NOPROTO": 1, "delivered": 1}
+
+
+def test_packet_builder_reports_errors_in_the_panel():
+    def broken(*args, **kwargs):
+        raise ValueError("no such address")
+
+    builder = widgets.PacketBuilder(fate_fn=broken)
+    builder.send.click()
+    assert builder.last_report is None and "no such address" in builder.last_error
+    assert "no such address" in builder.result.value
+    assert not builder.send.disabled
+
+
+def test_packet_builder_params_match_the_fate_contract():
+    seen = {}
+
+    def fake(src, dst, **kwargs):
+        seen.update(kwargs, src=src, dst=dst)
+        return {"verdict": "forwarded", "drop_reasons": [], "explanation": "ok"}
+
+    builder = widgets.PacketBuilder(fate_fn=fake, src="10.0.2.33", proto="udp", dport=53)
+    builder.firewall.value = True
+    builder.rp_filter.value = 2
+    builder.send.click()
+    assert seen["src"] == "10.0.2.33" and seen["proto"] == "udp" and seen["dport"] == 53
+    assert seen["dev"] == "mytun2" and seen["ttl"] == 64
+    assert seen["sysctls"] == {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 2,
+                               "net.ipv4.conf.all.accept_local": 0,
+                               "net.ipv4.conf.all.log_martians": 1}
+    assert "policy drop" in seen["nft_ruleset"]
+    assert "forwarded" in builder.result.value
+
+
+def test_recorded_fate_is_used_without_root(offline):
+    builder = widgets.PacketBuilder(src="200.1.2.3", rp_filter=1)
+    builder.send.click()
+    report = builder.last_report
+    assert report["recorded"] is True
+    if report["verdict"] != "not recorded":
+        assert "IP_RPFILTER" in report["drop_reasons"]
+    assert "recorded" in builder.result.value
+    builder.src.value = "203.0.113.99"  # never recorded
+    builder.send.click()
+    assert builder.last_report["verdict"] == "not recorded"
+    assert "sudo make lab" in builder.result.value
+
+
+def test_fate_html_renders_every_part():
+    markup = widgets.fate_html({
+        "verdict": "dropped", "drop_reasons": ["IP_RPFILTER"],
+        "martian_log": ["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"],
+        "replies": [{"dev": "mytun2", "src": "10.0.2.1", "dst": "200.1.2.3", "proto": "icmp",
+                     "icmp_type": 3, "icmp_code": 1}],
+        "counters": {"TcpExtIPReversePathFilter": 1, "unchanged": 0},
+        "explanation": "strict <rp_filter>"}, elapsed=0.4)
+    for part in ("dropped", "IP_RPFILTER", "martian source", "icmp type 3 code 1",
+                 "TcpExtIPReversePathFilter", "strict &lt;rp_filter&gt;", "0.4 s"):
+        assert part in markup
+    assert "unchanged" not in markup
+
+
+def test_sweep_and_count_outcomes():
+    def fake(src, dst, **kwargs):
+        return ({"verdict": "forwarded", "drop_reasons": []} if src.startswith("10.0.2.")
+                else {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]})
+
+    results = widgets.sweep(fake, ["10.0.2.33", "200.1.2.3", "8.8.8.8"])
+    assert widgets.count_outcomes(results) == {"forwarded": 1, "IP_RPFILTER": 2}
+
+
+# -- routing, TUN reads, frames, the seed goal ------------------------------------------------
+
+def test_route_view_asks_the_kernel(seed_lesson):
+    view = widgets.RouteView(seed_lesson)
+    assert "10.0.0.0/24 dev mytun" in view.tables.value
+    assert "local 10.0.0.1 dev mytun" in view.tables.value
+    view.address.value = "10.0.0.1"
+    view.lookup.click()
+    assert view.last_device == "lo" and view.last_table == "local"
+    assert view.last_output.startswith("local 10.0.0.1 dev lo")
+    view.address.value = "10.0.0.2"
+    view.lookup.click()
+    assert (view.last_device, view.last_table) == ("mytun", "main")
+    assert "ip route get 10.0.0.2" in view.result.value and view.path.value
+
+
+def test_pi_reader_shows_the_four_byte_header(seed_lesson):
+    reader = widgets.PiReader(seed_lesson)
+    reader.read.click()
+    bare = reader.last_read
+    assert reader.last_error is None and bare[0] == 0x45 and len(bare) == 84
+    reader.no_pi.value = False
+    reader.read.click()
+    with_pi = reader.last_read
+    assert with_pi[:4] == b"\x00\x00\x08\x00" and with_pi[4] == 0x45 and len(with_pi) == 88
+    assert "not IPv4" in reader.result.value
+    assert with_pi[4:][12:20] == bare[12:20]  # same addresses
+
+
+def test_ping_device_counts_local_address_loops_back(seed_lesson):
+    counts = widgets.ping_device_counts(seed_lesson.ns, count=2)
+    assert counts["ping 10.0.0.1: mytun"] == 0 and counts["ping 10.0.0.1: lo"] >= 4
+    assert counts["ping 10.0.0.2: mytun"] == 0 or counts["ping 10.0.0.2: lo"] == 0
+
+
+def test_seed_tunnel_capture_frame_explorer_and_goal_panel(seed_lesson):
+    tunnel = widgets.SeedTunnel(seed_lesson, capture=True, pings=1)
+    try:
+        kinds = [f["type"] for f in tunnel.session]
+        assert kinds.count("HELLO") == 2 and "DATA" in kinds
+        explorer = widgets.FrameExplorer(seed_lesson, tunnel.server)
+        explorer.size.value = 200
+        explorer.send.click()
+        assert explorer.last_frame[:4] == b"TL\x01\x02"
+        assert int.from_bytes(explorer.last_frame[4:8], "big") == 228
+        assert "TunlabFrame" in explorer.last_dissection and "icmp" in explorer.last_dissection
+        assert bytes(explorer.layout_image.value).startswith(b"\x89PNG")
+
+        panel = widgets.SeedGoalPanel(seed_lesson, tunnel.server, tunnel.client)
+        panel.target.value = "10.0.0.2"
+        panel.ping.click()
+        result = panel.last_result
+        assert result["echo_read"] == 1 and result["echo_written"] == 1
+        assert result["sent_hex"] == result["released_hex"] != ""
+        assert result["counters"].get("IpInAddrErrors") == 1  # ip_forward=0 in the lab
+        assert "IP_INADDRERRORS" in panel.result.value
+        panel.target.value = "10.0.0.1"
+        panel.ping.click()
+        assert panel.last_result["echo_read"] == 0 and panel.last_result["ping_rc"] == 0
+        ok = course.check("04", 0, panel)
+        assert ok and "read 0 echo request" in ok.message
+        assert not course.check("04", 1, panel)
+        events = widgets.events_dicts(tunnel.client, {"read", "sent"})
+        assert {e["kind"] for e in events} == {"read", "sent"}
+        assert "<table>" in widgets.events_html(events)
+    finally:
+        tunnel.close()
+
+
+# -- the two-host scenarios --------------------------------------------------------------------
+
+def test_fix_panel_follows_each_drop_and_the_checker_asks_the_kernels():
+    lesson = course.Lesson("test-07", lab="two-host", quiet=True)
+    try:
+        scenario = widgets.VpnScenario.for_lesson(lesson)
+        assert lesson.host("c") is scenario.c
+        panel = widgets.FixPanel(lesson, scenario)
+        stages = []
+        for fix in (None, "route_a", "forward_b", "firewall_b", "route_c"):
+            if fix:
+                panel.boxes[fix].value = True
+            panel.ping_button.click()
+            stages.append((panel.last_result["stage"], panel.last_result["reason"]))
+        assert [s for s, _ in stages] == [0, 4, 5, 6, None]
+        assert "IP_INADDRERRORS" in stages[1][1] and "NETFILTER_DROP" in stages[2][1]
+        assert panel.last_result["ok"] and "reply received" in panel.result.value
+        view = panel.step(source="198.18.0.1")
+        assert "IP_RPFILTER" in view.result["reason"]
+        assert "data:image/png;base64" in view._repr_html_()
+        panel.boxes["route_c"].value = False  # revert one: the reply cannot come back
+        panel.ping_button.click()
+        assert panel.last_result["stage"] == 6
+        assert course.check("07", "route_a forward_b firewall_b route_c", panel)
+        extra = course.check("07", {"route_a", "forward_b", "firewall_b", "route_c",
+                                    "rp_filter_b_off"}, panel)
+        assert not extra and "not needed" in extra.message
+        assert not course.check("07", {"route_a"}, panel)
+        assert scenario.applied == {"route_a", "forward_b", "firewall_b"}  # as ticked
+    finally:
+        lesson.close()
+
+
+def test_tunnel_panel_samples_live_and_stops_its_threads():
+    lesson = course.Lesson("test-08", lab="two-host", quiet=True)
+    try:
+        panel = widgets.TunnelPanel(lesson.lab, interval=0.2)
+        panel.start_button.click()
+        assert panel.running and lesson.lab.client is not None
+        mbps = panel.traffic(seconds=1)
+        assert mbps and mbps > 10
+        time.sleep(0.5)
+        assert len(panel.samples) >= 5 and panel.frames_rendered >= 5
+        assert panel.samples[-1]["bytes"] > 1_000_000
+        assert bytes(panel.image.value).startswith(b"\x89PNG")
+        panel.loss.value = 5
+        assert "numgen random" in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+        panel.stop_button.click()
+        assert not panel.running and lesson.lab.client is None
+        assert widgets.LOSS_TABLE not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+        assert not [t for t in __import__("threading").enumerate() if t.name == "tunlab-panel"]
+        panel.close()
+    finally:
+        lesson.close()
+
+
+def test_lesson_08_experiments_on_a_small_scale():
+    lesson = course.Lesson("test-08b", lab="two-host", quiet=True)
+    try:
+        lesson.lab.start_tunnel()
+        mtus = widgets.mtu_experiment(lesson.lab, (1400, 9000), seconds=1)
+        assert set(mtus) == {"tun MTU 1400", "tun MTU 9000"} and min(mtus.values()) > 10
+        assert '"mtu": 1400' in lesson.lab.a.ip("-j", "link", "show", "tun0").replace(
+            '"mtu":1400', '"mtu": 1400')
+        loss = widgets.loss_experiment(lesson.lab, losses=(0, 10), seconds=1, pings=40)
+        direct = dict(loss["throughput"]["direct TCP (underlay)"])
+        assert direct[0.0] > direct[10.0] > 0
+        tunnel_rtts = loss["rtts"]["TCP in the tunnel @ 10% loss"]
+        direct_rtts = loss["rtts"]["direct TCP @ 10% loss"]
+        assert direct_rtts.count(None) >= 1          # direct: loss stays loss
+        assert tunnel_rtts.count(None) <= 1          # tunnel: TCP retransmits underneath
+        assert "tunlab_loss" not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+    finally:
+        lesson.close()
+
+
+def test_doctor_panel_runs_the_checks():
+    panel = widgets.DoctorPanel()
+    assert panel.last_checks and all({"name", "ok", "fix"} <= set(c) for c in panel.last_checks)
+    panel.rerun.click()
+    assert "checks pass" in panel.table.value
+    assert widgets.normalize_check({"name": "x", "status": "ok"})["ok"] is True
+
+
+# -- course: lessons, recordings, exercises ----------------------------------------------------
+
+def test_lesson_live_removes_its_namespaces(seed_lesson):
+    names = [ns.name for ns in seed_lesson.lab.namespaces]
+    out = seed_lesson.sh("links", "ip", "-br", "link", show=False)
+    assert "mytun2" in out and not out.recorded
+    seed_lesson.close()
+    assert not set(names) & set(netns.list_lab_namespaces())
+
+
+def test_lesson_without_root_explains_and_replays_recordings(offline):
+    lesson = course.Lesson("02-routing-tables", lab="seed", quiet=True)
+    assert not lesson.live and lesson.lab is None
+    banner = lesson.banner_html()
+    assert "read-only mode" in banner and "sudo make lab" in banner
+    out = lesson.sh("get_own", "ip", "route", "get", "10.0.0.1", show=False)
+    assert out.recorded and "local 10.0.0.1 dev lo" in out.text
+    assert "recorded example" in out._repr_html_()
+    missing = lesson.sh("never-recorded", "true", show=False)
+    assert "sudo make lab" in missing.text
+    assert lesson.run("never-recorded", lambda: 1 / 0) is None
+    lesson.close()
+
+
+def test_recording_round_trip(tmp_path, monkeypatch, seed_lesson):
+    monkeypatch.setattr(course, "RECORDED_DIR", tmp_path)
+    monkeypatch.setenv(course.RECORD_ENV, "1")
+    lesson = course.Lesson("rec", lab="seed", quiet=True)
+    assert lesson.run("bytes", lambda: b"\x01\x02") == b"\x01\x02"
+    lesson.sh("rules", "ip", "rule", show=False)
+    lesson.close()
+    saved = json.loads((tmp_path / "rec.json").read_text())
+    assert saved["bytes"] == {"__bytes__": "0102"} and "lookup local" in saved["rules"]["text"]
+    monkeypatch.setenv("TUNLAB_PRETEND_UNPRIVILEGED", "1")
+    replay = course.Lesson("rec", lab="seed", quiet=True)
+    assert replay.run("bytes", lambda: b"") == b"\x01\x02"
+
+
+def test_register_cleanup_closes_on_exit_hooks():
+    closed = []
+
+    class Thing:
+        def close(self):
+            closed.append(True)
+
+    course.register_cleanup(Thing())
+    course._close_all()
+    assert closed == [True]
+
+
+@pytest.mark.parametrize("key, right, wrong", [
+    ("00", "CAP_NET_ADMIN", "CAP_SYS_TIME"),
+    ("01", (4, 0x0800), (4, 0x86DD)),
+    ("03", (8, 2), (8, 1)),
+    ("06", "SKB_DROP_REASON_IP_NOPROTO", "IP_RPFILTER"),
+    ("08", 1360, 1400),
+])
+def test_exercise_answers_are_checked_without_being_stored(key, right, wrong):
+    assert course.check(key, right)
+    assert not course.check(key, wrong)
+    assert len(course.ANSWERS[key]) == 64 and int(course.ANSWERS[key], 16) >= 0  # a digest
+
+
+def test_exercise_02_asks_the_lab(seed_lesson):
+    assert course.check("02", ("lo", "local"), seed_lesson)
+    wrong = course.check("02", ("mytun", "main"), seed_lesson)
+    assert not wrong and "local 10.0.0.1 dev lo" in wrong.message
+
+
+def test_exercise_05_offline_accepts_the_subnet(offline):
+    assert course.check("05", "10.0.2.33")
+    assert not course.check("05", "10.0.2.1") and not course.check("05", "200.1.2.3")
+
+
+def test_exercise_05_asks_the_kernel(fate_module):
+    ok = course.check("05", "10.0.2.33")
+    assert ok and "forwarded" in ok.message
+    wrong = course.check("05", "200.1.2.3")
+    assert not wrong and "IP_RPFILTER" in wrong.message
+
+
+def test_hints_unfold_one_at_a_time_and_questions_render():
+    course._HINTS_GIVEN.pop("06", None)
+    first = course.hint("06")
+    second = course.hint("06")
+    assert "Hint 1 of 3" in first._repr_html_() and "<details" in first._repr_html_()
+    assert "Hint 2 of 3" in second._repr_html_()
+    assert "protocol number 253" in course.question("06")._repr_html_()
+    empty = course.check("06", None)
+    assert not empty and "No answer yet" in empty._repr_html_()
+
+
+def test_load_bench_accepts_list_and_dict(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"results": [{"name": "veth", "mbps": 19000},
+                                            {"label": "tunnel", "bits_per_second": 1.4e9}]}))
+    assert course.load_bench(path) == {"veth": 19000.0, "tunnel": 1400.0}
+    path.write_text(json.dumps({"veth": {"mbps": 5}, "x": 7}))
+    assert course.load_bench(path) == {"veth": 5.0, "x": 7.0}
+    assert course.load_bench(tmp_path / "missing.json") == {}
+
+
+def test_route_figure_and_step_view_render():
+    fig = widgets.route_figure("10.0.0.1", "lo", "local")
+    assert "table local\n(wins first)" in "\n".join(plots.figure_text(fig))
+    assert "(not recorded)" in repr(widgets.StepView(None))

@@ -1,0 +1,876 @@
+"""What the notebooks need besides the lab itself: a lesson object that builds the lab or explains
+why it cannot, recorded example output for machines without root, clean-up when the kernel
+stops, and exercise checkers with hidden hints.
+
+A notebook starts with::
+
+    from tunlab import course
+    lesson = course.start("05-martians-and-rp_filter", lab="seed")
+
+With root, ``lesson.lab`` is a fresh lab in private namespaces and ``lesson.sh(...)`` runs real
+commands in it. Without root (a hosted Jupyter, a participant who forgot ``sudo``), the lesson
+says what is missing and how to start the lab, and the same calls show output recorded from a
+real run (``tunlab/data/recorded/<lesson>.json``) instead of failing.
+
+Recordings are made by running the notebooks as root with ``TUNLAB_RECORD=1`` (see
+:func:`record_fate_cases` and ``python -m tunlab.course record``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import hashlib
+import html
+import ipaddress
+import json
+import os
+import platform
+import shlex
+import signal
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .privileges import is_privileged
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+RECORDED_DIR = DATA_DIR / "recorded"
+FATE_CASES = RECORDED_DIR / "fate_cases.json"
+RECORD_ENV = "TUNLAB_RECORD"
+START_HINT = "sudo make lab"
+
+LESSONS: dict[str, str] = {
+    "00-welcome": "Welcome: what runs here and what needs root",
+    "01-tun-devices": "TUN devices: read a ping from a raw file descriptor",
+    "02-routing-tables": "Routing tables: main, local, and why your own address loops back",
+    "03-encapsulation": "Encapsulation: tunlab frames on the wire",
+    "04-seed-goal": "The seed's goal: ping through the tunnel, end to end",
+    "05-martians-and-rp_filter": "Martians and rp_filter",
+    "06-drop-reasons": "Drop reasons: tracefs, IP_NOPROTO, NETFILTER_DROP, ping -I",
+    "07-working-vpn": "A working VPN between two hosts",
+    "08-performance": "Performance: throughput, MTU, offloads, TCP over TCP",
+}
+
+# -- clean-up when the kernel stops ------------------------------------------------------------
+
+_owned: list[Any] = []
+_owned_lock = threading.Lock()
+_hooks_installed = False
+
+
+def _close_all() -> None:
+    with _owned_lock:
+        owned = list(reversed(_owned))
+        _owned.clear()
+    for thing in owned:
+        try:
+            thing.close()
+        except Exception:  # noqa: BLE001 - the others must still be closed
+            pass
+
+
+def register_cleanup(thing: Any) -> Any:
+    """Close ``thing`` (anything with ``close()``) when the notebook's kernel stops.
+
+    Covers a normal exit (atexit), a shutdown or restart from Jupyter (the kernel's
+    ``do_shutdown``) and SIGTERM. After SIGKILL, the next lab removes the leftovers
+    (:func:`tunlab.lab.cleanup_leftovers`). Returns ``thing``.
+    """
+    with _owned_lock:
+        _owned.append(thing)
+    _install_hooks()
+    return thing
+
+
+def unregister_cleanup(thing: Any) -> None:
+    """Forget ``thing`` (it was closed by its owner)."""
+    with _owned_lock:
+        if thing in _owned:
+            _owned.remove(thing)
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_close_all)
+    kernel = _ipython_kernel()
+    if kernel is not None:
+        original = kernel.do_shutdown
+
+        def do_shutdown(restart: bool) -> Any:
+            _close_all()
+            return original(restart)
+
+        kernel.do_shutdown = do_shutdown
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: Any) -> None:
+            _close_all()
+            if callable(previous):
+                previous(signum, frame)
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
+def _ipython_kernel() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return getattr(shell, "kernel", None) if shell is not None else None
+
+
+def _display(obj: Any) -> None:
+    """Show ``obj`` in a notebook; print it elsewhere (tests, plain Python)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        print(obj)
+        return
+    if get_ipython() is None:
+        print(getattr(obj, "data", obj))
+    else:
+        display(obj)
+
+
+def _html(markup: str) -> Any:
+    try:
+        from IPython.display import HTML
+    except ImportError:
+        return markup
+    return HTML(markup)
+
+
+# -- JSON that can hold bytes ------------------------------------------------------------------
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with bytes as ``{"__bytes__": hex}`` and objects as their ``to_dict()``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"__bytes__": bytes(value).hex()}
+    if hasattr(value, "to_dict"):
+        return to_jsonable(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    """The inverse of :func:`to_jsonable` (bytes come back; objects stay dicts)."""
+    if isinstance(value, dict):
+        if set(value) == {"__bytes__"}:
+            return bytes.fromhex(value["__bytes__"])
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value
+
+
+def load_recording(name: str) -> dict[str, Any]:
+    """The recorded outputs of lesson ``name`` (empty when none were recorded)."""
+    path = RECORDED_DIR / f"{name}.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def recording_enabled() -> bool:
+    """True when lessons should save what they ran (``TUNLAB_RECORD=1``)."""
+    return os.environ.get(RECORD_ENV) == "1"
+
+
+# -- the lesson --------------------------------------------------------------------------------
+
+class Output:
+    """Output of a command, shown as a terminal would (``$ command`` then its output)."""
+
+    def __init__(self, command: str, text: str, recorded: bool = False) -> None:
+        self.command = command
+        self.text = text
+        self.recorded = recorded
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __contains__(self, item: str) -> bool:
+        return item in self.text
+
+    def _repr_html_(self) -> str:
+        badge = (' <span style="background:#fff3cd;color:#7a5b00;border-radius:3px;'
+                 'padding:0 4px;font-size:85%">recorded example</span>') if self.recorded else ""
+        return (f'<pre style="background:#f6f8fa;border-left:3px solid #4c78a8;padding:6px 10px;'
+                f'margin:2px 0"><b>$ {html.escape(self.command)}</b>{badge}\n'
+                f"{html.escape(self.text.rstrip())}</pre>")
+
+    def __repr__(self) -> str:
+        return f"$ {self.command}\n{self.text.rstrip()}"
+
+
+class Lesson:
+    """One notebook's lab (or the explanation why there is none) and its recorded outputs.
+
+    ``lab`` is ``"seed"`` (:class:`tunlab.lab.SeedLab`: mytun + mytun2 in one namespace),
+    ``"two-host"`` (:class:`tunlab.lab.TwoHostLab`) or ``None`` (no lab needed).
+    """
+
+    def __init__(self, name: str, lab: str | None = "seed", quiet: bool = False,
+                 **lab_kwargs: Any) -> None:
+        self.name = name
+        self.kind = lab
+        self.lab: Any = None
+        self.live = False
+        self.missing: list[str] = []
+        self.error = ""
+        self.hosts: dict[str, Any] = {}
+        self._recording: dict[str, Any] = {}
+        self._recorded = load_recording(name)
+        self._closed = False
+        if not is_privileged():
+            self.missing = _missing_privileges()
+        elif lab is not None:
+            try:
+                self.lab = self._build(lab, **lab_kwargs)
+                self.live = True
+            except Exception as exc:  # noqa: BLE001 - explain, and fall back to recordings
+                self.error = str(exc)
+        else:
+            self.live = True
+        register_cleanup(self)
+        if not quiet:
+            _display(_html(self.banner_html()))
+
+    @staticmethod
+    def _build(kind: str, **kwargs: Any) -> Any:
+        from . import lab as labmod
+
+        if kind == "seed":
+            return labmod.SeedLab(kwargs.pop("label", "nb"), **kwargs)
+        if kind == "two-host":
+            return labmod.TwoHostLab(**kwargs)
+        raise ValueError(f"unknown lab kind {kind!r}: use 'seed', 'two-host' or None")
+
+    # -- what the lesson shows ---------------------------------------------------------------------
+    @property
+    def ns(self) -> Any:
+        """The lab's (first) namespace, or None without a lab."""
+        if self.lab is None:
+            return None
+        return getattr(self.lab, "ns", None) or self.lab.namespaces[0]
+
+    def host(self, name: str) -> Any:
+        """A namespace by host name: ``"a"``/``"b"`` of a two-host lab, or one added to
+        :attr:`hosts` (lesson 07 adds ``"c"``); None without a lab."""
+        if name in self.hosts:
+            return self.hosts[name]
+        return getattr(self.lab, name, None) if self.lab is not None else None
+
+    def banner_html(self) -> str:
+        """A short box: lab ready (with its namespace), or what is missing and how to start."""
+        title = html.escape(LESSONS.get(self.name, self.name))
+        if self.live and self.lab is not None:
+            names = ", ".join(ns.name for ns in self.lab.namespaces)
+            return (f'<div style="border-left:4px solid #2ca02c;padding:4px 10px;'
+                    f'background:#eef8ee"><b>{title}</b>: lab ready in private network '
+                    f'namespace(s) <code>{html.escape(names)}</code>. Your own network is not '
+                    f'touched; everything is removed at the end of the notebook or when the '
+                    f'kernel stops.</div>')
+        if self.live:
+            return (f'<div style="border-left:4px solid #2ca02c;padding:4px 10px;'
+                    f'background:#eef8ee"><b>{title}</b>: running with the privileges the lab '
+                    f'needs.</div>')
+        why = "; ".join(self.missing) if self.missing else html.escape(self.error)
+        return (f'<div style="border-left:4px solid #e0a800;padding:6px 10px;background:#fff8e1">'
+                f'<b>{title}: read-only mode.</b> The lab cannot start here: {why}.<br>'
+                f'To run it for real, start JupyterLab as root from the repository: '
+                f'<code>{START_HINT}</code> (or <code>sudo .venv/bin/jupyter lab</code>).<br>'
+                f'Below you see <b>recorded output from a real run</b> (kernel '
+                f'{html.escape(str(self._recorded.get("_meta", {}).get("kernel", "?")))}), '
+                f'marked <i>recorded example</i>.</div>')
+
+    def run(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` when the lab is live (saved under ``key`` when recording), else the
+        value recorded under ``key`` (None when there is none)."""
+        if self.live:
+            value = fn()
+            if recording_enabled():
+                self._recording[key] = to_jsonable(value)
+            return value
+        if key in self._recorded:
+            return from_jsonable(self._recorded[key])
+        return None
+
+    def sh(self, key: str, *argv: str, ns: Any = None, show: bool = True,
+           timeout: float = 15) -> Output | None:
+        """Run a command in the lab namespace (``ns``: a namespace or a host name like ``"b"``;
+        default the lesson's) and show it like a terminal.
+
+        Without the lab, the recorded output of ``key`` is shown instead. With ``show=False``
+        nothing is shown and the :class:`Output` is returned.
+        """
+        command = shlex.join(argv)
+
+        def execute() -> dict[str, str]:
+            target = self.host(ns) if isinstance(ns, str) else ns
+            if target is None:
+                target = self.ns
+            if target is None:
+                from .netns import _run
+
+                result = _run(list(argv), check=False, timeout=timeout)
+            else:
+                result = target.exec(list(argv), check=False, timeout=timeout)
+            return {"command": command, "text": result.stdout + result.stderr}
+
+        value = self.run(key, execute)
+        if value is None:
+            out = Output(command, "(no recorded output for this step: start the lab with "
+                         f"`{START_HINT}` to see it live)", recorded=True)
+        else:
+            out = Output(value["command"], value["text"], recorded=not self.live)
+        if show:
+            _display(out)
+            return None
+        return out
+
+    def close(self) -> None:
+        """Remove the lab (namespaces, devices, threads) and save recordings. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.lab is not None:
+            self.lab.close()
+        if self._recording:
+            save_recording(self.name, self._recording)
+        unregister_cleanup(self)
+
+    def finish(self) -> None:
+        """The notebook's last cell: close the lab and say what was removed."""
+        names = [ns.name for ns in self.lab.namespaces] if self.lab is not None else []
+        self.close()
+        if names:
+            from .netns import list_lab_namespaces
+
+            gone = [n for n in names if n not in list_lab_namespaces()]
+            _display(_html(f"<p>Lab removed: {len(gone)} of {len(names)} namespace(s) gone "
+                           f"({', '.join(html.escape(n) for n in gone)}).</p>"))
+        else:
+            _display(_html("<p>Nothing to remove: no lab was running.</p>"))
+
+    def __enter__(self) -> Lesson:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start(name: str, lab: str | None = "seed", **lab_kwargs: Any) -> Lesson:
+    """Begin a lesson: build its lab (or explain why not) and show a one-line status.
+
+    In a notebook it also makes matplotlib Figures (as :mod:`tunlab.plots` returns them)
+    display as images when they are a cell's value.
+    """
+    enable_figure_display()
+    return Lesson(name, lab=lab, **lab_kwargs)
+
+
+def enable_figure_display() -> None:
+    """Register a PNG formatter for matplotlib Figures in the running IPython (no pyplot)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    from .plots import to_png
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: to_png(fig))
+
+
+def _missing_privileges() -> list[str]:
+    missing = []
+    if os.environ.get("TUNLAB_PRETEND_UNPRIVILEGED") == "1":
+        missing.append("TUNLAB_PRETEND_UNPRIVILEGED=1 is set (a root kernel acting as a user)")
+    elif os.geteuid() != 0:
+        missing.append(f"this kernel runs as uid {os.geteuid()}, not root")
+    missing.append("creating network namespaces and TUN devices needs CAP_NET_ADMIN and "
+                   "CAP_SYS_ADMIN")
+    return missing
+
+
+def load_bench(path: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """Throughput results of ``make bench`` (``bench/results/bench.json``) as
+    ``{label: Mbit/s}``; empty when there are none.
+
+    Accepts a list of results or a dict holding one under ``"results"``; each result needs a
+    name (``name``/``label``/``variant``) and a rate (``mbps``/``mbit_s``/``throughput_mbps``
+    or ``bits_per_second``).
+    """
+    target = Path(path) if path else Path(__file__).resolve().parent.parent / "bench" / \
+        "results" / "bench.json"
+    if not target.exists():
+        return {}
+    try:
+        data = json.loads(target.read_text())
+    except ValueError:
+        return {}
+    items = data.get("results", data) if isinstance(data, dict) else data
+    if isinstance(items, dict):
+        items = [dict(v, name=k) if isinstance(v, dict) else {"name": k, "mbps": v}
+                 for k, v in items.items()]
+    results: dict[str, float] = {}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        name = item.get("name") or item.get("label") or item.get("variant")
+        rate = next((item[k] for k in ("mbps", "mbit_s", "throughput_mbps") if k in item), None)
+        if rate is None and "bits_per_second" in item:
+            rate = float(item["bits_per_second"]) / 1e6
+        if name is not None and isinstance(rate, int | float):
+            results[str(name)] = float(rate)
+    return results
+
+
+def save_recording(name: str, values: dict[str, Any]) -> Path:
+    """Merge ``values`` into ``tunlab/data/recorded/<name>.json`` with the kernel version."""
+    RECORDED_DIR.mkdir(parents=True, exist_ok=True)
+    path = RECORDED_DIR / f"{name}.json"
+    current = load_recording(name)
+    current.update(values)
+    current["_meta"] = {"kernel": platform.release(),
+                        "recorded": _dt.date.today().isoformat()}
+    path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+# -- recorded kernel verdicts for the packet builder -------------------------------------------
+
+def fate_key(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
+             ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
+             nft_ruleset: str | None = None) -> str:
+    """A canonical string for one :func:`tunlab.fate.packet_fate` call (recording lookup key)."""
+    settings = {k: str(v) for k, v in sorted((sysctls or {}).items())}
+    return json.dumps({"src": src, "dst": dst, "proto": str(proto),
+                       "dport": dport if str(proto) in ("udp", "tcp", "17", "6") else None,
+                       "ttl": int(ttl), "dev": dev, "sysctls": settings,
+                       "nft": _digest(nft_ruleset.strip())[:12] if nft_ruleset and
+                       nft_ruleset.strip() else None}, sort_keys=True)
+
+
+def recorded_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
+                  ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
+                  nft_ruleset: str | None = None) -> dict[str, Any]:
+    """A recorded fate report for these inputs, same shape as ``FateReport.to_dict()``.
+
+    Used when the kernel cannot run the experiment (no root). Unrecorded inputs give
+    ``verdict="not recorded"`` and an explanation of how to run it live.
+    """
+    cases = json.loads(FATE_CASES.read_text()) if FATE_CASES.exists() else {}
+    key = fate_key(src, dst, proto, dport, ttl, dev, sysctls, nft_ruleset)
+    if key in cases:
+        report = dict(cases[key])
+        report["recorded"] = True
+        return report
+    return {"verdict": "not recorded", "drop_reasons": [], "martian_log": [], "replies": [],
+            "counters": {}, "recorded": True,
+            "explanation": "This combination was not recorded. Start the lab as root "
+                           f"(`{START_HINT}`) and the kernel itself will answer."}
+
+
+def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
+              ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
+              nft_ruleset: str | None = None) -> dict[str, Any]:
+    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace, as a dict."""
+    from .fate import packet_fate
+
+    report = packet_fate(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev,
+                         sysctls=sysctls, nft_ruleset=nft_ruleset)
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+
+
+def fate(src: str, dst: str, **kwargs: Any) -> dict[str, Any]:
+    """The kernel's verdict when the lab can run, else the recorded one (see recorded_fate)."""
+    if is_privileged():
+        return live_fate(src, dst, **kwargs)
+    return recorded_fate(src, dst, **kwargs)
+
+
+FORWARD_DROP_RULESET = """table inet hostfw {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+    }
+}"""
+"""A host firewall that drops everything forwarded (as Docker's FORWARD policy DROP does)."""
+
+FORWARD_ACCEPT_TUNNEL_RULESET = """table inet hostfw {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        iifname "mytun2" oifname "mytun" accept
+        ct state established,related accept
+    }
+}"""
+"""The same firewall with the fix: what arrives from the tunnel (mytun2) may go on to mytun."""
+
+SEED_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+                "net.ipv4.conf.all.accept_local", "net.ipv4.conf.all.log_martians")
+
+# The cases the notebooks and the packet builder's defaults use; recorded for read-only mode.
+FATE_CASE_INPUTS: list[dict[str, Any]] = [
+    *({"src": src, "dst": "10.0.0.2",
+       "sysctls": {"net.ipv4.ip_forward": fwd, "net.ipv4.conf.all.rp_filter": rp,
+                   "net.ipv4.conf.all.accept_local": al, "net.ipv4.conf.all.log_martians": lm},
+       "nft_ruleset": nft}
+      for src in ("10.0.0.1", "200.1.2.3", "10.0.2.33", "10.0.2.1", "127.0.0.1")
+      for fwd in (0, 1) for rp in (0, 1, 2) for al in (0, 1) for lm in (1,)
+      for nft in (None, FORWARD_DROP_RULESET)
+      if not (nft and fwd == 0)),
+    {"src": "200.1.2.3", "dst": "10.0.0.2", "nft_ruleset": FORWARD_ACCEPT_TUNNEL_RULESET,
+     "sysctls": {"net.ipv4.ip_forward": 1}},
+    {"src": "200.1.2.3", "dst": "10.0.0.2", "nft_ruleset": FORWARD_DROP_RULESET,
+     "sysctls": {"net.ipv4.ip_forward": 1}},
+    {"src": "10.0.0.1", "dst": "10.0.2.33", "dev": "mytun",
+     "sysctls": {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.log_martians": 1}},
+    {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": 253, "sysctls": {}},
+    {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": "icmp", "sysctls": {}},
+    {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": "udp", "dport": 9, "sysctls": {}},
+    {"src": "10.0.0.1", "dst": "10.0.0.2", "sysctls": {}},
+]
+
+
+def record_fate_cases(cases: Iterable[dict[str, Any]] | None = None,
+                      progress: Callable[[str], None] | None = None) -> Path:
+    """Run every case through the real kernel and store the reports (needs root)."""
+    RECORDED_DIR.mkdir(parents=True, exist_ok=True)
+    stored = json.loads(FATE_CASES.read_text()) if FATE_CASES.exists() else {}
+    for case in cases if cases is not None else FATE_CASE_INPUTS:
+        args = dict(case)
+        src, dst = args.pop("src"), args.pop("dst")
+        report = live_fate(src, dst, **args)
+        stored[fate_key(src, dst, **args)] = to_jsonable(report)
+        if progress:
+            progress(f"{src} -> {dst} {args}: {report.get('verdict')} "
+                     f"{report.get('drop_reasons')}")
+    FATE_CASES.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    return FATE_CASES
+
+
+# -- exercises ---------------------------------------------------------------------------------
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _norm(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "|".join(_norm(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return "|".join(sorted(_norm(v) for v in value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    text = str(value).strip().lower().replace(" ", "")
+    for prefix in ("skb_drop_reason_", "cap_", "dev"):
+        if text.startswith(prefix) and len(text) > len(prefix):
+            text = text[len(prefix):]
+    try:
+        return str(int(text, 0))
+    except ValueError:
+        return text
+
+
+class Exercise:
+    """A question whose answer is checked without showing it; hints come one by one on request.
+
+    ``answers`` are SHA-256 digests of normalised accepted answers (so reading this file does
+    not spoil them); ``verify``, when given, checks an answer against the live kernel and
+    returns ``(ok, message)`` or None to fall back to the digests.
+    """
+
+    def __init__(self, question: str, answers: Sequence[str], hints: Sequence[str],
+                 verify: Callable[[Any, Any], tuple[bool, str] | None] | None = None,
+                 explain: str = "") -> None:
+        self.question = question
+        self.answers = set(answers)
+        self.hints = list(hints)
+        self.verify = verify
+        self.explain = explain
+
+    def is_correct(self, answer: Any) -> bool:
+        return _digest(_norm(answer)) in self.answers
+
+
+def _verify_forwarded_source(answer: Any, lesson: Any) -> tuple[bool, str] | None:
+    """Exercise 05: ask the kernel whether a packet from ``answer`` to 10.0.0.2 is forwarded."""
+    try:
+        ipaddress.IPv4Address(str(answer))
+    except ValueError:
+        return False, f"{answer!r} is not an IPv4 address"
+    settings = {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 1,
+                "net.ipv4.conf.all.accept_local": 0, "net.ipv4.conf.all.log_martians": 1}
+    if not is_privileged():
+        return None
+    report = live_fate(str(answer), "10.0.0.2", sysctls=settings)
+    verdict, reasons = report.get("verdict"), report.get("drop_reasons") or []
+    if verdict == "forwarded":
+        return True, (f"The kernel forwarded {answer} -> 10.0.0.2 out of mytun: the reverse "
+                      "path to that source is mytun2, the device it arrived on, so strict "
+                      "rp_filter is satisfied.")
+    return False, (f"The kernel said: {verdict} {', '.join(reasons)}. "
+                   f"{report.get('explanation', '')}")
+
+
+def _verify_route_get(answer: Any, lesson: Any) -> tuple[bool, str] | None:
+    """Exercise 02: compare with the kernel's own `ip route get 10.0.0.1`."""
+    if lesson is None or not getattr(lesson, "live", False) or lesson.ns is None:
+        return None
+    if not isinstance(answer, tuple | list) or len(answer) != 2:
+        return False, "answer with a pair: (device, table), e.g. ('eth0', 'main')"
+    out = lesson.ns.ip("route", "get", "10.0.0.1")
+    table = lesson.ns.ip("route", "show", "table", "local")
+    device = out.split(" dev ")[1].split()[0] if " dev " in out else "?"
+    in_local = "local 10.0.0.1 " in table
+    ok = (_norm(answer[0]) == _norm(device)
+          and _norm(answer[1]) == ("local" if in_local else "main"))
+    return ok, (f"The kernel says: `{out.strip()}`" + (
+        "; the route comes from `local 10.0.0.1 dev mytun` in table local." if ok else ""))
+
+
+ANSWERS = {
+    "00": "ee6af17910ec9c0bb877f8e6e573d2e87f40a525633c900e4604a48e5a6bb801",
+    "01": "c25a45e358dd72e0210023fc8ee50b5f687c8f4ad455c0472ce1da41bf50e910",
+    "02": "19018fa00e3019b22e05bd6930778cc8674bd1548c525e9ee7da2ecffe0993a5",
+    "03": "a9e264cb4c953f958e10a18334af28d3229562f48c1ec33c0a5f94df26dcb5d9",
+    "04": "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9",
+    "06": "719b422f49100e4489b8c77f6a73503e905f92f92fb0acabf0a7dce7bfce3606",
+    "07": "35c39c51869e417ec83995513f1ef32c097f09b55d3afdcc92c2644e9f9b2717",
+    "08": "d034a904e224b629947dac2110cf9900b655e6934aa735d5144f92a3399785fc",
+}
+"""SHA-256 of each normalised answer (see _norm): checkable, but not readable."""
+
+
+def _verify_fix_set(answer: Any, panel: Any) -> tuple[bool, str] | None:
+    """Exercise 07: apply exactly these fixes in the live scenario, and each one less."""
+    if panel is None or not hasattr(panel, "verify_fix_set"):
+        return None
+    if isinstance(answer, str):
+        answer = {a.strip() for a in answer.replace(",", " ").split()}
+    return panel.verify_fix_set(set(answer))
+
+
+def _verify_echo_count(answer: Any, panel: Any) -> tuple[bool, str] | None:
+    """Exercise 04: ping 10.0.0.1 through the live seed lab and count what the client read."""
+    if panel is None or not hasattr(panel, "run") or getattr(panel, "server", None) is None:
+        return None
+    if not getattr(panel.lesson, "live", False):
+        return None
+    result = panel.run("10.0.0.1")
+    if result is None:
+        return None
+    seen = int(result["echo_read"])
+    try:
+        ok = int(answer) == seen
+    except (TypeError, ValueError):
+        return False, "answer with a number"
+    return ok, (f"The vpn-client read {seen} echo request(s) for 10.0.0.1: the kernel "
+                "answered the ping itself via lo." if ok else "")
+
+
+EXERCISES: dict[str, Exercise] = {
+    "00": Exercise(
+        "Which Linux capability lets the lab create network namespaces, TUN devices and routes?",
+        [ANSWERS["00"]],
+        ["Look at the doctor's first check.", "It is the capability with NET in its name.",
+         "man 7 capabilities: the one for network administration."],
+        explain="CAP_NET_ADMIN: network configuration (namespaces also need CAP_SYS_ADMIN)."),
+    "01": Exercise(
+        "Without IFF_NO_PI, how many extra bytes precede each packet, and what is their "
+        "'proto' field for IPv4? Answer as a pair, e.g. (2, 0x86dd).",
+        [ANSWERS["01"]],
+        ["Compare the two hex dumps: where does 45 (IPv4, header length 20) start?",
+         "The proto field is an EtherType.",
+         "The EtherType of IPv4 is the same one Ethernet uses."],
+        explain="4 bytes (flags, proto); proto 0x0800 = ETH_P_IP."),
+    "02": Exercise(
+        "Through which device does the kernel send `ping 10.0.0.1` (mytun's own address), and "
+        "which routing table holds the route it uses? Answer as a pair (device, table).",
+        [ANSWERS["02"]],
+        ["Run `ip route get 10.0.0.1` in the widget above.",
+         "Addresses of this host are in a table that `ip route` does not show by default.",
+         "`ip route show table local`."],
+        verify=_verify_route_get),
+    "03": Exercise(
+        "How many bytes does tunlab's frame header add to each packet, and what value does the "
+        "type byte have in a frame that carries a packet? Answer as a pair.",
+        [ANSWERS["03"]],
+        ["Look at the first two rows of the byte layout.",
+         "The type byte is at offset 3; the dissection names it.",
+         "tunlab.framing.FrameType lists the values."]),
+    "04": Exercise(
+        "Ping 10.0.0.1 (mytun's own address) instead of 10.0.0.2 with the panel above. How many "
+        "packets does the vpn-client read from mytun for it?",
+        [ANSWERS["04"]],
+        ["Lesson 02: which device does the kernel pick for its own address?",
+         "A packet routed to `lo` never enters mytun.",
+         "The client only sees what the kernel routes into mytun."],
+        verify=_verify_echo_count),
+    "05": Exercise(
+        "With ip_forward=1 and strict rp_filter=1, find a source address for which the packet "
+        "to 10.0.0.2, released on mytun2, is forwarded and not dropped.",
+        [],
+        ["Strict rp_filter asks: would I send a reply to this source out of the device the "
+         "packet came in on?",
+         "Which sources does the kernel route out of mytun2?",
+         "Any host address in mytun2's subnet that is not mytun2's own address."],
+        verify=_verify_forwarded_source),
+    "06": Exercise(
+        "A packet with IP protocol number 253 is addressed to mytun2's own address 10.0.2.1. "
+        "Which drop reason does the kernel report?",
+        [ANSWERS["06"]],
+        ["Use the packet builder: protocol 253, destination 10.0.2.1.",
+         "The seed mentions it: look up the name in dropreason-core.h.",
+         "It means: no handler for this IP protocol."]),
+    "07": Exercise(
+        "Which fixes are needed, all together and nothing more, for `ping 192.168.50.2` from "
+        "host a to work? Answer with a set of fix names from the panel.",
+        [ANSWERS["07"]],
+        ["Follow the packet: a's routing, b's forwarding, b's firewall, c's reply.",
+         "Replies need a route back too.",
+         "rp_filter is fine here: routes are symmetric."],
+        verify=_verify_fix_set),
+    "08": Exercise(
+        "tun0 has MTU 1400. What TCP MSS does a connection through the tunnel announce "
+        "(IPv4, without TCP options)?",
+        [ANSWERS["08"]],
+        ["MSS = the MTU minus the IP and TCP headers.", "Both headers are 20 bytes here.",
+         "1400 - 20 - 20."]),
+}
+
+
+def _verify_source_offline(answer: Any) -> bool:
+    try:
+        address = ipaddress.IPv4Address(str(answer))
+    except ValueError:
+        return False
+    net = ipaddress.IPv4Network("10.0.2.0/24")
+    return address in net and address not in (net.network_address, net.broadcast_address,
+                                              ipaddress.IPv4Address("10.0.2.1"))
+
+
+def check(exercise: str, answer: Any, lesson: Any = None) -> CheckResult:
+    """Check ``answer`` to ``exercise`` ("00" ... "08"): a :class:`CheckResult`, true when
+    right, that shows itself as a verdict line.
+
+    Where the lab runs, some answers are checked by the kernel itself: 02 asks the lesson's
+    lab for `ip route get`, 04 pings through the panel given as ``lesson``, 05 asks whether the
+    kernel really forwards a packet from the source you give, 07 applies your fixes in the
+    panel's scenario (and each one less).
+    """
+    ex = EXERCISES[exercise]
+    if answer is None or answer == "":
+        _LAST_CHECK[exercise] = False
+        return CheckResult(exercise, False, "No answer yet: set `answer = ...` above.")
+    ok: bool | None = None
+    message = ""
+    if ex.verify is not None:
+        result = ex.verify(answer, lesson)
+        if result is not None:
+            ok, message = result
+    if ok is None:
+        if exercise == "07" and isinstance(answer, str):
+            answer = {a.strip() for a in answer.replace(",", " ").split()}
+        ok = _verify_source_offline(answer) if exercise == "05" else ex.is_correct(answer)
+        if ok and ex.explain:
+            message = ex.explain
+    _LAST_CHECK[exercise] = bool(ok)
+    return CheckResult(exercise, bool(ok), message)
+
+
+class CheckResult:
+    """The verdict of :func:`check`: true when right; shows itself as a coloured line."""
+
+    def __init__(self, exercise: str, ok: bool, message: str = "") -> None:
+        self.exercise = exercise
+        self.ok = ok
+        self.message = message
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def _repr_html_(self) -> str:
+        color, mark = ("#2ca02c", "✔ Correct.") if self.ok else ("#d62728", "✘ Not yet.")
+        more = "" if self.ok else (f' Try again, or run <code>course.hint("{self.exercise}")'
+                                   "</code>.")
+        return (f'<div class="tunlab-check" style="border-left:4px solid {color};'
+                f'padding:4px 10px"><b style="color:{color}">{mark}</b> '
+                f"{html.escape(self.message)}{more}</div>")
+
+    def __repr__(self) -> str:
+        return f"{'Correct' if self.ok else 'Not yet'}. {self.message}".strip()
+
+
+class Note:
+    """A piece of HTML that shows itself in a notebook (questions, hints)."""
+
+    def __init__(self, markup: str, text: str) -> None:
+        self.markup = markup
+        self.text = text
+
+    def _repr_html_(self) -> str:
+        return self.markup
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_LAST_CHECK: dict[str, bool] = {}
+_HINTS_GIVEN: dict[str, int] = {}
+
+
+def hint(exercise: str) -> Note:
+    """Reveal the next hint for ``exercise`` (one more per call), in a folded box."""
+    ex = EXERCISES[exercise]
+    n = min(_HINTS_GIVEN.get(exercise, 0) + 1, len(ex.hints))
+    _HINTS_GIVEN[exercise] = n
+    items = "".join(f"<li>{html.escape(h)}</li>" for h in ex.hints[:n])
+    more = "" if n == len(ex.hints) else " (run again for another)"
+    return Note(f'<details class="tunlab-hint"><summary>Hint {n} of {len(ex.hints)}{more}'
+                f"</summary><ol>{items}</ol></details>", f"Hint {n}: {ex.hints[n - 1]}")
+
+
+def question(exercise: str) -> Note:
+    """The exercise's question, as a box."""
+    text = EXERCISES[exercise].question
+    return Note(f'<div style="border-left:4px solid #4c78a8;padding:4px 10px;'
+                f'background:#f3f7fc"><b>Exercise {exercise}.</b> {html.escape(text)}</div>',
+                f"Exercise {exercise}. {text}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tunlab.course record``: record fate cases for read-only mode (root)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] != ["record"]:
+        print("usage: python -m tunlab.course record", file=sys.stderr)
+        return 2
+    if not is_privileged():
+        print("recording needs root: sudo .venv/bin/python -m tunlab.course record",
+              file=sys.stderr)
+        return 2
+    path = record_fate_cases(progress=print)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
