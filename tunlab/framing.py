@@ -220,9 +220,13 @@ class Decoder:
         """Add received bytes; return the events of every frame now complete."""
         if self.failed is not None:
             return []
-        self._buffer += data
+        # The usual case on a busy stream: nothing buffered, so frames are cut straight out of
+        # the caller's bytes and only an incomplete tail is kept (one copy fewer per frame).
+        buffered = bool(self._buffer)
+        if buffered:
+            self._buffer += data
         events: list[Event] = []
-        view = memoryview(self._buffer)
+        view = memoryview(self._buffer if buffered else data).cast("B")
         offset = 0
         try:
             while len(view) - offset >= HEADER_SIZE:
@@ -241,9 +245,12 @@ class Decoder:
                 offset = end
                 self.stats.frames += 1
                 events.append(self.frame_event(frame_type, payload))
+            if not buffered and self.failed is None:
+                self._buffer += view[offset:]
         finally:
             view.release()
-        del self._buffer[:offset]
+        if buffered:
+            del self._buffer[:offset]
         if self.failed is not None:
             self._buffer.clear()
         return events
