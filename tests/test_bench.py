@@ -1,0 +1,65 @@
+"""The benchmark's arithmetic (targets, ratios, table) and one short real run of `tunlab bench`.
+
+Speed itself is never asserted here: that is `make bench`'s job. These tests check that the
+benchmark measures what it says, and that a missed or unmeasured target makes it exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tunlab import bench
+
+
+def _result(name: str, mbps: float, rtt_p50: float) -> dict:
+    return {"name": name, "mbps": mbps, "runs_mbps": [mbps], "retransmits": 0,
+            "cpu_s_per_gbit": None,
+            "rtt": {"n": 10, "p50_ms": rtt_p50, "p90_ms": rtt_p50, "p99_ms": rtt_p50,
+                    "min_ms": rtt_p50}}
+
+
+def test_targets_follow_the_issue():
+    results = [_result(bench.VETH, 19000, 0.01), _result(bench.FAST, 8000, 0.1),
+               _result(bench.OPENVPN, 700, 0.2)]
+    ratios, targets = bench._verdict(results)
+    assert ratios["fast_vs_openvpn"] == pytest.approx(8000 / 700)
+    assert ratios["fast_vs_veth"] == pytest.approx(8000 / 19000)
+    assert [t["met"] for t in targets] == [True, True, True]
+    results[1] = _result(bench.FAST, 6000, 0.3)
+    _, targets = bench._verdict(results)
+    assert [t["met"] for t in targets] == [False, False, False]
+
+
+def test_an_unmeasured_openvpn_is_a_missed_target_not_a_pass():
+    _, targets = bench._verdict([_result(bench.VETH, 19000, 0.01),
+                                 _result(bench.FAST, 9000, 0.1)])
+    unmeasured = [t for t in targets if t["value"] is None]
+    assert len(unmeasured) == 2 and not any(t["met"] for t in unmeasured)
+    assert "not measured" in bench.describe_target(unmeasured[0])
+
+
+def test_percentiles():
+    assert bench.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert bench.percentile([5], 99) == 5
+
+
+@pytest.mark.slow
+def test_a_quick_real_bench_run_writes_json_and_chart(tmp_path, tunlab_cmd):
+    result = subprocess.run([*tunlab_cmd, "bench", "--quick", "--no-sweeps", "--no-install",
+                             "--output", str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    by_name = {r["name"]: r for r in report["results"]}
+    for name in (bench.VETH, bench.FAST, bench.SIMPLE, bench.FAST_PSK):
+        assert by_name[name]["mbps"] > 0, name
+        assert by_name[name]["rtt"]["n"] > 0, name
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    assert "tunlab fast" in result.stdout and "ratios" in result.stdout
+    assert report["participant"]["fate_verdict"]["verdict"] == "dropped"
+    assert report["participant"]["widget_send"]["answer"] == ["IP_RPFILTER"]
+    missed = [t for t in report["targets"] if not t["met"]]
+    assert (result.returncode == 1) == bool(missed)
