@@ -283,6 +283,10 @@ def test_lesson_08_experiments_on_a_small_scale():
         assert direct_rtts.count(None) >= 1          # direct: loss stays loss
         assert tunnel_rtts.count(None) <= 1          # tunnel: TCP retransmits underneath
         assert "tunlab_loss" not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+        paths = widgets.data_path_experiment(lesson.lab, seconds=1)
+        assert len(paths) == 2 and min(paths.values()) > 10
+        # afterwards the lesson's tunnel runs again, on the simple path
+        assert lesson.lab.client.connected and not lesson.lab.client.device.vnet_hdr
     finally:
         lesson.close()
 

@@ -787,8 +787,19 @@ plots.bars(mtus, title="Tunnel throughput by tun0 MTU")
 **Offloads** get the same effect without a giant MTU: a reader that opens the device with
 `IFF_VNET_HDR` and announces `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)` receives TCP
 *super-packets* of up to 64 KiB at MTU 1500, with a 10-byte virtio-net header saying how to
-cut them up; the far end writes them whole and the kernel segments them. The lab notes measured
-about 7,250 Mbit/s that way. `make bench` measures the variants; its results, if present:
+cut them up; the far end writes them whole and the kernel segments them. tunlab does exactly that on its **fast
+path** (the command line's default; the notebooks use the simple path, because one packet per
+read is easier to watch). Both ends offer `vnet_hdr` in their HELLO; only when both do are the
+offloads switched on, so a fast and a simple endpoint still talk. Same lab, same iperf3:
+"""),
+    code("""
+paths = lesson.run("paths", lambda: widgets.data_path_experiment(lesson.lab, seconds=1.5))
+plots.bars(paths, title="The same tunnel: simple path vs. fast path")
+"""),
+    md("""
+The fast path also keeps one thread per connection that owns the device and does both
+directions, and sends frames straight out of the read buffers (no copy). `make bench` measures
+all variants side by side with OpenVPN; its results, if present:
 """),
     code("""
 bench = course.load_bench()
