@@ -642,17 +642,22 @@ class _Endpoint:
                 if pending:
                     pending = _send_some(sendmsg, pending, dontwait)
                 if not pending and try_read:
+                    # The first packet goes out at once (a lone ping should not wait for the
+                    # read that finds the device empty); the rest of a burst goes in batches.
+                    # The read buffers are not reused until ``pending`` is empty, so what the
+                    # socket did not take yet may point into them without a copy.
+                    size = readv(device_fd, iovecs[0])
+                    busy = True
+                    pending = _send_some(sendmsg, self._frame_batch(peer, [views[0][:size]]),
+                                         dontwait)
                     batch: list[memoryview] = []
-                    for index in range(READ_BATCH):
+                    for index in range(1, READ_BATCH if not pending else 1):
                         try:
                             size = readv(device_fd, iovecs[index])
                         except BlockingIOError:
                             break
                         batch.append(views[index][:size])
                     if batch:
-                        busy = True
-                        # The read buffers are not reused until ``pending`` is empty, so what
-                        # the socket did not take yet may point into them without a copy.
                         pending = _send_some(sendmsg, self._frame_batch(peer, batch),
                                              dontwait)
             except BlockingIOError:
@@ -673,8 +678,12 @@ class _Endpoint:
                 continue
             poller.modify(device_fd, 0 if pending else select.POLLIN)
             poller.modify(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
-            ready = {fd for fd, _ in poller.poll()}
-            try_receive, try_read = sock_fd in ready, device_fd in ready
+            try_receive = try_read = False
+            for fd, _ in poller.poll():
+                if fd == sock_fd:
+                    try_receive = True
+                elif fd == device_fd:
+                    try_read = True
         if stop.is_set():
             why = "stopped"
         self._drop_peer(peer, why)
@@ -755,7 +764,10 @@ class _Endpoint:
 
 def _send_some(sendmsg: Callable[..., int], pieces: list[Any], flags: int) -> list[Any]:
     """One non-blocking sendmsg() of ``pieces``; returns what the socket did not take."""
-    sent = sendmsg(pieces, (), flags)
+    try:
+        sent = sendmsg(pieces, (), flags)
+    except BlockingIOError:
+        return pieces
     index = 0
     while index < len(pieces) and sent >= len(pieces[index]):
         sent -= len(pieces[index])
