@@ -197,3 +197,47 @@ def test_headers_with_any_length_keep_buffering_bounded(length, frame_type, body
     if length > max_payload:
         assert [type(e) for e in events] == [ProtocolError] and decoder.buffered == 0
     assert decoder.buffered < HEADER_SIZE + max_payload
+
+
+_FRAME_PIECES = st.one_of(
+    st.builds(lambda n: framing.encode_packet(ipv4(b"d" * n)), st.integers(0, 300)),
+    st.builds(lambda n: framing.encode_gso_packet(bytes(10), ipv4(b"g" * n)),
+              st.integers(0, 300)),
+    st.builds(lambda junk: framing.encode_frame(FrameType.DATA, junk), st.binary(max_size=40)),
+    st.just(framing.encode_frame(FrameType.GSO_DATA, b"\0" * 10)),
+    st.just(framing.encode_keepalive()),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_FRAME_PIECES, max_size=12), st.integers(1, 64))
+def test_the_data_path_cut_agrees_with_feed(pieces, split):
+    """feed_packets() + feed(rest) must give the same packets, rejections and statistics as
+    feed() alone, for any stream, also cut at any point."""
+    stream = b"".join(pieces)
+    cut = min(split, len(stream))
+    reference, fast = Decoder(), Decoder()
+    expected: list = []
+    for chunk in (stream[:cut], stream[cut:]):
+        expected += reference.feed(chunk)
+    got: list = []
+    for chunk in (stream[:cut], stream[cut:]):
+        result = fast.feed_packets(chunk)
+        if result is None:
+            got += fast.feed(chunk)
+            continue
+        packets, rejections, rest = result
+        got += [PacketReceived(bytes(p), h and bytes(h)) for p, h in packets]
+        got += rejections
+        got += fast.feed(rest)
+
+    def key(events):
+        return sorted(repr(e) for e in events)
+
+    assert key(got) == key(expected)
+    assert [e for e in got if isinstance(e, PacketReceived)] == \
+        [e for e in expected if isinstance(e, PacketReceived)]
+    assert fast.stats == reference.stats
+    assert fast.buffered == reference.buffered
+    assert (fast.failed is None) == (reference.failed is None)

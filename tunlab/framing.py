@@ -31,6 +31,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from .ippacket import ip_packet_problem
 
@@ -119,6 +120,9 @@ class ProtocolError:
 
 Event = (HelloReceived | PacketReceived | KeepaliveReceived | CloseReceived | ExtensionFrame
          | FrameRejected | ProtocolError)
+
+
+_DATA_TYPES = (FrameType.DATA, FrameType.GSO_DATA)
 
 
 class EncodeError(ValueError):
@@ -254,6 +258,54 @@ class Decoder:
         if self.failed is not None:
             self._buffer.clear()
         return events
+
+    def feed_packets(self, data: bytes | bytearray | memoryview,
+                     ) -> tuple[list[tuple[Any, Any]], list[Event], memoryview] | None:
+        """The data path's :meth:`feed`: the leading DATA/GSO_DATA frames of ``data``, cut out
+        without building an event per packet.
+
+        Returns ``(packets, rejections, rest)``: ``(packet, vnet_header or None)`` pairs as
+        views into ``data`` (use them before ``data`` changes), each checked exactly as
+        :meth:`feed` checks it and counted in the same statistics; the :class:`FrameRejected`
+        events of DATA frames that failed those checks; and the bytes from the first frame of
+        another type, a bad header or an incomplete frame on, which the caller must hand to
+        :meth:`feed` (or the session's ``receive``). Returns None, having consumed nothing,
+        when bytes are already buffered or the decoder failed: then use :meth:`feed`.
+        """
+        if self.failed is not None or self._buffer:
+            return None
+        view = memoryview(data).cast("B")
+        end_of_data = len(view)
+        packets: list[tuple[Any, Any]] = []
+        rejections: list[Event] = []
+        unpack = HEADER.unpack_from
+        offset = 0
+        stats = self.stats
+        while end_of_data - offset >= HEADER_SIZE:
+            magic, version, frame_type, length = unpack(view, offset)
+            end = offset + HEADER_SIZE + length
+            if (magic != MAGIC or version != VERSION or length > self.max_payload
+                    or end > end_of_data or frame_type not in _DATA_TYPES):
+                break  # feed() takes it from here, with every error it knows
+            start = offset + HEADER_SIZE
+            offset = end
+            stats.frames += 1
+            if frame_type == FrameType.GSO_DATA:
+                if length <= VNET_HDR_SIZE:
+                    rejections.append(self._reject(
+                        "not_ip", "GSO frame shorter than its virtio-net header"))
+                    continue
+                header, packet = view[start:start + VNET_HDR_SIZE], view[start + VNET_HDR_SIZE:end]
+            else:
+                header, packet = None, view[start:end]
+            problem = ip_packet_problem(packet)
+            if problem:
+                rejections.append(self._reject("not_ip", problem))
+                continue
+            stats.packets += 1
+            stats.packet_bytes += len(packet)
+            packets.append((packet, header))
+        return packets, rejections, view[offset:]
 
     def _check_header(self, magic: bytes, version: int, length: int) -> ProtocolError | None:
         if magic != MAGIC:

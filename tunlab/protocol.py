@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from . import framing, secure
 from .framing import (
@@ -213,6 +214,25 @@ class Session:
             if self.decoder.failed is not None:
                 break
         return events
+
+    def receive_packets(self, data: bytes | bytearray | memoryview,
+                        ) -> tuple[list[tuple[Any, Any]], list[SessionEvent]]:
+        """:meth:`receive` for the data path: ``(packets, events)``.
+
+        In the clear mode, after the handshake, the leading DATA/GSO_DATA frames come back as
+        ``(packet, vnet_header)`` views into ``data`` (valid until ``data`` changes; see
+        :meth:`tunlab.framing.Decoder.feed_packets`) with the same checks; everything else,
+        and every sealed session, goes through :meth:`receive` into ``events``, in order after
+        the packets.
+        """
+        if self._established and self._opener is None:
+            cut = self.decoder.feed_packets(data)
+            if cut is not None:
+                packets, events, rest = cut
+                if len(rest):
+                    events = [*events, *self.receive(rest)]
+                return packets, events
+        return [], self.receive(data)
 
     def end_of_stream(self) -> list[SessionEvent]:
         """The peer closed its side: a ``truncated`` error if it stopped inside a frame."""
