@@ -540,7 +540,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
                 log(f"[{rep + 1}/{config.repeats}] iperf3 {config.seconds:g} s: {name}")
                 runs[name].append(bench.throughput(name, config.seconds))
         rtts: dict[str, list[float]] = {name: [] for name in names}
-        chunk = max(10, config.ping_count // 4)
+        # Many short rounds, variants interleaved: slow drifts of the machine hit all alike.
+        chunk = max(10, config.ping_count // 10)
         for _ in range(max(1, config.ping_count // chunk)):
             for name in names:
                 rtts[name] += bench.rtts(name, chunk)
