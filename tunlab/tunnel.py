@@ -25,10 +25,10 @@ Two data paths, chosen by how the device was opened:
   hands over finished MTU-sized packets) and plain DATA frames are sent, so a fast and a simple
   endpoint interoperate. The switch happens per connection, because the offload setting
   belongs to the device while the feature belongs to the connection; packets queued under the
-  previous setting are finished in software (:mod:`tunlab.vnet`). The loops read into
-  preallocated buffers, send a batch of frames with one ``sendmsg()``, ``recv_into()`` a
-  reused buffer, block in the kernel instead of polling before every call, and count once per
-  batch.
+  previous setting are finished in software (:mod:`tunlab.vnet`). While a peer is connected,
+  one *pump* thread owns the device and does both directions with non-blocking calls, frames
+  without copying and spins briefly before it sleeps (see :meth:`_Endpoint._fast_pump`); the
+  device reader only drains the device while no peer is there.
 """
 
 from __future__ import annotations
@@ -472,38 +472,46 @@ class _Endpoint:
 
     # -- the fast path (device opened with vnet_hdr) ------------------------------------------
     def _fast_device_reader(self) -> None:
-        """Device -> peer: drain the device into preallocated buffers, send each batch at once."""
+        """While no peer is connected: drain and count what the kernel routes into the device.
+
+        Once a peer is connected its pump (:meth:`_fast_pump`) owns the device and this thread
+        reads nothing: it waits for the device lock, so a packet is never read by one thread
+        and sent by another.
+        """
         fd = self.device.fileno()
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
-        buffers = [bytearray(_READ_BUFFER) for _ in range(READ_BATCH)]
-        iovecs = [[buffer] for buffer in buffers]
-        views = [memoryview(buffer) for buffer in buffers]
-        readv = os.readv
+        iovec = [bytearray(_READ_BUFFER)]
+        stats = self.stats
         stop = self._stop
         lock = self._device_lock
         while not stop.is_set():
-            # While a peer's pump owns the device this thread waits here, not in a busy loop.
             if not lock.acquire(timeout=0.5):
                 continue
+            drained = 0
             try:
-                batch: list[memoryview] = []
-                for index in range(READ_BATCH):
+                while self._peer is None and drained < READ_BATCH:
                     try:
-                        size = readv(fd, iovecs[index])
+                        size = os.readv(fd, iovec)
                     except BlockingIOError:
                         break
                     except OSError as exc:
                         self._device_failed(exc)
                         return
-                    batch.append(views[index][:size])
-                if batch:
-                    self._fast_forward(batch)
+                    drained += 1
+                    stats.read_packets += 1
+                    stats.read_bytes += size - VNET_HDR_SIZE
+                    stats.dropped_no_peer += 1
+                    if self.record_packets:
+                        self._event("read", f"from {self.device.name}", size - VNET_HDR_SIZE,
+                                    bytes(iovec[0][VNET_HDR_SIZE:size]))
             finally:
                 lock.release()
-            if len(batch) < READ_BATCH:  # drained: sleep in the kernel until more arrives
+            if self._peer is not None:
+                stop.wait(0.01)  # its pump is about to take the device
+            elif drained < READ_BATCH:
                 poller.poll(500)
 
     @contextlib.contextmanager
@@ -517,48 +525,6 @@ class _Endpoint:
             yield
         finally:
             self._device_lock.release()
-
-    def _fast_forward(self, batch: list[memoryview]) -> None:
-        """Frame one batch of (virtio-net header + packet) reads and send it in one sendmsg()."""
-        stats = self.stats
-        stats.read_packets += len(batch)
-        stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
-        if self.record_packets:
-            for view in batch:
-                self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
-                            bytes(view[VNET_HDR_SIZE:]))
-        peer = self._peer
-        if peer is None:
-            stats.dropped_no_peer += len(batch)
-            return
-        encode = peer.session.encode_packet
-        frames: list[bytes] = []
-        append = frames.append
-        vnet = peer.vnet
-        with peer.send_lock:  # sealed frames must reach the wire in the order they were sealed
-            for view in batch:
-                try:
-                    if vnet:
-                        append(encode(view[VNET_HDR_SIZE:], view[:VNET_HDR_SIZE]))
-                    elif view[0] & 1 or view[1]:  # read before the offloads went off
-                        frames.extend(encode(p) for p in self._finish(view))
-                    else:
-                        append(encode(view[VNET_HDR_SIZE:]))
-                except framing.EncodeError as exc:
-                    stats.rejected["unsendable"] += 1
-                    self._event("rejected", f"not sent: {exc}", len(view))
-            if not frames:
-                return
-            if self.record_packets:
-                for frame in frames:
-                    self._event("sent", "frame to peer", len(frame), frame)
-            try:
-                sent = _send_buffers(peer.sock, frames)
-            except OSError as exc:
-                self._drop_peer(peer, f"send failed: {exc}")
-                return
-        stats.frames_sent += len(frames)
-        stats.bytes_sent += sent
 
     def _finish(self, view: memoryview) -> list[bytes]:
         """Finish an offloaded read in software for a peer that takes plain packets only."""
@@ -846,23 +812,6 @@ def _send_some(sendmsg: Callable[..., int], pieces: list[Any], flags: int) -> li
     if rest and sent:
         rest[0] = memoryview(rest[0])[sent:]
     return rest
-
-
-def _send_buffers(sock: socket.socket, buffers: list[bytes]) -> int:
-    """Send every buffer, in order, with as few sendmsg() calls as the kernel allows."""
-    total = sum(map(len, buffers))
-    sent = sock.sendmsg(buffers)
-    if sent == total:
-        return total
-    views = [memoryview(buffer) for buffer in buffers]
-    done = sent
-    while done < total:
-        while sent >= len(views[0]):
-            sent -= len(views.pop(0))
-        views[0] = views[0][sent:]
-        sent = sock.sendmsg(views)
-        done += sent
-    return total
 
 
 def _parse_hostport(text: str) -> tuple[str, int]:
