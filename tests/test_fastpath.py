@@ -143,3 +143,17 @@ def test_full_speed_both_ways_at_once_neither_deadlocks_nor_corrupts():
         for sent, arrived in results.values():
             assert sent == arrived
         assert lab.client.connected and lab.server.connected
+
+
+def test_fast_path_sealed_and_recording_every_packet():
+    """The session's path (sealed super-packets) and per-packet events, on the fast path."""
+    with TwoHostLab(mtu=1500, tun_mtu=1500) as lab:
+        server, client = lab.start_tunnel(fast=True, psk=b"k" * 32, record_packets=True)
+        assert VNET_FEATURE in client.features and "psk" in client.features
+        ping = lab.a.exec(["ping", "-c3", "-i", "0.05", "-W", "1", "10.9.0.2"], check=False)
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+        sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024)
+        assert sent == arrived
+        reads = [e for e in client.events({"read"}) if e.data and e.data[9] == 1]
+        written = [e for e in server.events({"written"}) if e.data and e.data[9] == 1]
+        assert len(reads) >= 3 and len(written) >= 3  # the ICMP echoes, seen on both ends

@@ -505,8 +505,7 @@ class _Endpoint:
                     stats.read_bytes += size - VNET_HDR_SIZE
                     stats.dropped_no_peer += 1
                     if self.record_packets:
-                        self._event("read", f"from {self.device.name}", size - VNET_HDR_SIZE,
-                                    bytes(iovec[0][VNET_HDR_SIZE:size]))
+                        self._record_reads([memoryview(iovec[0])[:size]])
             finally:
                 lock.release()
             if self._peer is not None:
@@ -664,19 +663,24 @@ class _Endpoint:
         self._drop_peer(peer, why)
 
     def _batch_framer(self, peer: _Peer) -> Callable[[list[memoryview]], list[Any]]:
-        """The function that frames read batches for ``peer``, chosen once per connection.
+        """The function that frames batches of (virtio-net header + packet) reads for ``peer``,
+        chosen once per connection.
 
-        The common case (clear mode, super-packet peer, no per-packet recording) is a tight
-        closure: an 8-byte header and a view of the read buffer per packet.
+        The common case, clear mode with a super-packet peer, is a tight closure: per packet an
+        8-byte header and a view of the read buffer, no copy. Sealed frames, and peers that take
+        plain packets, go through the session (:meth:`_frame_batch`).
         """
-        if not (peer.vnet and not peer.session.sealed and not self.record_packets):
+        if not (peer.vnet and not peer.session.sealed):
             return lambda batch: self._frame_batch(peer, batch)
         stats = self.stats
         pack = framing.HEADER.pack
         magic, version, gso = framing.MAGIC, framing.VERSION, int(framing.FrameType.GSO_DATA)
         overhead = framing.HEADER_SIZE
+        record = self.record_packets
 
         def frame(batch: list[memoryview]) -> list[Any]:
+            if record:
+                self._record_reads(batch)
             pieces: list[Any] = []
             total = 0
             for view in batch:
@@ -694,30 +698,13 @@ class _Endpoint:
         return frame
 
     def _frame_batch(self, peer: _Peer, batch: list[memoryview]) -> list[Any]:
-        """The buffers that carry one batch of (virtio-net header + packet) reads to ``peer``.
-
-        In the clear with a super-packet peer each frame is an 8-byte header plus a view of the
-        read buffer: no copy at all. Sealed frames, and peers that take plain packets, go
-        through the session.
-        """
+        """Frames for a sealed session or a peer without super-packets, through the session."""
         stats = self.stats
         stats.read_packets += len(batch)
-        nbytes = sum(map(len, batch))
-        stats.read_bytes += nbytes - VNET_HDR_SIZE * len(batch)
+        stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
         if self.record_packets:
-            for view in batch:
-                self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
-                            bytes(view[VNET_HDR_SIZE:]))
+            self._record_reads(batch)
         pieces: list[Any] = []
-        if peer.vnet and not peer.session.sealed:
-            header = framing.frame_header
-            gso = framing.FrameType.GSO_DATA
-            for view in batch:
-                pieces.append(header(gso, len(view)))
-                pieces.append(view)
-            stats.frames_sent += len(batch)
-            stats.bytes_sent += nbytes + framing.HEADER_SIZE * len(batch)
-            return pieces
         encode = peer.session.encode_packet
         for view in batch:
             try:
@@ -733,6 +720,11 @@ class _Endpoint:
         stats.frames_sent += len(pieces)
         stats.bytes_sent += sum(map(len, pieces))
         return pieces
+
+    def _record_reads(self, batch: list[memoryview]) -> None:
+        for view in batch:
+            self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
+                        bytes(view[VNET_HDR_SIZE:]))
 
     def _write_packets(self, packets: list[tuple[Any, Any]]) -> str | None:
         """Write checked ``(packet, vnet_header)`` views from the decoder into the device.
