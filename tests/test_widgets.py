@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tunlab import course, netns, plots, widgets
+from tunlab import course, measure, netns, plots, widgets
 
 
 @pytest.fixture
@@ -260,7 +260,7 @@ def test_tunnel_panel_samples_live_and_stops_its_threads():
         assert "numgen random" in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
         panel.stop_button.click()
         assert not panel.running and lesson.lab.client is None
-        assert widgets.LOSS_TABLE not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+        assert measure.LOSS_TABLE not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
         assert not [t for t in __import__("threading").enumerate() if t.name == "tunlab-panel"]
         panel.close()
     finally:
@@ -271,11 +271,11 @@ def test_lesson_08_experiments_on_a_small_scale():
     lesson = course.Lesson("test-08b", lab="two-host", quiet=True)
     try:
         lesson.lab.start_tunnel()
-        mtus = widgets.mtu_experiment(lesson.lab, (1400, 9000), seconds=1)
+        mtus = measure.mtu_experiment(lesson.lab, (1400, 9000), seconds=1)
         assert set(mtus) == {"tun MTU 1400", "tun MTU 9000"} and min(mtus.values()) > 10
         assert '"mtu": 1400' in lesson.lab.a.ip("-j", "link", "show", "tun0").replace(
             '"mtu":1400', '"mtu": 1400')
-        loss = widgets.loss_experiment(lesson.lab, losses=(0, 10), seconds=1, pings=120)
+        loss = measure.loss_experiment(lesson.lab, losses=(0, 10), seconds=1, pings=120)
         direct = dict(loss["throughput"]["direct TCP (underlay)"])
         assert direct[0.0] > direct[10.0] > 0
         tunnel_rtts = loss["rtts"]["TCP in the tunnel @ 10% loss"]
@@ -284,7 +284,7 @@ def test_lesson_08_experiments_on_a_small_scale():
         assert direct_rtts.count(None) >= 1
         assert tunnel_rtts.count(None) <= 1          # tunnel: TCP retransmits underneath
         assert "tunlab_loss" not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
-        paths = widgets.data_path_experiment(lesson.lab, seconds=1)
+        paths = measure.data_path_experiment(lesson.lab, seconds=1)
         assert len(paths) == 2 and min(paths.values()) > 10
         # afterwards the lesson's tunnel runs again, on the simple path
         assert lesson.lab.client.connected and not lesson.lab.client.device.vnet_hdr

@@ -35,7 +35,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -52,6 +51,15 @@ from typing import Any
 
 from .errors import EnvironmentProblem, TunlabError
 from .lab import UNDERLAY, TwoHostLab
+from .measure import (
+    IPERF_PORT,
+    Run,
+    iperf3,
+    iperf3_server,
+    ping_rtts,
+    stop_process,
+    wait_listening,
+)
 from .netns import Namespace
 
 TARGET_VS_OPENVPN = 10.0
@@ -62,7 +70,6 @@ VETH = "direct veth"
 FAST = "tunlab fast"
 SIMPLE = "tunlab simple"
 FAST_PSK = "tunlab fast + psk"
-IPERF_PORT = 5201
 BENCH_KEY = b"tunlab bench pre-shared key, not a secret"
 TOOLS = {"iperf3": "iperf3", "openvpn": "openvpn", "ping": "iputils-ping"}
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
@@ -70,24 +77,6 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- small measurements -----------------------------------------------------------------------
-@dataclass
-class Run:
-    """One iperf3 run: received throughput, retransmissions, and CPU of the tunnel processes."""
-
-    mbps: float
-    retransmits: int = 0
-    cpu_seconds: float | None = None
-    seconds: float = 0.0
-
-    @property
-    def cpu_per_gbit(self) -> float | None:
-        """CPU seconds the tunnel endpoints spent per Gbit carried."""
-        gbits = self.mbps * self.seconds / 1000
-        if self.cpu_seconds is None or gbits <= 0:
-            return None
-        return self.cpu_seconds / gbits
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     """The ``p``-th percentile (0-100) of ``values`` with linear interpolation."""
     data = sorted(values)
@@ -111,35 +100,6 @@ def thread_cpu_seconds(tid: int) -> float:
     with open(f"/proc/self/task/{tid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def ping_rtts(ns: Namespace, address: str, count: int, interval: float = 0.01) -> list[float]:
-    """Round-trip times in ms of ``count`` echoes from ``ns`` to ``address``."""
-    out = ns.exec(["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", address],
-                  check=False, timeout=count * interval + 15).stdout
-    return [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
-
-
-def iperf3(ns: Namespace, address: str, seconds: float, streams: int = 1,
-           port: int = IPERF_PORT) -> Run:
-    """``iperf3 -c address`` from ``ns`` (a server must listen there); retried once if busy."""
-    argv = ["iperf3", "-c", address, "-p", str(port), "-t", f"{seconds:g}", "-P", str(streams),
-            "-J", "--connect-timeout", "3000"]
-    last = ""
-    for attempt in range(3):
-        result = ns.exec(argv, check=False, timeout=seconds + 30)
-        try:
-            doc = json.loads(result.stdout)
-        except ValueError:
-            doc = {"error": result.stderr.strip() or result.stdout[:200]}
-        if "error" not in doc:
-            end = doc["end"]
-            return Run(mbps=end["sum_received"]["bits_per_second"] / 1e6,
-                       retransmits=int(end.get("sum_sent", {}).get("retransmits", 0)),
-                       seconds=float(end["sum_received"].get("seconds", seconds)))
-        last = str(doc["error"])
-        time.sleep(0.3 * (attempt + 1))  # "the server is busy": the last test is winding down
-    raise TunlabError(f"iperf3 to {address} failed: {last}")
 
 
 # -- the live measurement for notebooks --------------------------------------------------------
@@ -174,13 +134,8 @@ def measure_throughput(lab: TwoHostLab, seconds: float = 1.0, *, path: str = "tu
     client = lab.client if path == "tunnel" else None
     before = client.stats.snapshot() if client is not None else None
     if shutil.which("iperf3"):
-        server = lab.b.popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT + 7)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_listening(lab.b, IPERF_PORT + 7)
+        with iperf3_server(lab.b, IPERF_PORT + 7):
             run = iperf3(lab.a, address, seconds, streams, port=IPERF_PORT + 7)
-        finally:
-            _stop_process(server)
         mbps, tool = run.mbps, "iperf3"
     else:
         mbps, tool = _python_throughput(lab, address, seconds), "python"
@@ -283,26 +238,6 @@ def time_notebooks(directory: Path | None = None) -> dict[str, Any]:
 
 
 # -- processes ---------------------------------------------------------------------------------
-def _stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-def _wait_listening(ns: Namespace, port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = ns.exec(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise TunlabError(f"nothing listens on port {port} in {ns.name} after {timeout:.0f} s")
-
-
 def _wait_ping(ns: Namespace, address: str, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -413,7 +348,7 @@ class BenchLab:
             if not _wait_ping(lab.a, variant.address):
                 raise TunlabError(f"{variant.name}: no ping through to {variant.address}",
                                   f"see the logs in {self._tmp.name}")
-        _wait_listening(lab.b, IPERF_PORT)
+        wait_listening(lab.b, IPERF_PORT)
 
     def _log_file(self, name: str) -> Any:
         handle = open(Path(self._tmp.name) / name, "w")  # noqa: SIM115 - closed in close()
@@ -457,18 +392,19 @@ class BenchLab:
         return run
 
     def rtts(self, name: str, count: int) -> list[float]:
-        """Ping round-trip times (ms) across variant ``name``."""
-        return ping_rtts(self.lab.a, self.variants[name].address, count)
+        """Ping round-trip times (ms) across variant ``name``; lost echoes left out."""
+        rtts = ping_rtts(self.lab.a, self.variants[name].address, count)
+        return [rtt for rtt in rtts if rtt is not None]
 
     def close(self) -> None:
         """Stop every process, remove the namespaces and the temporary files."""
         for variant in self.variants.values():
             for proc in variant.processes:
                 with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    _stop_process(proc)
+                    stop_process(proc)
         if self._iperf is not None:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                _stop_process(self._iperf)
+                stop_process(self._iperf)
         self.lab.close()
         for handle in self._logs:
             handle.close()

@@ -22,6 +22,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import plots
+from .measure import lab_iperf3, set_loss
 
 FateFn = Callable[..., Mapping[str, Any]]
 
@@ -1062,7 +1063,7 @@ class TunnelPanel(w.VBox):
 
         def body() -> None:
             try:
-                mbps = iperf3(self.lab, "10.9.0.2", seconds)
+                mbps = lab_iperf3(self.lab, "10.9.0.2", seconds)
                 self.results[label] = mbps
                 self.status.value = f"{label}: {mbps:,.0f} Mbit/s through the tunnel"
             except Exception as exc:  # noqa: BLE001
@@ -1102,144 +1103,6 @@ class TunnelPanel(w.VBox):
             self.stop()
         unregister_cleanup(self)
         super().close()
-
-
-def iperf3(lab: Any, target: str, seconds: float = 2.0, port: int = 5201,
-           client_ns: Any = None, server_ns: Any = None) -> float:
-    """Run an iperf3 server in ``lab.b`` and a client in ``lab.a`` for ``seconds``; Mbit/s.
-
-    Both processes live in the lab's namespaces and are stopped before returning.
-    """
-    server_ns = server_ns or lab.b
-    client_ns = client_ns or lab.a
-    server = server_ns.popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=-3, stderr=-3)
-    try:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            probe = server_ns.exec(["ss", "-ltnH", f"sport = :{port}"], check=False)
-            if probe.stdout.strip():
-                break
-            time.sleep(0.05)
-        result = client_ns.exec(["iperf3", "-c", target, "-p", str(port), "-t", str(seconds),
-                                 "-J"], check=False, timeout=seconds + 15)
-        data = json.loads(result.stdout or "{}")
-        if "error" in data:
-            raise RuntimeError(f"iperf3: {data['error']}")
-        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait(5)
-
-
-# -- lesson 08 experiments ---------------------------------------------------------------------
-
-LOSS_TABLE = "tunlab_loss"
-
-
-def set_loss(ns: Any, percent: float, device: str = "veth0") -> None:
-    """Drop ``percent`` % of the packets ``ns`` sends out of ``device`` (0 removes the rule).
-
-    nftables' ``numgen random`` does it, so no netem (sch_netem) is needed; only packets this
-    namespace itself sends are affected (the tunnel's TCP stream, a direct iperf3).
-    """
-    ns.exec(["nft", "delete", "table", "inet", LOSS_TABLE], check=False)
-    if percent <= 0:
-        return
-    per_mille = int(round(percent * 10))
-    ruleset = (f"table inet {LOSS_TABLE} {{\n chain out {{\n"
-               f"  type filter hook output priority 0; policy accept;\n"
-               f'  oifname "{device}" numgen random mod 1000 < {per_mille} drop\n }}\n}}\n')
-    ns.exec(["nft", "-f", "-"], input=ruleset.encode())
-
-
-def ping_rtts(ns: Any, target: str, count: int = 100, interval: float = 0.01
-              ) -> list[float | None]:
-    """``ping -c COUNT -i INTERVAL TARGET`` in ``ns``: round-trip time per sequence number
-    in ms, ``None`` for each lost echo."""
-    out = ns.exec(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1", target],
-                  check=False, timeout=count * interval + 10).stdout
-    rtts: list[float | None] = [None] * count
-    for line in out.splitlines():
-        if "icmp_seq=" in line and "time=" in line:
-            seq = int(line.split("icmp_seq=")[1].split()[0])
-            ms = float(line.split("time=")[1].split()[0])
-            if 1 <= seq <= count:
-                rtts[seq - 1] = ms
-    return rtts
-
-
-def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float = 1.5,
-                    pings: int = 100) -> dict[str, Any]:
-    """TCP over TCP: for each loss rate on a's underlay, iperf3 direct (198.18.0.2) and through
-    the tunnel (10.9.0.2), and ping RTTs both ways. The tunnel must be running.
-
-    Returns ``{"throughput": {"direct TCP": [(loss, Mbit/s)], "TCP in the tunnel": [...]},
-    "rtts": {"<path> @ <loss>%": [ms or None, ...]}}``.
-    """
-    paths = {"direct TCP (underlay)": "198.18.0.2", "TCP in the tunnel": "10.9.0.2"}
-    throughput: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
-    rtts: dict[str, list[float | None]] = {}
-    try:
-        for loss in losses:
-            set_loss(lab.a, loss)
-            for name, target in paths.items():
-                throughput[name].append((float(loss), iperf3(lab, target, seconds)))
-            if loss:
-                for name, target in paths.items():
-                    rtts[f"{name.split(' (')[0]} @ {loss:g}% loss"] = ping_rtts(lab.a, target,
-                                                                                 pings)
-    finally:
-        set_loss(lab.a, 0)
-    return {"throughput": throughput, "rtts": rtts}
-
-
-def compare_paths(lab: Any, seconds: float = 1.5) -> dict[str, float]:
-    """iperf3 Mbit/s: directly over the underlay veth, and through the tunnel (running)."""
-    return {"direct veth (underlay)": iperf3(lab, "198.18.0.2", seconds),
-            "tunlab tunnel (Python, TCP)": iperf3(lab, "10.9.0.2", seconds)}
-
-
-def mtu_experiment(lab: Any, mtus: Sequence[int] = (1400, 9000, 60000),
-                   seconds: float = 1.5) -> dict[str, float]:
-    """Throughput through the tunnel for each tun0 MTU (set on both ends); ``{label: Mbit/s}``.
-
-    The MTU is put back to what it was afterwards.
-    """
-    before = lab.a.ip("-j", "link", "show", "tun0")
-    old = int(json.loads(before)[0]["mtu"])
-    results: dict[str, float] = {}
-    try:
-        for mtu in mtus:
-            for ns in (lab.a, lab.b):
-                ns.ip("link", "set", "tun0", "mtu", str(mtu))
-            results[f"tun MTU {mtu}"] = iperf3(lab, "10.9.0.2", seconds)
-    finally:
-        for ns in (lab.a, lab.b):
-            ns.ip("link", "set", "tun0", "mtu", str(old))
-    return results
-
-
-def data_path_experiment(lab: Any, seconds: float = 1.5) -> dict[str, float]:
-    """Tunnel throughput on the simple path and on the fast path, in the same lab.
-
-    The simple path reads, frames and writes one MTU-sized packet at a time; the fast path opens
-    tun0 with ``IFF_VNET_HDR``, negotiates offloads in the HELLO and carries 64 KiB TCP
-    super-packets. The tunnel is restarted for each and left running on the simple path.
-    """
-    results: dict[str, float] = {}
-    try:
-        for label, fast in (("simple path: a packet per read", False),
-                            ("fast path: super-packets (vnet_hdr)", True)):
-            lab.stop_tunnel()
-            lab.close_devices()
-            lab.start_tunnel(fast=fast)
-            results[label] = iperf3(lab, "10.9.0.2", seconds)
-    finally:
-        lab.stop_tunnel()
-        lab.close_devices()
-        lab.start_tunnel()
-    return results
 
 
 # -- lesson 07: a VPN between two hosts, one fix at a time -------------------------------------

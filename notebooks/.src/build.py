@@ -748,7 +748,7 @@ NOTEBOOKS["08-performance"] = [
 Numbers here are small-scale and noisy (a shared machine, a few seconds each): compare them
 side by side, not with other machines.
 """),
-    *setup("08-performance", lab="two-host"),
+    *setup("08-performance", lab="two-host", extra="\nfrom tunlab import measure"),
     md("""
 ## Live
 Two hosts a and b over a veth pair, the tunnel between their tun0 devices. The panel samples the
@@ -766,7 +766,7 @@ panel
 The same iperf3, once straight over the underlay veth, once through the tunnel:
 """),
     code("""
-compare = lesson.run("compare", lambda: widgets.compare_paths(lesson.lab, seconds=1.5))
+compare = lesson.run("compare", lambda: measure.compare_paths(lesson.lab, seconds=1.5))
 plots.bars(compare, title="iperf3 over the underlay vs. through the tunnel")
 """),
     md("""
@@ -780,7 +780,7 @@ If the cost is per packet, bigger packets carry more bytes for the same cost. tu
 the largest packet the kernel hands to the tunnel:
 """),
     code("""
-mtus = lesson.run("mtu", lambda: widgets.mtu_experiment(lesson.lab, (1400, 9000, 60000), seconds=1.5))
+mtus = lesson.run("mtu", lambda: measure.mtu_experiment(lesson.lab, (1400, 9000, 60000), seconds=1.5))
 plots.bars(mtus, title="Tunnel throughput by tun0 MTU")
 """),
     md("""
@@ -793,7 +793,7 @@ read is easier to watch). Both ends offer `vnet_hdr` in their HELLO; only when b
 offloads switched on, so a fast and a simple endpoint still talk. Same lab, same iperf3:
 """),
     code("""
-paths = lesson.run("paths", lambda: widgets.data_path_experiment(lesson.lab, seconds=1.5))
+paths = lesson.run("paths", lambda: measure.data_path_experiment(lesson.lab, seconds=1.5))
 plots.bars(paths, title="The same tunnel: simple path vs. fast path")
 """),
     md("""
@@ -817,7 +817,7 @@ The experiment drops a share of host a's packets on the underlay (nftables, `num
 and measures iperf3 and ping, directly and through the tunnel:
 """),
     code("""
-loss = lesson.run("loss", lambda: widgets.loss_experiment(lesson.lab, losses=(0, 2, 5), seconds=1.5))
+loss = lesson.run("loss", lambda: measure.loss_experiment(lesson.lab, losses=(0, 2, 5), seconds=1.5))
 plots.loss_curve(loss["throughput"])
 """),
     code('plots.latency(loss["rtts"], title="ping every 10 ms under loss: direct vs. through the tunnel")'),

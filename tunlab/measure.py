@@ -1,0 +1,213 @@
+"""Measuring a lab: iperf3 throughput, ping round trips, loss on the underlay, and the
+experiments of lesson 08. Shared by the notebooks' widgets and by ``tunlab bench``.
+
+Everything runs inside the lab's namespaces; the processes it starts are stopped before it
+returns.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import TunlabError
+from .netns import Namespace
+
+IPERF_PORT = 5201
+LOSS_TABLE = "tunlab_loss"
+
+
+@dataclass
+class Run:
+    """One iperf3 run: received throughput, retransmissions, and CPU of the tunnel processes."""
+
+    mbps: float
+    retransmits: int = 0
+    cpu_seconds: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def cpu_per_gbit(self) -> float | None:
+        """CPU seconds the tunnel endpoints spent per Gbit carried."""
+        gbits = self.mbps * self.seconds / 1000
+        if self.cpu_seconds is None or gbits <= 0:
+            return None
+        return self.cpu_seconds / gbits
+
+
+def ping_rtts(ns: Namespace, target: str, count: int = 100, interval: float = 0.01
+              ) -> list[float | None]:
+    """``ping -c COUNT -i INTERVAL TARGET`` in ``ns``: round-trip time per sequence number
+    in ms, ``None`` for each lost echo."""
+    out = ns.exec(["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", target],
+                  check=False, timeout=count * interval + 15).stdout
+    rtts: list[float | None] = [None] * count
+    for line in out.splitlines():
+        if "icmp_seq=" in line and "time=" in line:
+            seq = int(line.split("icmp_seq=")[1].split()[0])
+            ms = float(line.split("time=")[1].split()[0])
+            if 1 <= seq <= count:
+                rtts[seq - 1] = ms
+    return rtts
+
+
+def iperf3(ns: Namespace, address: str, seconds: float, streams: int = 1,
+           port: int = IPERF_PORT) -> Run:
+    """``iperf3 -c address`` from ``ns`` (a server must listen there); retried if busy."""
+    argv = ["iperf3", "-c", address, "-p", str(port), "-t", f"{seconds:g}", "-P", str(streams),
+            "-J", "--connect-timeout", "3000"]
+    last = ""
+    for attempt in range(3):
+        result = ns.exec(argv, check=False, timeout=seconds + 30)
+        try:
+            doc = json.loads(result.stdout)
+        except ValueError:
+            doc = {"error": result.stderr.strip() or result.stdout[:200]}
+        if "error" not in doc:
+            end = doc["end"]
+            return Run(mbps=end["sum_received"]["bits_per_second"] / 1e6,
+                       retransmits=int(end.get("sum_sent", {}).get("retransmits", 0)),
+                       seconds=float(end["sum_received"].get("seconds", seconds)))
+        last = str(doc["error"])
+        time.sleep(0.3 * (attempt + 1))  # "the server is busy": the last test is winding down
+    raise TunlabError(f"iperf3 to {address} failed: {last}")
+
+
+@contextmanager
+def iperf3_server(ns: Namespace, port: int = IPERF_PORT, *, once: bool = True) -> Iterator[None]:
+    """An iperf3 server in ``ns`` for the duration of the ``with`` block (``-1``: one test)."""
+    argv = ["iperf3", "-s", "-p", str(port), *(["-1"] if once else [])]
+    server = ns.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(ns, port)
+        yield
+    finally:
+        stop_process(server)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def wait_listening(ns: Namespace, port: int, timeout: float = 5.0) -> None:
+    """Return once something listens on TCP ``port`` in ``ns``; raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ns.exec(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise TunlabError(f"nothing listens on port {port} in {ns.name} after {timeout:.0f} s")
+
+
+# -- lessons: a TwoHostLab (hosts a and b, tunnel 10.9.0.1 <-> 10.9.0.2) ------------------------
+
+def lab_iperf3(lab: Any, target: str, seconds: float = 2.0, port: int = IPERF_PORT,
+               client_ns: Any = None, server_ns: Any = None) -> float:
+    """Mbit/s from an iperf3 client in ``lab.a`` to a server in ``lab.b`` (or the given
+    namespaces) for ``seconds``."""
+    server_ns = server_ns or lab.b
+    with iperf3_server(server_ns, port):
+        return iperf3(client_ns or lab.a, target, seconds, port=port).mbps
+
+
+def set_loss(ns: Any, percent: float, device: str = "veth0") -> None:
+    """Drop ``percent`` % of the packets ``ns`` sends out of ``device`` (0 removes the rule).
+
+    nftables' ``numgen random`` does it, so no netem (sch_netem) is needed; only packets this
+    namespace itself sends are affected (the tunnel's TCP stream, a direct iperf3).
+    """
+    ns.exec(["nft", "delete", "table", "inet", LOSS_TABLE], check=False)
+    if percent <= 0:
+        return
+    per_mille = int(round(percent * 10))
+    ruleset = (f"table inet {LOSS_TABLE} {{\n chain out {{\n"
+               f"  type filter hook output priority 0; policy accept;\n"
+               f'  oifname "{device}" numgen random mod 1000 < {per_mille} drop\n }}\n}}\n')
+    ns.exec(["nft", "-f", "-"], input=ruleset.encode())
+
+
+def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float = 1.5,
+                    pings: int = 100) -> dict[str, Any]:
+    """TCP over TCP: for each loss rate on a's underlay, iperf3 direct (198.18.0.2) and through
+    the tunnel (10.9.0.2), and ping RTTs both ways. The tunnel must be running.
+
+    Returns ``{"throughput": {"direct TCP": [(loss, Mbit/s)], "TCP in the tunnel": [...]},
+    "rtts": {"<path> @ <loss>%": [ms or None, ...]}}``.
+    """
+    paths = {"direct TCP (underlay)": "198.18.0.2", "TCP in the tunnel": "10.9.0.2"}
+    throughput: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    rtts: dict[str, list[float | None]] = {}
+    try:
+        for loss in losses:
+            set_loss(lab.a, loss)
+            for name, target in paths.items():
+                throughput[name].append((float(loss), lab_iperf3(lab, target, seconds)))
+            if loss:
+                for name, target in paths.items():
+                    rtts[f"{name.split(' (')[0]} @ {loss:g}% loss"] = ping_rtts(lab.a, target,
+                                                                                 pings)
+    finally:
+        set_loss(lab.a, 0)
+    return {"throughput": throughput, "rtts": rtts}
+
+
+def compare_paths(lab: Any, seconds: float = 1.5) -> dict[str, float]:
+    """iperf3 Mbit/s: directly over the underlay veth, and through the tunnel (running)."""
+    return {"direct veth (underlay)": lab_iperf3(lab, "198.18.0.2", seconds),
+            "tunlab tunnel (Python, TCP)": lab_iperf3(lab, "10.9.0.2", seconds)}
+
+
+def mtu_experiment(lab: Any, mtus: Sequence[int] = (1400, 9000, 60000),
+                   seconds: float = 1.5) -> dict[str, float]:
+    """Throughput through the tunnel for each tun0 MTU (set on both ends); ``{label: Mbit/s}``.
+
+    The MTU is put back to what it was afterwards.
+    """
+    before = lab.a.ip("-j", "link", "show", "tun0")
+    old = int(json.loads(before)[0]["mtu"])
+    results: dict[str, float] = {}
+    try:
+        for mtu in mtus:
+            for ns in (lab.a, lab.b):
+                ns.ip("link", "set", "tun0", "mtu", str(mtu))
+            results[f"tun MTU {mtu}"] = lab_iperf3(lab, "10.9.0.2", seconds)
+    finally:
+        for ns in (lab.a, lab.b):
+            ns.ip("link", "set", "tun0", "mtu", str(old))
+    return results
+
+
+def data_path_experiment(lab: Any, seconds: float = 1.5) -> dict[str, float]:
+    """Tunnel throughput on the simple path and on the fast path, in the same lab.
+
+    The simple path reads, frames and writes one MTU-sized packet at a time; the fast path opens
+    tun0 with ``IFF_VNET_HDR``, negotiates offloads in the HELLO and carries 64 KiB TCP
+    super-packets. The tunnel is restarted for each and left running on the simple path.
+    """
+    results: dict[str, float] = {}
+    try:
+        for label, fast in (("simple path: a packet per read", False),
+                            ("fast path: super-packets (vnet_hdr)", True)):
+            lab.stop_tunnel()
+            lab.close_devices()
+            lab.start_tunnel(fast=fast)
+            results[label] = lab_iperf3(lab, "10.9.0.2", seconds)
+    finally:
+        lab.stop_tunnel()
+        lab.close_devices()
+        lab.start_tunnel()
+    return results
