@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tunlab import course, measure, netns, plots, widgets
+from tunlab import course, measure, netns, plots, vpn_lab, widgets
 
 
 @pytest.fixture
@@ -216,7 +216,7 @@ def test_seed_tunnel_capture_frame_explorer_and_goal_panel(seed_lesson):
 def test_fix_panel_follows_each_drop_and_the_checker_asks_the_kernels():
     lesson = course.Lesson("test-07", lab="two-host", quiet=True)
     try:
-        scenario = widgets.VpnScenario.for_lesson(lesson)
+        scenario = vpn_lab.VpnScenario.for_lesson(lesson)
         assert lesson.host("c") is scenario.c
         panel = widgets.FixPanel(lesson, scenario)
         stages = []

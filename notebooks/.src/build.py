@@ -671,13 +671,13 @@ NOTEBOOKS["07-working-vpn"] = [
         (the tunnel's TCP connection runs over this underlay)
 ```
 """),
-    *setup("07-working-vpn", lab="two-host"),
+    *setup("07-working-vpn", lab="two-host", extra="\nfrom tunlab import vpn_lab"),
     md("""
 Host b starts the way many real machines are: forwarding off, strict `rp_filter`, and a
 firewall whose *forward* chain drops everything (this is what Docker does to a host).
 """),
     code("""
-scenario = widgets.VpnScenario.for_lesson(lesson)   # host c, b's defaults, the tunnel a <-> b
+scenario = vpn_lab.VpnScenario.for_lesson(lesson)   # host c, b's defaults, the tunnel a <-> b
 lesson.sh("b_sysctl", "sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", ns="b")
 lesson.sh("b_nft", "nft", "list", "ruleset", ns="b")
 """),
