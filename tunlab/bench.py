@@ -2,11 +2,11 @@
 
 Everything runs inside two private namespaces (``a`` and ``b``, joined by a veth pair): iperf3
 and ping between them, straight over the veth or through a tunnel. Each tunnel endpoint is its
-own process (``ip netns exec NS python -m tunlab.bench endpoint ...``) so that the two ends do
-not share one interpreter lock, and so that the CPU each costs can be read from
-``/proc/<pid>/stat``. The variants all run at once on their own devices and addresses and are
-measured in turns (round robin, ``repeats`` times, medians reported), so that the noise of a
-shared machine hits them alike:
+own process, the command users run (``tunlab server`` / ``tunlab client`` in the namespace),
+so that the two ends do not share one interpreter lock, and so that the CPU each costs can be
+read from ``/proc/<pid>/stat``. The variants all run at once on their own devices and
+addresses and are measured in turns (round robin, ``repeats`` times, medians reported), so that
+the noise of a shared machine hits them alike:
 
 ==========================  ===========  ===========================================
 variant                     device       what
@@ -29,14 +29,12 @@ participants meet in the notebooks: one ``tunlab.fate.packet_fate`` verdict and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,8 +355,9 @@ class BenchLab:
 
     def _endpoint(self, ns: Namespace, role: str, dev: str, address: str,
                   extra: list[str]) -> subprocess.Popen[Any]:
-        argv = [sys.executable, "-m", "tunlab.bench", "endpoint", "--role", role, "--dev", dev,
-                "--address", address, *extra]
+        # The command users run: what is measured is `tunlab server` / `tunlab client`.
+        where = "--listen" if role == "server" else "--server"
+        argv = [sys.executable, "-m", "tunlab", role, "--dev", dev, where, address, *extra]
         return ns.popen(argv, stdout=subprocess.DEVNULL,
                         stderr=self._log_file(f"{role}-{dev}.log"))
 
@@ -685,72 +684,3 @@ def write_results(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(report, indent=1, default=float) + "\n")
     write_chart(report, png_path)
     return json_path, png_path
-
-
-# -- the endpoint process ----------------------------------------------------------------------
-def endpoint_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tunlab.bench endpoint``: one tunnel endpoint in this process's namespace.
-
-    ``--simple`` opens the device without vnet_hdr (the simple path). Runs until SIGTERM/SIGINT.
-    """
-    from .secure import load_psk
-    from .tun import TunDevice
-    from .tunnel import TunnelClient, TunnelServer, _parse_hostport
-
-    parser = argparse.ArgumentParser(prog="python -m tunlab.bench endpoint")
-    parser.add_argument("--role", choices=("server", "client"), required=True)
-    parser.add_argument("--dev", required=True)
-    parser.add_argument("--address", required=True, metavar="HOST:PORT")
-    parser.add_argument("--simple", action="store_true")
-    parser.add_argument("--psk-file")
-    args = parser.parse_args(argv)
-    psk = load_psk(args.psk_file) if args.psk_file else None
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    address = _parse_hostport(args.address)
-    with TunDevice.open(args.dev, vnet_hdr=not args.simple) as device:
-        endpoint: TunnelServer | TunnelClient
-        if args.role == "server":
-            endpoint = TunnelServer(device, address, psk=psk)
-        else:
-            endpoint = TunnelClient(device, address, psk=psk)
-        endpoint.start()
-        try:
-            while not stop.wait(0.5):
-                if endpoint.error and not endpoint.running:
-                    break
-        finally:
-            endpoint.stop()
-    if endpoint.error:
-        print(f"error: {endpoint.error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    import logging
-
-    logger = logging.getLogger("tunlab")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tunlab.bench endpoint ...`` (used by the bench itself)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["endpoint"]:
-        with _quiet_logs():
-            return endpoint_main(args[1:])
-    print("usage: tunlab bench [--quick] [--seconds N] [--json]  (or python -m tunlab.bench "
-          "endpoint ...)", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -93,28 +93,27 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
     return 0
 
 
-def cmd_server(args: argparse.Namespace) -> int:
+def _cmd_endpoint(args: argparse.Namespace, role: str) -> int:
     from .tun import TunDevice
-    from .tunnel import TunnelServer, _parse_hostport
+    from .tunnel import TunnelClient, TunnelServer, _parse_hostport
 
-    require_privileges("tunlab server")
-    listen = _parse_hostport(args.listen)
+    require_privileges(f"tunlab {role}")
+    address = _parse_hostport(args.listen if role == "server" else args.server)
     psk = _load_psk(args.psk_file)
+    endpoint_class = TunnelServer if role == "server" else TunnelClient
     with TunDevice.open(args.dev, vnet_hdr=_fast_path(args)) as device:
-        server = TunnelServer(device, listen, psk=psk, record_packets=args.verbose)
-        return _run_endpoint(server, "server", psk is not None)
+        endpoint = endpoint_class(device, address, psk=psk, record_packets=args.verbose)
+        return _run_endpoint(endpoint, role, psk is not None)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    """``tunlab server``: the vpn-server, foreground until SIGINT/SIGTERM."""
+    return _cmd_endpoint(args, "server")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from .tun import TunDevice
-    from .tunnel import TunnelClient, _parse_hostport
-
-    require_privileges("tunlab client")
-    server_address = _parse_hostport(args.server)
-    psk = _load_psk(args.psk_file)
-    with TunDevice.open(args.dev, vnet_hdr=_fast_path(args)) as device:
-        client = TunnelClient(device, server_address, psk=psk, record_packets=args.verbose)
-        return _run_endpoint(client, "client", psk is not None)
+    """``tunlab client``: the vpn-client, foreground until SIGINT/SIGTERM."""
+    return _cmd_endpoint(args, "client")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
