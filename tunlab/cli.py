@@ -154,27 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log every packet and event (server, client)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    server = sub.add_parser("server", help="vpn-server: decapsulate frames from TCP into a TUN "
-                            "device, and back")
-    server.add_argument("--dev", required=True, help="existing TUN device, e.g. mytun2")
-    server.add_argument("--simple", action="store_true",
-                        help="the teaching path: one read, frame and write per packet "
-                        "(no offloads); -v implies it")
-    server.add_argument("--listen", required=True, metavar="HOST:PORT",
-                        help="TCP address to accept clients on, e.g. 127.0.0.1:5555")
-    server.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
-    server.set_defaults(handler=cmd_server)
-
-    client = sub.add_parser("client", help="vpn-client: encapsulate packets from a TUN device "
-                            "into TCP, and back")
-    client.add_argument("--dev", required=True, help="existing TUN device, e.g. mytun")
-    client.add_argument("--simple", action="store_true",
-                        help="the teaching path: one read, frame and write per packet "
-                        "(no offloads); -v implies it")
-    client.add_argument("--server", required=True, metavar="HOST:PORT",
-                        help="the vpn-server's TCP address")
-    client.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
-    client.set_defaults(handler=cmd_client)
+    for role, handler, address, address_help, example, summary in (
+            ("server", cmd_server, "--listen",
+             "TCP address to accept clients on, e.g. 127.0.0.1:5555", "mytun2",
+             "vpn-server: decapsulate frames from TCP into a TUN device, and back"),
+            ("client", cmd_client, "--server", "the vpn-server's TCP address", "mytun",
+             "vpn-client: encapsulate packets from a TUN device into TCP, and back")):
+        endpoint = sub.add_parser(role, help=summary)
+        endpoint.add_argument("--dev", required=True,
+                              help=f"existing TUN device, e.g. {example}")
+        endpoint.add_argument("--simple", action="store_true",
+                              help="the teaching path: one read, frame and write per packet "
+                              "(no offloads); -v implies it")
+        endpoint.add_argument(address, required=True, metavar="HOST:PORT", help=address_help)
+        endpoint.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
+        endpoint.set_defaults(handler=handler)
 
     demo = sub.add_parser("demo", help="the seed's example goal end to end, in a private "
                           "namespace")
