@@ -93,13 +93,6 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def thread_cpu_seconds(tid: int) -> float:
-    """User + system CPU seconds of thread ``tid`` of this process."""
-    with open(f"/proc/self/task/{tid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
 # -- the live measurement for notebooks --------------------------------------------------------
 @dataclass
 class Throughput:

@@ -603,13 +603,13 @@ class _Endpoint:
             if size > 0:
                 busy = True
                 if self.record_packets:
-                    fatal = self._write_received(session.receive(rview[:size]))
+                    fatal = self._deliver(session.receive(rview[:size]), stats)
                 else:
                     packets, events = session.receive_packets(rview[:size])
                     if packets:
                         fatal = self._write_packets(packets)
                     if events and not fatal:
-                        fatal = self._write_received(events)
+                        fatal = self._deliver(events, stats)
                 if fatal:
                     why = fatal
                     break
@@ -754,38 +754,6 @@ class _Endpoint:
         stats.frames_received += count
         stats.bytes_received += nbytes
         stats.written_packets += count
-        stats.written_bytes += nbytes
-        return fatal
-
-    def _write_received(self, events: list[Any]) -> str | None:
-        """Write the packets among ``events`` into the device; a reason when the stream died."""
-        stats = self.stats
-        write = self.device.write_packet
-        packets = nbytes = 0
-        fatal = None
-        for event in events:
-            if type(event) is PacketReceived:
-                try:
-                    write(event.packet, event.vnet_header)
-                except (OSError, InvalidPacketError):
-                    # Rare (device gone, a header the kernel refused): the careful path counts
-                    # it and decides whether the connection can go on.
-                    fatal = self._deliver([event], stats)
-                    if fatal:
-                        break
-                    continue
-                packets += 1
-                nbytes += len(event.packet)
-                if self.record_packets:
-                    self._event("written", f"to {self.device.name}", len(event.packet),
-                                event.packet)
-            else:
-                fatal = self._deliver([event], stats)
-                if fatal:
-                    break
-        stats.frames_received += packets
-        stats.bytes_received += nbytes
-        stats.written_packets += packets
         stats.written_bytes += nbytes
         return fatal
 

@@ -79,21 +79,6 @@ class VnetHeader:
         return HEADER.pack(self.flags, self.gso_type, self.hdr_len, self.gso_size,
                            self.csum_start, self.csum_offset)
 
-    @property
-    def needs_work(self) -> bool:
-        """True when the packet behind this header is not yet an ordinary, finished packet."""
-        return bool(self.flags & F_NEEDS_CSUM) or self.gso_type != GSO_NONE
-
-    def describe(self) -> str:
-        """One line for people: what the kernel left to do."""
-        kind = {GSO_NONE: "none", GSO_TCPV4: "TCPv4", GSO_TCPV6: "TCPv6", GSO_UDP: "UDP",
-                GSO_UDP_L4: "UDP L4"}.get(self.gso_type & ~GSO_ECN, str(self.gso_type))
-        parts = [f"gso {kind}"]
-        if self.gso_type != GSO_NONE:
-            parts.append(f"segments of {self.gso_size} bytes")
-        if self.flags & F_NEEDS_CSUM:
-            parts.append(f"checksum from byte {self.csum_start} into +{self.csum_offset}")
-        return ", ".join(parts)
 
 
 def needs_work(header: bytes | bytearray | memoryview) -> bool:
