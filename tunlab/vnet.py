@@ -80,7 +80,6 @@ class VnetHeader:
                            self.csum_start, self.csum_offset)
 
 
-
 def needs_work(header: bytes | bytearray | memoryview) -> bool:
     """Fast check on raw header bytes: does the packet need checksumming or segmenting?"""
     return bool(header[0] & F_NEEDS_CSUM) or header[1] != GSO_NONE
