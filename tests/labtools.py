@@ -14,7 +14,7 @@ from tunlab.tunnel import TunnelClient, TunnelServer
 KEY = b"tunlab test key: 0123456789abcdef"
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, step: float = 0.02) -> bool:
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` passes; return the last verdict."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ docs/img/lesson.png, the README's picture.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -56,12 +57,12 @@ def _get(url: str, timeout: float = 2.0) -> int:
         return response.status
 
 
-def lab_command(port: int, token: str) -> list[str]:
+def lab_command(port: int, token: str, root_dir: Path) -> list[str]:
     """The JupyterLab command line ``make lab`` uses, on a test port with a known token."""
     jupyter = VENV_BIN / "jupyter" if (VENV_BIN / "jupyter").exists() else "jupyter"
     return [str(jupyter), "lab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
             f"--port={port}", f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+            f"--ServerApp.root_dir={root_dir}",
             f"--LabApp.app_settings_dir={LAB_SETTINGS}", "--LabApp.news_url=None"]
 
 
@@ -73,10 +74,15 @@ def jupyterlab(tmp_path_factory) -> Iterator[dict[str, str]]:
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
     env.pop("TUNLAB_PRETEND_UNPRIVILEGED", None)
+    # A copy of the lessons: JupyterLab saves an open notebook every two minutes, and the
+    # shipped ones must stay as they are (no outputs, `answer = None`).
+    lessons = tmp / "notebooks"
+    shutil.copytree(ROOT / "notebooks", lessons, ignore=shutil.ignore_patterns(".*"))
+    shipped = {p.name: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
     log_path = tmp / "jupyterlab.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed in finally
     before = set(netns.list_lab_namespaces())
-    process = subprocess.Popen(lab_command(port, token), env=env, stdout=log,
+    process = subprocess.Popen(lab_command(port, token, lessons), env=env, stdout=log,
                                stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -109,6 +115,8 @@ def jupyterlab(tmp_path_factory) -> Iterator[dict[str, str]]:
     while set(netns.list_lab_namespaces()) - before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert set(netns.list_lab_namespaces()) <= before, "a lesson's lab outlived JupyterLab"
+    assert {p.name: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")} == shipped, \
+        "the browser session changed a shipped notebook"
 
 
 @pytest.fixture
@@ -132,10 +140,35 @@ def wait_idle(page, timeout: float = 120_000) -> None:
                            timeout=timeout)
 
 
+def wait_kernel_ready(jupyterlab: dict[str, str], notebook: str, timeout: float = 120) -> None:
+    """Until the server reports the notebook's kernel started and idle (REST /api/sessions).
+
+    The page's execution indicator says "idle" before the kernel is connected; Run All in that
+    moment asks which kernel to start (seen on a loaded machine).
+    """
+    url = f"{jupyterlab['base']}/api/sessions?token={jupyterlab['token']}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            sessions = json.load(response)
+        if any(s["path"].endswith(notebook) and s.get("kernel")
+               and s["kernel"].get("execution_state") == "idle" for s in sessions):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the kernel of {notebook} did not become idle in {timeout:.0f} s")
+
+
 def run_all_cells(page) -> None:
-    """Run > Run All Cells, the way a participant does it."""
+    """Run > Run All Cells, the way a participant does it (accepting the kernel JupyterLab
+    proposes, should it still ask)."""
     page.locator(".lm-MenuBar-item", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    try:
+        dialog.wait_for(timeout=3_000)
+    except Exception:  # no dialog: the usual case
+        return
+    dialog.locator("button.jp-mod-accept").click()
 
 
 def test_martians_lesson_in_a_real_browser(jupyterlab, page):
@@ -143,11 +176,16 @@ def test_martians_lesson_in_a_real_browser(jupyterlab, page):
     page.goto(f"{jupyterlab['base']}/lab/tree/{NOTEBOOK}?token={jupyterlab['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     wait_idle(page)
+    wait_kernel_ready(jupyterlab, NOTEBOOK)
     # more room for the lesson: fold the file browser away
     page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()
     run_all_cells(page)
     finish = page.locator(".jp-Cell", has_text="lesson.finish()").last
-    finish.locator(".jp-OutputArea-output").wait_for(timeout=120_000)
+    try:
+        finish.locator(".jp-OutputArea-output").wait_for(timeout=120_000)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "05-martians-timeout.png"), full_page=True)
+        raise
     wait_idle(page)
     assert "Lab removed" in finish.inner_text()
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")

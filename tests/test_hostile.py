@@ -104,12 +104,16 @@ def _expect(h: Hostile, before: Counter[str], caplog: pytest.LogCaptureFixture,
     def delta() -> Counter[str]:
         return h.rejected() - before
 
+    def logged(reason: str) -> int:
+        return len([r for r in caplog.records if reason in r.getMessage()
+                    and r.getMessage().startswith(ALL_REJECTIONS_LOGGED)])
+
     assert wait_for(lambda: delta() == Counter(expected), timeout=HANDSHAKE_TIMEOUT + 4), \
         f"expected rejections {expected}, got {dict(delta())}"
+    # The server counts a rejection, then logs it: wait for the line too.
     for reason, count in expected.items():
-        lines = [r for r in caplog.records if reason in r.getMessage()
-                 and r.getMessage().startswith(ALL_REJECTIONS_LOGGED)]
-        assert len(lines) >= count, f"{reason} was not logged"
+        assert wait_for(lambda reason=reason, count=count: logged(reason) >= count), \
+            f"{reason} was not logged"
     h.cases += sum(expected.values())
     h.assert_nothing_written()
 
@@ -241,7 +245,11 @@ def test_the_wrong_key_and_no_key(hostile, caplog):
 def test_stalled_peers_beyond_max_pending_time_out(hostile, caplog):
     before = hostile.rejected()
     count = 3 * MAX_PENDING
+    opening = time.monotonic()
     stalled = [_attack(hostile, b"T", close=False) for _ in range(count)]
+    # At most MAX_PENDING handshakes wait at once, each for HANDSHAKE_TIMEOUT: when opening
+    # the connections took longer than that (a loaded machine), slots freed meanwhile.
+    windows = 1 + int((time.monotonic() - opening) // HANDSHAKE_TIMEOUT)
     try:
         started = time.monotonic()
         assert wait_for(lambda: sum((hostile.rejected() - before).values()) == count,
@@ -249,7 +257,7 @@ def test_stalled_peers_beyond_max_pending_time_out(hostile, caplog):
         took = time.monotonic() - started
         delta = hostile.rejected() - before
         assert delta["handshake_timeout"] >= 1 and delta["too_many_pending"] >= 1
-        assert delta["handshake_timeout"] <= MAX_PENDING
+        assert delta["handshake_timeout"] <= MAX_PENDING * windows, windows
         assert set(delta) == {"handshake_timeout", "too_many_pending"}
         assert took < HANDSHAKE_TIMEOUT + 3
         # Every stalled socket was closed by the server: after its hello (if any), EOF or a
@@ -266,10 +274,12 @@ def test_stalled_peers_beyond_max_pending_time_out(hostile, caplog):
     finally:
         for sock in stalled:
             sock.close()
+    def logged(reason: str) -> int:
+        return len([r for r in caplog.records if "rejected ('198.18.0.1'" in r.getMessage()
+                    and reason in r.getMessage()])
+
     for reason in ("handshake_timeout", "too_many_pending"):
-        lines = [r for r in caplog.records if "rejected ('198.18.0.1'" in r.getMessage()
-                 and reason in r.getMessage()]
-        assert len(lines) == delta[reason], reason
+        assert wait_for(lambda reason=reason: logged(reason) == delta[reason]), reason
 
 
 def test_a_stalled_frame_is_buffered_up_to_the_bound_and_no_further(hostile, caplog):
@@ -355,9 +365,11 @@ def test_memory_stayed_bounded_and_a_legitimate_client_works_right_after(hostile
         assert wait_for_ping(hostile.lab.a, "10.9.0.2")
         out = ping(hostile.lab.a, "10.9.0.2", count=20)
         assert " 0% packet loss" in out, out
-        written = hostile.server.stats.written_packets
-        assert written >= 21
-        assert kernel_rx_packets(hostile.lab.b, "tun0") - hostile.rx_baseline == written
+        assert hostile.server.stats.written_packets >= 21
+        # Every packet the server says it wrote, the kernel received (read both until they
+        # agree: an IPv6 router solicitation may be on its way through the tunnel meanwhile).
+        assert wait_for(lambda: kernel_rx_packets(hostile.lab.b, "tun0") - hostile.rx_baseline
+                        == hostile.server.stats.written_packets)
     finally:
         client.stop()
     print(f"\n{hostile.cases} hostile connections/frames against the "
