@@ -41,6 +41,19 @@ def test_an_unmeasured_openvpn_is_a_missed_target_not_a_pass():
     assert "not measured" in bench.describe_target(unmeasured[0])
 
 
+def test_rtt_rounds_are_kept_and_compared_round_by_round():
+    fast = bench._rtt_summary([[0.1, 0.2, 0.3], [0.5, 0.5, 0.6], []])
+    assert fast["n"] == 6 and fast["rounds_p50_ms"] == [0.2, 0.5, None]
+    ovpn = bench._rtt_summary([[0.3, 0.3, 0.3], [0.4, 0.4, 0.4], [0.2]])
+    results = [_result(bench.VETH, 19000, 0.01), _result(bench.FAST, 8000, 0.1),
+               _result(bench.OPENVPN, 700, 0.2)]
+    results[1]["rtt"], results[2]["rtt"] = fast, ovpn
+    (rtt_target,) = [t for t in bench._verdict(results)[1] if "RTT" in t["target"]]
+    assert rtt_target["met"] == (fast["p50_ms"] <= ovpn["p50_ms"])
+    assert (rtt_target["rounds_won"], rtt_target["rounds"]) == (1, 2)  # the empty round skipped
+    assert bench.describe_target(rtt_target).endswith("lower in 1 of 2 interleaved rounds")
+
+
 def test_percentiles():
     assert bench.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
     assert bench.percentile([5], 99) == 5
