@@ -391,6 +391,23 @@ def test_hints_unfold_one_at_a_time_and_questions_render():
     assert not empty and "No answer yet" in empty._repr_html_()
 
 
+def test_load_bench_rtt_rounds(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"results": [
+        {"name": "tunlab fast", "rtt": {"p50_ms": 0.3, "rounds_p50_ms": [0.2, None, 0.4]}},
+        {"name": "old run", "rtt": {"p50_ms": 0.3}}, {"name": "no rtt"}, "junk"]}))
+    assert course.load_bench_rtt_rounds(path) == {"tunlab fast": [0.2, None, 0.4]}
+    assert course.load_bench_rtt_rounds(tmp_path / "missing.json") == {}
+    path.write_text("not json")
+    assert course.load_bench_rtt_rounds(path) == {}
+    shipped = course.load_bench_rtt_rounds()  # the committed bench run has ten rounds each
+    assert shipped and all(len(rounds) == 10 for rounds in shipped.values())
+    fig = plots.latency(shipped, title="rounds", xlabel="round", count_lost=False)
+    assert fig.axes[0].get_xlabel() == "round"
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert len(labels) == len(shipped) and not any("lost" in label for label in labels)
+
+
 def test_load_bench_accepts_list_and_dict(tmp_path):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps({"results": [{"name": "veth", "mbps": 19000},

@@ -409,6 +409,15 @@ def _missing_privileges() -> list[str]:
     return missing
 
 
+def _bench_json(path: str | os.PathLike[str] | None) -> Any:
+    target = Path(path) if path else Path(__file__).resolve().parent.parent / "bench" / \
+        "results" / "bench.json"
+    try:
+        return json.loads(target.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def load_bench(path: str | os.PathLike[str] | None = None) -> dict[str, float]:
     """Throughput results of ``make bench`` (``bench/results/bench.json``) as
     ``{label: Mbit/s}``; empty when there are none.
@@ -417,13 +426,8 @@ def load_bench(path: str | os.PathLike[str] | None = None) -> dict[str, float]:
     name (``name``/``label``/``variant``) and a rate (``mbps``/``mbit_s``/``throughput_mbps``
     or ``bits_per_second``).
     """
-    target = Path(path) if path else Path(__file__).resolve().parent.parent / "bench" / \
-        "results" / "bench.json"
-    if not target.exists():
-        return {}
-    try:
-        data = json.loads(target.read_text())
-    except ValueError:
+    data = _bench_json(path)
+    if data is None:
         return {}
     items = data.get("results", data) if isinstance(data, dict) else data
     if isinstance(items, dict):
@@ -441,6 +445,22 @@ def load_bench(path: str | os.PathLike[str] | None = None) -> dict[str, float]:
             results[str(name)] = float(rate)
     return results
 
+
+def load_bench_rtt_rounds(path: str | os.PathLike[str] | None = None,
+                          ) -> dict[str, list[float | None]]:
+    """The median round trip (ms) of each interleaved ping round of ``make bench``, per path:
+    ``{name: [round 1, round 2, ...]}``; empty when the file or the rounds are missing."""
+    data = _bench_json(path)
+    items = data.get("results", []) if isinstance(data, dict) else []
+    rounds: dict[str, list[float | None]] = {}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("rtt"), dict):
+            continue
+        values = item["rtt"].get("rounds_p50_ms")
+        if item.get("name") and isinstance(values, list) and values:
+            rounds[str(item["name"])] = [float(v) if isinstance(v, int | float) else None
+                                         for v in values]
+    return rounds
 
 def save_recording(name: str, values: dict[str, Any]) -> Path:
     """Merge ``values`` into ``tunlab/data/recorded/<name>.json`` with the kernel version."""

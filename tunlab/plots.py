@@ -543,25 +543,32 @@ def loss_curve(series: Mapping[str, Sequence[tuple[float, float]]],
 
 
 def latency(series: Mapping[str, Sequence[float | None]],
-            title: str = "Round-trip times under loss") -> Figure:
+            title: str = "Round-trip times under loss",
+            xlabel: str = "echo sequence number (x at the top = no reply)",
+            count_lost: bool = True) -> Figure:
     """RTT per echo (ms, log scale) for several paths; lost echoes as red crosses at the top.
 
-    ``series`` maps a path name to one value per sequence number (None = no reply).
+    ``series`` maps a path name to one value per sequence number (None = no reply), or per
+    whatever ``xlabel`` says (for example one median per round of pings, with
+    ``count_lost=False``).
     """
     fig = Figure(figsize=(7.5, 3.4))
     ax = fig.add_subplot(1, 1, 1)
     top = max((v for values in series.values() for v in values if v), default=1.0) * 2
-    for (name, values), color in zip(series.items(), ("#1f77b4", "#ff7f0e", "#2ca02c",
-                                                        "#9467bd"), strict=False):
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2",
+               "#7f7f7f")
+    for index, (name, values) in enumerate(series.items()):
+        color = palette[index % len(palette)]
         xs = [i + 1 for i, v in enumerate(values) if v is not None]
         ys = [v for v in values if v is not None]
         lost = [i + 1 for i, v in enumerate(values) if v is None]
+        lost_note = f"{len(lost)} lost, " if count_lost else ""
         ax.plot(xs, ys, marker=".", linestyle="-", linewidth=0.8, color=color,
-                label=f"{name}: {len(lost)} lost, max {max(ys, default=0):.3g} ms")
+                label=f"{name}: {lost_note}max {max(ys, default=0):.3g} ms")
         if lost:
             ax.scatter(lost, [top] * len(lost), marker="x", color=color, s=40)
     ax.set_yscale("log")
-    ax.set_xlabel("echo sequence number (x at the top = no reply)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("RTT (ms)")
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(frameon=False, fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.2),

@@ -806,6 +806,27 @@ bench = course.load_bench()
 plots.bars(bench, title="make bench: bench/results/bench.json") if bench else print("no bench/results/bench.json yet: run `sudo make bench`")
 """),
     md("""
+## A round trip: waking costs more than working
+Throughput is work, bytes per CPU second. A ping is mostly *waiting*. ping writes the echo into
+tun0 and sleeps. The client's thread wakes, frames the echo and sends it. The server's thread
+wakes, writes it into its device, reads the kernel's reply and sends that back. The client wakes
+again and writes the reply, and ping wakes. On a virtual machine, waking a thread on an idle CPU
+costs tens of microseconds. A hop's Python code takes 1-3 us while its caches are warm and 25-70
+us right after a sleep. So the fast path keeps polling for 1 ms after each burst: the answer to
+what it just sent is read by a thread that is already awake. `make bench` pings every tunnel in
+ten interleaved rounds. The median of each round:
+"""),
+    code("""
+rounds = course.load_bench_rtt_rounds()
+plots.latency(rounds, title="make bench: median RTT of each interleaved round", xlabel="round of pings (all paths take turns)", count_lost=False) if rounds else print("no RTT rounds in bench/results/bench.json yet: run `sudo make bench`")
+"""),
+    md("""
+The rounds of one run spread widely: the same code is fast in one round and slow in the next,
+depending on which CPU the scheduler picked and what else that CPU was doing. That is why a
+benchmark interleaves what it compares and reports medians and percentiles, and why one ping
+proves nothing. The traces behind these numbers are in `docs/performance.md`.
+"""),
+    md("""
 ## TCP over TCP
 The tunnel runs over TCP, and most traffic inside it is TCP too. When the underlay loses a
 packet, the *outer* TCP retransmits it: the inner connection sees no loss, only a stall, and
