@@ -88,6 +88,13 @@ def test_fast_endpoints_negotiate_super_packets_and_carry_tcp_intact():
         stats = client.stats
         assert stats.read_bytes / stats.read_packets > 3000, stats
         assert server.stats.written_packets > 0
+        # Each side's pump runs as SCHED_BATCH (a wake-up of it does not preempt its waker);
+        # nothing else changed policy, this thread included.
+        batch = {t.name.split("-")[1] for t in threading.enumerate()
+                 if t.name.startswith("tunlab-") and t.native_id is not None
+                 and os.sched_getscheduler(t.native_id) == os.SCHED_BATCH}
+        assert batch == {"server", "client"}
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
         lab.stop_tunnel()
         lab.close_devices()
         after = _link(lab.b, "tun0")

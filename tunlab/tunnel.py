@@ -61,8 +61,8 @@ RECV_SIZE = 256 * 1024
 SEND_TIMEOUT = 5.0
 VNET_FEATURE = "vnet_hdr"  # HELLO feature: "send me GSO_DATA super-packets with their header"
 _READ_BUFFER = 65535 + VNET_HDR_SIZE + 64
-# Fast path: after the last work, keep trying (yielding the CPU in between) this long before
-# sleeping in poll(). A reply usually comes back within it; see _Endpoint._fast_pump.
+# Fast path: after sending something read from the device, keep trying (yielding the CPU in
+# between) this long for the peer's answer before sleeping in poll(); see _Endpoint._fast_pump.
 SPIN_SECONDS = 1e-3
 
 
@@ -546,15 +546,23 @@ class _Endpoint:
 
         Sleeping is what costs: a trace (tracefs sched_switch and syscalls) of one ping showed
         about 30 us to wake a thread on an idle CPU, then 50-80 us of Python per hop while the
-        caches are cold, against a few microseconds warm. So after the last work the pump
-        keeps trying for ``SPIN_SECONDS``, calling sched_yield() in between so that the peer,
-        ping and the kernel still get the CPU; the answer to what it just sent is then read by
-        a warm thread instead of a woken one. Measured here (ping every 10 ms, all bench
+        caches are cold, against a few microseconds warm. So after sending what it read from
+        the device, the pump keeps trying for ``SPIN_SECONDS``, calling sched_yield() in
+        between so that the peer, ping and the kernel still get the CPU; the answer is then
+        read by a warm thread instead of a woken one. Measured here (ping every 10 ms, all bench
         variants running, OpenVPN about 0.20 ms): median 0.27 ms with a 100 us spin, 0.22 ms
         with 300 us, 0.14-0.16 ms with 1 ms, no better with 2 ms; a busy loop without
-        sched_yield() made it worse (2 ms), because on two cores it starves ping itself. The
-        price is CPU: at most 1 ms of a core after each burst of traffic (a ping every 10 ms
-        costs 0.08 of a core for both ends together, OpenVPN 0.01); an idle tunnel sleeps.
+        sched_yield() made it worse (2 ms), because on two cores it starves ping itself.
+
+        Two refinements keep the threads of one round trip on one CPU, where waking them is
+        cheap (docs/performance.md has the traces). The side that *answers* (it wrote into the
+        device and sends back what the kernel replied) does not spin: its spinning made the
+        CPU look busy when the next thread was woken, and the kernel put that one on the idle
+        CPU instead. And the pump runs as SCHED_BATCH, which only means that being woken does
+        not preempt the thread that woke it: ping then goes to sleep before the pump runs,
+        instead of still occupying the CPU when the pump wakes the next thread. The price is
+        CPU: at most 1 ms of a core after each request (a ping every 10 ms costs 0.08 of a core
+        for both ends together, OpenVPN 0.01); an idle tunnel sleeps.
 
         Sends never block: what the socket does not take waits in ``pending``, and the device
         is not read until it is gone (back-pressure: the device's queue fills and the kernel
@@ -587,8 +595,10 @@ class _Endpoint:
         clock = time.monotonic
         yield_cpu = os.sched_yield
         last_work = 0.0
+        awaiting_answer = False  # we sent what the device gave us; the peer's answer is due
+        _prefer_batch_scheduling()
         while fatal is None and not peer.closed and not stop.is_set():
-            busy = False
+            busy = wrote = False
             # peer -> device
             try:
                 size = recv_into(rbuffer, RECV_SIZE, dontwait) if try_receive else -1
@@ -608,6 +618,8 @@ class _Endpoint:
                     packets, events = session.receive_packets(rview[:size])
                     if packets:
                         fatal = self._write_packets(packets)
+                        wrote = True
+                        awaiting_answer = False
                     if events and not fatal:
                         fatal = self._deliver(events, stats)
                 if fatal:
@@ -624,6 +636,8 @@ class _Endpoint:
                     # socket did not take yet may point into them without a copy.
                     size = readv(device_fd, iovecs[0])
                     busy = True
+                    # Read right after our write: the kernel's reply to it, i.e. we answer.
+                    awaiting_answer = not wrote
                     pending = _send_some(sendmsg, frame_batch([views[0][:size]]), dontwait)
                     batch: list[memoryview] = []
                     for index in range(1, READ_BATCH if not pending else 1):
@@ -647,7 +661,7 @@ class _Endpoint:
                 try_receive = try_read = True
                 last_work = clock()
                 continue
-            if clock() - last_work < SPIN_SECONDS:
+            if awaiting_answer and clock() - last_work < SPIN_SECONDS:
                 yield_cpu()
                 continue
             poller.modify(device_fd, 0 if pending else select.POLLIN)
@@ -756,6 +770,16 @@ class _Endpoint:
         stats.written_packets += count
         stats.written_bytes += nbytes
         return fatal
+
+
+def _prefer_batch_scheduling() -> None:
+    """Make the calling thread SCHED_BATCH: same share of the CPU, but a wake-up of it does not
+    preempt the thread that woke it (see ``_Endpoint._fast_pump``). Best effort: no privilege
+    is needed, and where the call is refused the thread simply stays SCHED_OTHER."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
 
 
 def _send_some(sendmsg: Callable[..., int], pieces: list[Any], flags: int) -> list[Any]:
