@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -29,6 +30,17 @@ def two_hosts():
         yield lab
 
 
+def _wakeups(pid: int) -> dict[int, int]:
+    """Voluntary context switches (sleeps that ended) of each thread of ``pid``."""
+    counts = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            for line in status:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    counts[int(tid)] = int(line.split()[1])
+    return counts
+
+
 def _start(ns, tunlab_cmd, *args):
     return ns.popen([*tunlab_cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True)
@@ -46,6 +58,14 @@ def test_server_and_client_carry_ping_and_tcp(two_hosts, tunlab_cmd):
         assert " 0% packet loss" in ping.stdout, ping.stdout
         sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024)
         assert sent == arrived
+        # An idle tunnel sleeps: no thread of either process wakes up on a timer (at most an
+        # IPv6 router solicitation of the fresh devices passes through meanwhile).
+        time.sleep(0.5)
+        before_idle = [_wakeups(proc.pid) for proc in (server, client)]
+        time.sleep(3)
+        for proc, was in zip((server, client), before_idle, strict=True):
+            woke = {tid: n - was.get(tid, 0) for tid, n in _wakeups(proc.pid).items()}
+            assert max(woke.values()) <= 3, woke
     finally:
         for proc in (client, server):
             proc.send_signal(signal.SIGTERM)

@@ -76,10 +76,9 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
             "%s: UNAUTHENTICATED mode, for teaching only: anyone who can reach the port can "
             "inject packets. Use --psk-file FILE on both ends to require a shared key.", role)
     try:
+        endpoint.on_stop(stop.set)  # a fatal error (device removed) ends the wait too
         endpoint.start()
-        while not stop.wait(0.2):
-            if endpoint.error and not endpoint.running:
-                break
+        stop.wait()  # no timer: an idle tunnel does not wake up
     finally:
         stop.set()
         if follower is not None:

@@ -151,6 +151,7 @@ class _Endpoint:
         self._peer_lock = threading.Lock()
         self._device_lock = threading.Lock()  # fast path: who reads the device right now
         self._started = False
+        self._stop_callbacks: list[Callable[[], None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> _Endpoint:
@@ -172,6 +173,8 @@ class _Endpoint:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
+        for callback in self._stop_callbacks:
+            callback()
         self._close_sockets()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -180,6 +183,14 @@ class _Endpoint:
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._event("stopped")
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from whichever thread stops the endpoint) as soon as it starts
+        stopping: after :meth:`stop`, or on its own after a fatal error such as a removed
+        device. Lets a front end sleep until then instead of polling ``running``."""
+        self._stop_callbacks.append(callback)
+        if self._stop.is_set():
+            callback()
 
     @property
     def running(self) -> bool:
@@ -488,11 +499,12 @@ class _Endpoint:
         stop = self._stop
         lock = self._device_lock
         while not stop.is_set():
-            if not lock.acquire(timeout=0.5):
-                continue
+            # Blocks while a pump owns the device; the pump lets go when its peer leaves or
+            # stop() is called. An idle tunnel must not wake up on a timer.
+            lock.acquire()
             drained = 0
             try:
-                while self._peer is None and drained < READ_BATCH:
+                while self._peer is None and drained < READ_BATCH and not stop.is_set():
                     try:
                         size = os.readv(fd, iovec)
                     except BlockingIOError:
@@ -511,7 +523,7 @@ class _Endpoint:
             if self._peer is not None:
                 stop.wait(0.01)  # its pump is about to take the device
             elif drained < READ_BATCH:
-                poller.poll(500)
+                poller.poll()  # a packet, or stop()'s byte on the wake-up pipe
 
     @contextlib.contextmanager
     def _owning_device(self) -> Iterator[None]:
