@@ -9,19 +9,10 @@ import subprocess
 import time
 
 import pytest
-from labtools import kernel_rx_packets
+from labtools import kernel_rx_packets, wait_for, wait_for_ping
 from transfer import transfer
 
 from tunlab.lab import TwoHostLab
-
-
-def _wait_for(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -52,8 +43,7 @@ def test_server_and_client_carry_ping_and_tcp(two_hosts, tunlab_cmd):
     server = _start(lab.b, tunlab_cmd, "server", "--dev", "tun0", "--listen", "198.18.0.2:5555")
     client = _start(lab.a, tunlab_cmd, "client", "--dev", "tun0", "--server", "198.18.0.2:5555")
     try:
-        assert _wait_for(lambda: lab.a.exec(["ping", "-c1", "-W1", "10.9.0.2"],
-                                            check=False).returncode == 0), "tunnel never came up"
+        assert wait_for_ping(lab.a, "10.9.0.2", timeout=10), "tunnel never came up"
         ping = lab.a.exec(["ping", "-c20", "-i", "0.05", "-W", "1", "10.9.0.2"], check=False)
         assert " 0% packet loss" in ping.stdout, ping.stdout
         sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024)
@@ -86,8 +76,7 @@ def test_client_waits_for_a_server_that_starts_later(two_hosts, tunlab_cmd):
         server = _start(lab.b, tunlab_cmd, "server", "--dev", "tun0",
                         "--listen", "198.18.0.2:5556")
         try:
-            assert _wait_for(lambda: lab.a.exec(["ping", "-c1", "-W1", "10.9.0.2"],
-                                                check=False).returncode == 0)
+            assert wait_for_ping(lab.a, "10.9.0.2", timeout=10)
         finally:
             server.send_signal(signal.SIGINT)
             server.communicate(timeout=10)
@@ -132,7 +121,7 @@ def test_the_seeds_instructions_step_by_step(tunlab_cmd):
         client = _start(lab.ns, tunlab_cmd, "-v", "client", "--dev", "mytun",
                         "--server", "127.0.0.1:5555")
         try:
-            assert _wait_for(lambda: "127.0.0.1:5555" in lab.ns.exec(
+            assert wait_for(lambda: "127.0.0.1:5555" in lab.ns.exec(
                 ["ss", "-Htn", "state", "established", "dport", "5555"]).stdout)
             # The handshake's hellos follow the TCP connect, and the released echo gets no
             # answer (that is the seed's puzzle): ping until the kernel counts a packet that
@@ -141,7 +130,7 @@ def test_the_seeds_instructions_step_by_step(tunlab_cmd):
                 lab.ns.exec(["ping", "10.0.0.2", "-c1", "-W1"], check=False)
                 return kernel_rx_packets(lab.ns, "mytun2") > 0
 
-            assert _wait_for(released)
+            assert wait_for(released)
             # The first packet through may have been an IPv6 router solicitation: now that
             # the tunnel carries packets, one more echo surely goes all the way.
             lab.ns.exec(["ping", "10.0.0.2", "-c1", "-W1"], check=False)

@@ -174,7 +174,10 @@ class _Endpoint:
         except OSError:
             pass
         for callback in self._stop_callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a listener must not keep the tunnel running
+                log.exception("%s: on_stop callback failed", self.role)
         self._close_sockets()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
