@@ -187,3 +187,28 @@ def test_sigterm_to_a_cli_server_with_a_live_client_exits_0(lab, tunlab_cmd):
         if server.poll() is None:
             server.kill()
             server.wait(5)
+
+
+@pytest.mark.parametrize("with_client", [True, False], ids=["pump", "idle-reader"])
+def test_cli_server_whose_device_is_removed_exits_2_and_says_why(lab, tunlab_cmd, with_client):
+    """The command sleeps without a timer; the endpoint's own stop must still end it."""
+    server = lab.b.popen([*tunlab_cmd, "server", "--dev", "tun0", "--listen",
+                          f"{UNDERLAY[1]}:5807"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    client = start_client(lab, 5807) if with_client else None
+    try:
+        if client is not None:
+            assert wait_for(lambda: client.connected, timeout=10)
+            assert wait_for_ping(lab.a, "10.9.0.2")
+        else:
+            assert wait_for(lambda: ":5807" in lab.b.exec(["ss", "-Hltn"]).stdout)
+        lab.b.ip("link", "del", "tun0")
+        _, err = server.communicate(timeout=10)
+        assert server.returncode == 2, err
+        assert "tun0" in err and "removed" in err, err
+    finally:
+        if client is not None:
+            client.stop()
+        if server.poll() is None:
+            server.kill()
+            server.wait(5)
