@@ -42,6 +42,7 @@ def test_strict_reverse_path_filter_drops_a_source_routed_elsewhere():
     assert report.martian_log == ["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"]
     assert report.counters.get("TcpExtIPReversePathFilter") == 1
     assert "rp_filter=2" in report.explanation
+    assert "`ip route add 200.1.2.3 dev mytun2`" in report.explanation  # the real device
 
 
 def test_loose_reverse_path_filter_lets_it_through():
@@ -56,6 +57,7 @@ def test_host_firewall_forward_policy_drop():
     assert report.drop_reasons == ["NETFILTER_DROP"]
     assert report.drop_locations[0]["location"] == "nft_do_chain"
     assert "accept" in report.explanation and "forward" in report.explanation
+    assert 'iifname "mytun2" accept' in report.explanation
 
 
 def test_unknown_protocol_is_ip_noproto_with_protocol_unreachable():

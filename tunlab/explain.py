@@ -106,16 +106,19 @@ def _explain_reason(reason: str, sent: dict[str, Any], settings: dict[str, str],
             return (f"Reverse-path filter in loose mode: the kernel has no route back to {src} "
                     f"at all, so it treats the source as spoofed. Fix: add a route to {src} "
                     f"(or a default route), or set net.ipv4.conf.all.rp_filter=0.")
+        indev = sent.get("dev", "DEV")
         return (f"Reverse-path filter, {mode}: the route back to {src} does not leave through "
                 f"the device the packet came in on, so the kernel treats the source as spoofed. "
-                f"Fix: add a route to {src} via that device (`ip route add {src} dev DEV`), or "
+                f"Fix: add a route to {src} via that device (`ip route add {src} dev {indev}`), "
+                f"or "
                 f"relax to net.ipv4.conf.all.rp_filter=2 (loose: any route back will do) or 0.")
     if reason == "NETFILTER_DROP":
+        indev = sent.get("dev", "mytun2")
         return ("A firewall dropped it: an nftables/iptables rule or a chain's drop policy "
                 "(function nft_do_chain). A host firewall whose forward chain has policy drop "
                 "(as Docker sets FORWARD DROP) eats forwarded tunnel traffic this way. Fix: "
                 "accept the tunnel's traffic in that chain, e.g. `nft add rule inet TABLE "
-                "forward iifname \"mytun2\" accept` (`nft list ruleset` shows the chains).")
+                f"forward iifname \"{indev}\" accept` (`nft list ruleset` shows the chains).")
     if reason == "IP_NOPROTO":
         proto = sent.get("proto", "?")
         return (f"The packet got past routing and reached local delivery at {dst}, but no "

@@ -147,6 +147,8 @@ def observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | None
             tracer.stop()
     written = packet() if callable(packet) else packet
     sent = packets.summarize(written) if written else {}
+    if sent and dev:
+        sent["dev"] = dev  # the device it came in on: the explanation's fixes name it
     ours, others = (drops.attribute_drops(tracer.events, dev, len(written))
                     if tracer and written and dev else (tracer.drops if tracer else [], []))
     report = _judge(sent, ours, martian_lines, captured, drops.counter_delta(before, after),
