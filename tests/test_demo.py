@@ -19,6 +19,8 @@ def test_demo_json_reports_the_released_packet_equal_to_the_one_sent(tunlab_cmd)
         "10.0.0.1", "10.0.0.2", "icmp")
     assert released["hex"] == sent["hex"]
     assert report["client"]["read"] >= 1 and report["client"]["frames_sent"] >= 1
+    client = report["client"]
+    assert client["read"] == client["frames_sent"] + client["dropped_no_peer"]
     assert report["client"]["bytes"] >= 8 + len(bytes.fromhex(sent["hex"]))
     assert report["server"]["frames_received"] >= 1 and report["server"]["written"] >= 1
     frame = bytes.fromhex(report["frame_hex"])

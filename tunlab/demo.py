@@ -110,9 +110,12 @@ def run_demo(progress: Callable[[str], None] | None = None, trace: bool = True) 
                         f"{fate.get('drop_reasons') or ''}".rstrip())
         return DemoResult(
             sent={**sent, "command": " ".join(PING_COMMAND)},
+            # read = frames_sent + dropped_no_peer: what the kernel routed into mytun before
+            # the connection stood (an IPv6 router solicitation, usually) had nowhere to go.
             client={"read": client_stats["read_packets"],
                     "frames_sent": client_stats["frames_sent"],
-                    "bytes": client_stats["bytes_sent"]},
+                    "bytes": client_stats["bytes_sent"],
+                    "dropped_no_peer": client_stats["dropped_no_peer"]},
             server={"frames_received": server_stats["frames_received"],
                     "written": server_stats["written_packets"]},
             released=released, fate=fate, frame_hex=sent_frame.data.hex(), hops=hops,
