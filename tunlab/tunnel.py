@@ -64,6 +64,10 @@ _READ_BUFFER = 65535 + VNET_HDR_SIZE + 64
 # Fast path: after sending something read from the device, keep trying (yielding the CPU in
 # between) this long for the peer's answer before sleeping in poll(); see _Endpoint._fast_pump.
 SPIN_SECONDS = 1e-3
+# While packets flow both ways (a conversation), the pump polls with a 1 ms timeout instead of
+# sleeping until the next packet, for KEEP_WARM_SECONDS after the last one; see _fast_pump.
+KEEP_WARM_SECONDS = 0.1
+KEEP_WARM_TICK_MS = 1
 
 
 @dataclass(frozen=True)
@@ -579,6 +583,15 @@ class _Endpoint:
         CPU: at most 1 ms of a core after each request (a ping every 10 ms costs 0.08 of a core
         for both ends together, OpenVPN 0.01); an idle tunnel sleeps.
 
+        Between the packets of a conversation (the last two packets from the device and the
+        last from the peer all within ``KEEP_WARM_SECONDS``) the pump polls with a
+        ``KEEP_WARM_TICK_MS`` timeout and runs its loop once on each tick, instead of sleeping
+        until the next packet: a thread that ran a millisecond ago wakes faster and finds its
+        code and data still in the caches. On a VM where waking an idle vCPU is slow this took
+        the median RTT from 0.29-0.35 ms to 0.21-0.25 ms (OpenVPN 0.16-0.25 in the same runs),
+        for at most 1,000 short wake-ups a second per end, only while traffic goes both ways;
+        0.1 s after the conversation stops the pump sleeps again.
+
         Sends never block: what the socket does not take waits in ``pending``, and the device
         is not read until it is gone (back-pressure: the device's queue fills and the kernel
         drops, as a router does), so two endpoints sending to each other at full speed cannot
@@ -609,11 +622,11 @@ class _Endpoint:
         try_receive = try_read = True
         clock = time.monotonic
         yield_cpu = os.sched_yield
-        last_work = 0.0
+        last_work = last_from_peer = last_from_device = previous_from_device = 0.0
         awaiting_answer = False  # we sent what the device gave us; the peer's answer is due
         _prefer_batch_scheduling()
         while fatal is None and not peer.closed and not stop.is_set():
-            busy = wrote = False
+            busy = wrote = read = False
             # peer -> device
             try:
                 size = recv_into(rbuffer, RECV_SIZE, dontwait) if try_receive else -1
@@ -653,6 +666,7 @@ class _Endpoint:
                     busy = True
                     # Read right after our write: the kernel's reply to it, i.e. we answer.
                     awaiting_answer = not wrote
+                    read = True
                     pending = _send_some(sendmsg, frame_batch([views[0][:size]]), dontwait)
                     batch: list[memoryview] = []
                     for index in range(1, READ_BATCH if not pending else 1):
@@ -675,6 +689,10 @@ class _Endpoint:
             if busy:
                 try_receive = try_read = True
                 last_work = clock()
+                if wrote:
+                    last_from_peer = last_work
+                if read:
+                    previous_from_device, last_from_device = last_from_device, last_work
                 continue
             if awaiting_answer and clock() - last_work < SPIN_SECONDS:
                 yield_cpu()
@@ -682,7 +700,15 @@ class _Endpoint:
             poller.modify(device_fd, 0 if pending else select.POLLIN)
             poller.modify(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
             try_receive = try_read = False
-            for fd, _ in poller.poll():
+            # A conversation: the last two packets from the device and the last one from the
+            # peer all came within the window (two stray packets that cross, such as the
+            # router solicitations of two fresh devices, are not one).
+            conversing = clock() - min(last_from_peer, previous_from_device) < KEEP_WARM_SECONDS
+            ready = poller.poll(KEEP_WARM_TICK_MS if conversing else None)
+            if not ready:  # a tick: run the data path once, finding nothing, and poll again
+                try_receive = try_read = True
+                continue
+            for fd, _ in ready:
                 if fd == sock_fd:
                     try_receive = True
                 elif fd == device_fd:
