@@ -110,8 +110,7 @@ def _explain_reason(reason: str, sent: dict[str, Any], settings: dict[str, str],
         return (f"Reverse-path filter, {mode}: the route back to {src} does not leave through "
                 f"the device the packet came in on, so the kernel treats the source as spoofed. "
                 f"Fix: add a route to {src} via that device (`ip route add {src} dev {indev}`), "
-                f"or "
-                f"relax to net.ipv4.conf.all.rp_filter=2 (loose: any route back will do) or 0.")
+                f"or relax to net.ipv4.conf.all.rp_filter=2 (loose: any route back will do) or 0.")
     if reason == "NETFILTER_DROP":
         indev = sent.get("dev", "mytun2")
         return ("A firewall dropped it: an nftables/iptables rule or a chain's drop policy "
