@@ -240,6 +240,6 @@ def packet_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None
         report = observe(lab.ns, lambda: lab.ns.run(writer.write, packet),
                          writer_tid=writer_tid, capture_devices=devices, packet=packet,
                          dev=dev)
-    report.packet = {**packets.summarize(packet), "dev": dev, "hex": packet.hex()}
+    report.packet = {**report.packet, "hex": packet.hex()}  # observe() summarized it, with dev
     report.elapsed = time.monotonic() - started
     return report
