@@ -11,10 +11,11 @@ measurement around any action (the demo uses it around a real tunnel).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from ..netns import Namespace
 from . import experiment, explain, fixes
-from .experiment import observe
 from .reasons import REASONS, Stage, meaning, stage
 from .report import DropSite, Evidence, FateReport, FirewallDecision, Fix, Reply, Verdict
 from .request import FateRequest, parse_args, request
@@ -34,6 +35,19 @@ def fate(req: FateRequest, *, verify_fixes: bool = True, trace: bool = True) -> 
                                     lambda r: experiment.run(r, trace=trace))
     report.explanation = explain.render(report, diagnosis, req)
     report.elapsed = time.monotonic() - started
+    return report
+
+
+def observe(ns: Namespace, inject: Callable[[], None], **kwargs: Any) -> FateReport:
+    """What the kernel did while ``inject()`` wrote a packet, explained (fixes are not tried:
+    the packet came from outside, so it cannot be replayed). Arguments as
+    :func:`tunlab.fate.experiment.observe`."""
+    report = experiment.observe(ns, inject, **kwargs)
+    sent = report.packet
+    if sent.get("src") and sent.get("dst"):
+        req = FateRequest(src=sent["src"], dst=sent["dst"], proto=sent.get("proto", "icmp"),
+                          dev=sent.get("dev", "mytun2"))
+        report.explanation = explain.render(report, explain.diagnose(report, req), req)
     return report
 
 

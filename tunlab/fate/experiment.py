@@ -36,12 +36,16 @@ RULES_TABLE = "tunlab_rules"
 # ICMPv6 the kernel sends on its own when a device comes up: not answers to our packet.
 _IPV6_CHATTER = {133, 134, 135, 136, 143}
 
+MARTIAN_REASONS = frozenset({"IP_LOCAL_SOURCE", "IP_INVALID_SOURCE", "IP_RPFILTER",
+                             "IP_LOCALNET", "IP_INVALID_DEST"})
+
 # Counters that rise when the kernel drops a packet on input, in the order they are checked.
 DROP_COUNTERS = ("IpInAddrErrors", "IpInHdrErrors", "IpInUnknownProtos", "IpInNoRoutes",
                  "IpInDiscards", "TcpExtIPReversePathFilter", "UdpNoPorts", "UdpInErrors",
                  "IpOutNoRoutes", "Ip6InAddrErrors", "Ip6InHdrErrors", "Ip6InNoRoutes",
                  "Ip6InUnknownProtos", "Ip6InTooBigErrors", "Ip6InDiscards", "Udp6NoPorts",
-                 "TcpOutRsts", "IcmpOutDestUnreachs", "Icmp6OutDestUnreachs",
+                 "TcpOutRsts", "IcmpInErrors", "Icmp6InErrors", "IcmpOutDestUnreachs",
+                 "Icmp6OutDestUnreachs", "UdpIgnoredMulti", "Udp6IgnoredMulti",
                  "IcmpOutTimeExcds", "Icmp6OutTimeExcds", "Icmp6OutPktTooBigs")
 
 
@@ -225,6 +229,13 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
     elif sent:
         martian_lines = drops.matching_martians(martian_lines, sent["src"], sent["dst"],
                                                 devices)
+    missing = dict(obs.missing)
+    if logging_on and not martian_lines and Evidence.KERNEL_LOG in obs.evidence and \
+            MARTIAN_REASONS.intersection(reasons):
+        missing["martian line"] = (
+            "log_martians is on, yet the kernel logged no line for this martian: it "
+            "rate-limits these messages (net.core.message_burst lines per "
+            "net.core.message_cost seconds, machine-wide), so it was probably suppressed")
     replies: list[Reply] = []
     forwarded_via, forwarded_ttl = None, None
     for dev, data in obs.captured:
@@ -255,7 +266,7 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
                       effective_settings=obs.effective.to_dict() if obs.effective else {},
                       forwarded_via=forwarded_via, forwarded_ttl=forwarded_ttl,
                       evidence=list(obs.evidence),
-                      missing_evidence=dict(obs.missing), tracing=obs.tracing)
+                      missing_evidence=missing, tracing=obs.tracing)
 
 
 def _delivered_by_counters(counters: dict[str, int], version: int) -> bool:
@@ -273,10 +284,14 @@ def _verdict_from_counters(counters: dict[str, int], version: int,
     """The verdict without drop reasons: what the counters and captures prove."""
     received = counters.get("Ip6InReceives" if version == 6 else "IpInReceives", 0)
     forwarded = counters.get("Ip6OutForwDatagrams" if version == 6 else "IpForwDatagrams", 0)
-    if forwarded_via or forwarded:
+    if forwarded_via:
         return Verdict.FORWARDED
     if counter_drops(counters):
+        # IpForwDatagrams counts a packet before the forward hook's firewall sees it, so a
+        # drop counter (or an ICMP error sent) outweighs it.
         return Verdict.DROPPED
+    if forwarded:
+        return Verdict.FORWARDED
     if _delivered_by_counters(counters, version):
         return Verdict.DELIVERED
     if received:
@@ -329,13 +344,13 @@ def _configure(lab: SeedLab, request: FateRequest) -> None:
             raise TunlabError(f"cannot set the MTU of {dev} to {mtu}: "
                               f"{result.stderr.strip()}",
                               "use a lab device (mytun, mytun2, wan0) and a valid MTU")
-    for spec in request.routes:
-        family = "-6" if ":" in spec else "-4"
-        result = ns.exec(["ip", family, "route", "add", *spec.split()], check=False)
-        if result.returncode != 0:
-            raise TunlabError(f"ip route add {spec} failed: "
-                              f"{result.stderr.strip()}",
-                              "write the route as `ip route add` takes it")
+    for verb, specs in (("add", request.routes), ("del", request.routes_deleted)):
+        for spec in specs:
+            family = "-6" if ":" in spec else "-4"
+            result = ns.exec(["ip", family, "route", verb, *spec.split()], check=False)
+            if result.returncode != 0:
+                raise TunlabError(f"ip route {verb} {spec} failed: {result.stderr.strip()}",
+                                  f"write the route as `ip route {verb}` takes it")
     if request.nft_ruleset:
         _apply_ruleset(ns, request.nft_ruleset)
     if request.nft_rules:

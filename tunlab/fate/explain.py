@@ -201,12 +201,62 @@ def _diagnose_reason(reason: str, report: FateReport, request: FateRequest,
             f"port {port}; the kernel frees such a datagram without a reason code, and never "
             f"answers a broadcast with port unreachable.")
         diagnosis.candidates.append(_listen_fix("udp", port))
+    elif reason == "NOT_SPECIFIED" and report.drop_locations and \
+            report.drop_locations[0].location == "ip_error":
+        _diagnose_route_type(report, request, diagnosis)
     elif reason == "PKT_TOO_BIG":
         add(f"The packet ({report.packet.get('len')} bytes) is larger than the MTU of the way "
             f"out and may not be fragmented, so the kernel drops it and tells the sender "
             f"(ICMP fragmentation needed / packet too big).")
     else:
         add(f"{reason}: {catalogue.meaning(reason)}.")
+
+
+ROUTE_TYPE_WORDS = {
+    "blackhole": "a blackhole route: the kernel discards the packet and tells nobody",
+    "unreachable": "an unreachable route: the kernel discards it and answers ICMP host "
+                   "unreachable",
+    "prohibit": "a prohibit route: the kernel discards it and answers ICMP administratively "
+                "prohibited",
+}
+
+
+def _route_covering(request: FateRequest) -> str | None:
+    """The request's own --route of a discarding type that covers the destination."""
+    dst = ipaddress.ip_address(request.dst)
+    for spec in request.routes:
+        words = spec.split()
+        if len(words) >= 2 and words[0] in ROUTE_TYPE_WORDS:
+            try:
+                if dst in ipaddress.ip_network(words[1], strict=False):
+                    return spec
+            except ValueError:
+                continue
+    return None
+
+
+def _diagnose_route_type(report: FateReport, request: FateRequest,
+                         diagnosis: Diagnosis) -> None:
+    lookup = report.route_in or "nothing"
+    kind = lookup.split()[0] if lookup.split() else ""
+    if kind not in ROUTE_TYPE_WORDS:
+        kind = next((k for k in ROUTE_TYPE_WORDS if k in lookup.lower()), "")
+    spec = _route_covering(request)
+    if spec and not kind:
+        kind = spec.split()[0]
+    if kind:
+        diagnosis.cause.append(
+            f"The route to {request.dst} is {ROUTE_TYPE_WORDS[kind]} (`ip route get "
+            f"{request.dst} from {request.src} iif {request.dev}`: {lookup}). The kernel gives "
+            f"no drop reason here (NOT_SPECIFIED in ip_error).")
+    else:
+        diagnosis.cause.append(
+            f"The route lookup sent it to ip_error (`ip route get {request.dst} from "
+            f"{request.src} iif {request.dev}`: {lookup}), which gives no drop reason.")
+    if spec:
+        diagnosis.candidates.append(Fix(
+            summary=f"remove the {spec.split()[0]} route", commands=[f"ip route del {spec}"],
+            fate_args=["--route-del", spec]))
 
 
 def _rp_values(eff: dict[str, Any]) -> tuple[int, str]:
@@ -286,6 +336,9 @@ def render(report: FateReport, diagnosis: Diagnosis, request: FateRequest) -> st
     parts = [head + " ".join(diagnosis.cause)]
     if report.martian_log:
         parts.append(f"The kernel log says: \"{report.martian_log[0]}\".")
+    elif "martian line" in report.missing_evidence:
+        parts.append("No martian line was seen: the kernel rate-limits these messages, so "
+                     "it was probably suppressed (run it again in a few seconds).")
     elif Evidence.KERNEL_LOG in report.evidence and report.drop_reasons and any(
             r in ("IP_LOCAL_SOURCE", "IP_RPFILTER", "IP_INVALID_SOURCE")
             for r in report.drop_reasons) and not report.effective_settings.get("log_martians"):

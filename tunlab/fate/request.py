@@ -45,6 +45,7 @@ class FateRequest:
     nft_rules: tuple[str, ...] = ()
     nft_commands: tuple[str, ...] = ()
     routes: tuple[str, ...] = ()
+    routes_deleted: tuple[str, ...] = ()
     mtus: tuple[tuple[str, int], ...] = ()
     listeners: tuple[Listener, ...] = ()
     nft_file: str | None = field(default=None, compare=False)
@@ -83,6 +84,8 @@ class FateRequest:
             args += ["--nft-cmd", command]
         for route in self.routes:
             args += ["--route", route]
+        for route in self.routes_deleted:
+            args += ["--route-del", route]
         for dev, mtu in self.mtus:
             args += ["--mtu", f"{dev}={mtu}"]
         for listener in self.listeners:
@@ -122,6 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route", action="append", default=[], metavar="SPEC",
                         help="an extra route as `ip route add` takes it, e.g. "
                         "'blackhole 10.0.0.0/24' or '200.1.2.3 dev mytun2' (repeatable)")
+    parser.add_argument("--route-del", action="append", default=[], metavar="SPEC",
+                        help="remove a route (after --route), as `ip route del` takes it")
     parser.add_argument("--mtu", action="append", default=[], metavar="DEV=N",
                         help="set a device's MTU, e.g. wan0=1280 (repeatable)")
     parser.add_argument("--listen", action="append", default=[], nargs=2,
@@ -173,13 +178,14 @@ def from_namespace(args: argparse.Namespace) -> FateRequest:
     rules = tuple(_nft_rule(rule) for rule in args.nft_rule)
     commands = tuple(_nft_command(cmd) for cmd in args.nft_cmd)
     routes = tuple(_route(spec) for spec in args.route)
+    routes_deleted = tuple(_route(spec) for spec in args.route_del)
     mtus = tuple(_mtu(item) for item in args.mtu)
     listeners = tuple(_listener(proto_, port) for proto_, port in args.listen)
     return FateRequest(src=src, dst=dst, proto=proto, dport=args.dport, ttl=args.ttl,
                        dev=args.dev, size=args.size, df=args.df,
                        sysctls=tuple(parse_assignments(args.set).items()),
                        nft_ruleset=ruleset, nft_rules=rules, nft_commands=commands, routes=routes,
-                       mtus=mtus,
+                       routes_deleted=routes_deleted, mtus=mtus,
                        listeners=listeners, nft_file=args.nft_file)
 
 
