@@ -10,10 +10,10 @@ import time
 import pytest
 from fate_corpus import SCENARIOS, Scenario
 
-MARTIAN_RATELIMIT_WINDOW = 5.5  # net.core.message_cost (5 s) and a margin
-
 from tunlab.fate import Verdict, fate, parse_args
 from tunlab.fate.report import FateReport
+
+MARTIAN_RATELIMIT_WINDOW = 5.5  # net.core.message_cost (5 s) and a margin
 
 
 def _request(scenario: Scenario):
