@@ -139,7 +139,7 @@ def test_report_dict_has_the_contract_keys():
 @pytest.mark.parametrize("kwargs, match", [
     ({"src": "1.2.3", "dst": "10.0.0.1"}, "not an IPv4"),
     ({"src": "1.2.3.4", "dst": "10.0.0.1", "proto": "smtp"}, "unknown protocol"),
-    ({"src": "1.2.3.4", "dst": "10.0.0.1", "ttl": 0}, "TTL"),
+    ({"src": "1.2.3.4", "dst": "10.0.0.1", "ttl": 256}, "TTL"),  # 0 is valid
     ({"src": "1.2.3.4", "dst": "10.0.0.1", "dev": "eth0"}, "seed topology"),
     ({"src": "1.2.3.4", "dst": "10.0.0.1", "sysctls": {"net.ipv4.nonsense": 1}}, "no such"),
     ({"src": "1.2.3.4", "dst": "10.0.0.1", "nft_ruleset": "this is not nft"}, "nft refused"),
