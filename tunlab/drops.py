@@ -88,6 +88,10 @@ class Drop:
     def is_ipv4(self) -> bool:
         return self.protocol == ETH_P_IP
 
+    @property
+    def is_ipv6(self) -> bool:
+        return self.protocol == ETH_P_IPV6
+
 
 @dataclass(frozen=True)
 class Receive:
@@ -370,6 +374,42 @@ def snmp_counters(ns: Namespace) -> dict[str, int]:
         return {}
 
 
+def _parse_snmp6(text: str, prefix: str = "") -> dict[str, int]:
+    counters = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counters[prefix + parts[0]] = int(parts[1])
+    return counters
+
+
+def snmp6_counters(ns: Namespace) -> dict[str, int]:
+    """/proc/net/snmp6 of ``ns`` (Ip6InNoRoutes, Icmp6OutPktTooBigs, Udp6NoPorts...), and the
+    same counters per device from /proc/net/dev_snmp6 as ``DEV.Ip6InReceives``.
+
+    Read from a thread inside ``ns`` through /proc/thread-self: /proc/net is /proc/self/net,
+    which shows the namespace of the process's main thread, not of the thread reading it.
+    """
+    def read() -> dict[str, int]:
+        base = Path("/proc/thread-self/net")
+        try:
+            counters = _parse_snmp6((base / "snmp6").read_text())
+        except OSError:  # IPv6 disabled in this kernel
+            return {}
+        try:
+            devices = sorted((base / "dev_snmp6").iterdir())
+        except OSError:
+            devices = []
+        for device in devices:
+            try:
+                counters.update(_parse_snmp6(device.read_text(), f"{device.name}."))
+            except OSError:  # the device went away meanwhile
+                continue
+        return counters
+
+    return ns.run(read)
+
+
 def rt_cache_counters() -> dict[str, int]:
     """/proc/net/stat/rt_cache summed over CPUs (in_martian_src, in_no_route...).
 
@@ -390,7 +430,8 @@ def rt_cache_counters() -> dict[str, int]:
 
 def snapshot_counters(ns: Namespace) -> dict[str, int]:
     """Every counter we know of, for the namespace ``ns``."""
-    return {**link_counters(ns), **snmp_counters(ns), **rt_cache_counters()}
+    return {**link_counters(ns), **snmp_counters(ns), **snmp6_counters(ns),
+            **rt_cache_counters()}
 
 
 def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

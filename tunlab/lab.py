@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 from . import netns
+from .errors import TunlabError
 from .netns import Namespace
 from .privileges import require_privileges
 from .tun import TunDevice
@@ -21,6 +22,9 @@ from .tunnel import TunnelClient, TunnelServer
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "create_named_tuntap_devices.sh"
 SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
 UPLINK, UPLINK_ADDRESS = "wan0", "192.0.2.1/24"  # TEST-NET-1, only inside our namespace
+SEED_DEVICES_V6 = {"mytun": "fd00::1/64", "mytun2": "fd00:2::1/64"}  # unique local (fd00::/8)
+UPLINK_ADDRESS_V6 = "2001:db8::1/64"  # the IPv6 documentation prefix, only inside our namespace
+MAX_TUN_MTU = 65535
 UNDERLAY = ("198.18.0.1", "198.18.0.2")  # RFC 2544 benchmarking range, only inside our netns
 TUNNEL_ADDRESSES = ("10.9.0.1", "10.9.0.2")
 TUNNEL_PORT = 5555
@@ -100,11 +104,18 @@ class SeedLab(_Lab):
     192.0.2.1/24 with ``default dev wan0``, so the lab can read what the kernel sends to the
     wider world (replies to 200.1.2.3, ICMP errors) and strict and loose reverse-path
     filtering differ as they do on a real host.
+
+    ``ipv6`` (default: the same as ``uplink``) adds IPv6: mytun fd00::1/64, mytun2
+    fd00:2::1/64, wan0 2001:db8::1/64 and ``default dev wan0``. The addresses are added with
+    ``nodad`` so they are usable at once (TUN devices are NOARP, which skips duplicate address
+    detection anyway; ``nodad`` says so in the commands a learner reads).
     """
 
-    def __init__(self, label: str = "seed", uplink: bool = False) -> None:
+    def __init__(self, label: str = "seed", uplink: bool = False,
+                 ipv6: bool | None = None) -> None:
         super().__init__()
         cleanup_leftovers()
+        self.ipv6 = uplink if ipv6 is None else ipv6
         self.ns = self._ns(label)
         try:
             self.commands.append(f"[{self.ns.name}] bash scripts/{SCRIPT.name}")
@@ -114,13 +125,70 @@ class SeedLab(_Lab):
                 self._ip(self.ns, "addr", "add", UPLINK_ADDRESS, "dev", UPLINK)
                 self._ip(self.ns, "link", "set", UPLINK, "up")
                 self._ip(self.ns, "route", "add", "default", "dev", UPLINK)
+            if self.ipv6:
+                addresses = {**SEED_DEVICES_V6, **({UPLINK: UPLINK_ADDRESS_V6} if uplink else {})}
+                for dev, address in addresses.items():
+                    self._ip(self.ns, "-6", "addr", "add", address, "dev", dev, "nodad")
+                if uplink:
+                    self._ip(self.ns, "-6", "route", "add", "default", "dev", UPLINK)
         except BaseException:
             self.close()
             raise
 
     def device(self, name: str) -> TunDevice:
-        """Attach to mytun or mytun2 inside the lab."""
+        """Attach to mytun, mytun2 (or wan0) inside the lab."""
         return self.open_device(self.ns, name)
+
+    def _lab_device(self, dev: str) -> str:
+        links = {line.split()[0].split("@")[0] for line in
+                 self.ns.ip("-br", "link").splitlines() if line.strip()}
+        if dev not in links:
+            raise TunlabError(f"the lab has no device {dev!r}",
+                              f"use one of {', '.join(sorted(links - {'lo'}))}")
+        return dev
+
+    def set_mtu(self, dev: str, mtu: int) -> None:
+        """``ip link set DEV mtu N`` inside the lab.
+
+        Note for IPv6: a device whose MTU drops below 1280 (IPv6's minimum) loses its IPv6
+        addresses and routes; the kernel disables IPv6 on it.
+        """
+        self._lab_device(dev)
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= MAX_TUN_MTU:
+            raise TunlabError(f"MTU {mtu!r} is outside 68-{MAX_TUN_MTU}",
+                              f"use an MTU from 68 (IPv4's minimum; 1280 for IPv6) to "
+                              f"{MAX_TUN_MTU}")
+        self._ip_checked("link", "set", dev, "mtu", str(mtu))
+
+    def add_route(self, spec: str) -> None:
+        """``ip route add SPEC`` inside the lab, e.g. ``"blackhole 203.0.113.0/24"``,
+        ``"unreachable 2001:db8:99::/48"``, ``"prohibit 10.0.9.0/24"`` or
+        ``"198.51.100.0/24 dev mytun"``. ``ip`` takes the family from the addresses; start
+        SPEC with ``-6`` for IPv6 routes without an address (``-6 blackhole default``).
+        A refused route raises :class:`TunlabError` with ip's message and changes nothing.
+        """
+        try:
+            words = shlex.split(spec)
+        except ValueError as exc:
+            raise TunlabError(f"route {spec!r} cannot be read: {exc}",
+                              "write it as `ip route add` takes it, e.g. "
+                              "\"blackhole 203.0.113.0/24\"") from exc
+        family = []
+        if words and words[0] in ("-4", "-6"):
+            family, words = [words[0]], words[1:]
+        if not words:
+            raise TunlabError("an empty route", "write it as `ip route add` takes it, e.g. "
+                              "\"unreachable 2001:db8:99::/48\"")
+        self._ip_checked(*family, "route", "add", *words)
+
+    def _ip_checked(self, *args: str) -> str:
+        """``ip`` inside the lab; a refusal becomes a TunlabError quoting ip's message."""
+        try:
+            return self._ip(self.ns, *args)
+        except TunlabError as exc:
+            self.commands.pop()  # it changed nothing: don't show it as part of the set-up
+            raise TunlabError(exc.message, "check the spelling against `man ip-route` and "
+                              "`man ip-link`") from None
 
 
 class TwoHostLab(_Lab):
