@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FWD = "--set net.ipv4.ip_forward=1"
+FWD6 = "--set net.ipv6.conf.all.forwarding=1"
 FORWARD_POLICY_DROP = ("table inet hostfw { chain forward { type filter hook forward "
                        "priority filter; policy drop; } }")
 
@@ -178,4 +179,62 @@ SCENARIOS: list[Scenario] = [
              fix="forwarded", fix_has="insert rule"),
     Scenario("nft-forward-accept-rule", f"--src 200.1.2.3 --dst 10.0.0.2 {FWD} "
              "--nft-rule 'forward iifname \"mytun2\" accept'", "forwarded"),
+    # -- TTL 0, sizes and the MTU of the way out
+    Scenario("ttl-0-local", "--src 200.1.2.3 --dst 10.0.2.1 --ttl 0", "delivered",
+             replies=(("wan0", "icmp", 0, 0),)),
+    Scenario("ttl-0-forwarded", f"--src 200.1.2.3 --dst 10.0.0.2 --ttl 0 {FWD}", "dropped",
+             ("IP_INHDR",), replies=(("wan0", "icmp", 11, 0),), fix="forwarded"),
+    Scenario("frag-needed-df", f"--src 200.1.2.3 --dst 192.0.2.99 {FWD} --mtu wan0=1280 "
+             "--size 1400 --df", "dropped", ("PKT_TOO_BIG",), replies=(("wan0", "icmp", 3, 4),),
+             says=("MTU of wan0",), fix="forwarded", fix_has="mtu 1500"),
+    Scenario("fragmented-without-df", f"--src 200.1.2.3 --dst 192.0.2.99 {FWD} "
+             "--mtu wan0=1280 --size 1400", "forwarded", says=("out of wan0",)),
+    # -- IPv6: the lab has fd00::1/64 on mytun, fd00:2::1/64 on mytun2, 2001:db8::1/64 on wan0
+    Scenario("v6-echo-local", "--src 2001:db8::5 --dst fd00:2::1", "delivered",
+             replies=(("wan0", "icmp6", 129, 0),), family=6),
+    Scenario("v6-forwarding-off", "--src 2001:db8::5 --dst fd00::2", "dropped",
+             ("IP_INADDRERRORS",), says=("net.ipv6.conf.all.forwarding=0",), fix="forwarded",
+             fix_has="net.ipv6.conf.all.forwarding=1", family=6),
+    Scenario("v6-forwarded", f"--src 2001:db8::5 --dst fd00::2 {FWD6}", "forwarded",
+             says=("out of mytun", "IPv6 forwarding is on"), family=6),
+    Scenario("v6-own-source-forwarded", f"--src fd00::1 --dst fd00::2 {FWD6}", "forwarded",
+             family=6),  # IPv6 has no martian-source check: the packet goes on
+    Scenario("v6-own-source-local", "--src fd00::1 --dst fd00:2::1", "delivered", family=6),
+    Scenario("v6-hop-limit-1", f"--src 2001:db8::5 --dst fd00::2 --ttl 1 {FWD6}", "dropped",
+             ("IP_INHDR",), replies=(("wan0", "icmp6", 3, 0),), says=("hop limit",),
+             fix="forwarded", family=6),
+    Scenario("v6-hop-limit-0-local", "--src 2001:db8::5 --dst fd00:2::1 --ttl 0",
+             "delivered", replies=(("wan0", "icmp6", 129, 0),), family=6),
+    Scenario("v6-udp-closed-port", "--src 2001:db8::5 --dst fd00:2::1 --proto udp "
+             "--dport 9999", "dropped", ("NO_SOCKET",), replies=(("wan0", "icmp6", 1, 4),),
+             fix="delivered", family=6),
+    Scenario("v6-tcp-closed-port", "--src 2001:db8::5 --dst fd00:2::1 --proto tcp "
+             "--dport 9999", "dropped", ("NO_SOCKET",), replies=(("wan0", "tcp", "RA"),),
+             fix="delivered", family=6),
+    Scenario("v6-tcp-listener", "--src 2001:db8::5 --dst fd00:2::1 --proto tcp --dport 80 "
+             "--listen tcp 80", "delivered", replies=(("wan0", "tcp", "SA"),), family=6),
+    Scenario("v6-udp-listener", "--src 2001:db8::5 --dst fd00:2::1 --proto udp --dport 53 "
+             "--listen udp 53", "delivered", family=6),
+    Scenario("v6-noproto", "--src 2001:db8::5 --dst fd00:2::1 --proto 253", "dropped",
+             ("IP_NOPROTO",), replies=(("wan0", "icmp6", 4, 1),), family=6),
+    Scenario("v6-link-local-source", "--src fe80::5 --dst fd00:2::1", "delivered",
+             replies=(("mytun2", "icmp6", 129, 0),), family=6),
+    Scenario("v6-loopback-source", "--src ::1 --dst fd00:2::1", "dropped", ("IP_INHDR",),
+             says=("loopback address",), family=6),
+    Scenario("v6-forward-out-of-wan0", f"--src 2001:db8::5 --dst 2001:db8::99 {FWD6}",
+             "forwarded", says=("out of wan0",), family=6),
+    Scenario("v6-packet-too-big", f"--src fd00:2::5 --dst 2001:db8::99 {FWD6} "
+             "--mtu wan0=1280 --size 1400", "dropped", ("PKT_TOO_BIG",),
+             replies=(("mytun2", "icmp6", 2, 0),), says=("IPv6 routers never fragment",),
+             fix="forwarded", fix_has="mtu 1500", family=6),
+    Scenario("v6-route-blackhole", f"--src 2001:db8::5 --dst fd00::2 {FWD6} "
+             "--route 'blackhole fd00::2/128'", "dropped", family=6, fix="forwarded",
+             fix_has="ip route del blackhole", extra={"any_reason": True}),
+    Scenario("v6-route-prohibit", f"--src 2001:db8::5 --dst fd00::2 {FWD6} "
+             "--route 'prohibit fd00::2/128'", "dropped", family=6, fix="forwarded",
+             extra={"any_reason": True, "any_replies": True}),
+    Scenario("v6-nft-input-drop", "--src 2001:db8::5 --dst fd00:2::1 "
+             "--nft-rule 'input ip6 saddr 2001:db8::5 drop'", "dropped", ("NETFILTER_DROP",),
+             says=("hook input",), fix="delivered", fix_has="insert rule", family=6),
 ]
+

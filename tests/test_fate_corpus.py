@@ -44,8 +44,10 @@ def test_scenario(scenario: Scenario) -> None:
     request = _request(scenario)
     report = fate(request)
     assert report.verdict == scenario.verdict, report.explanation
-    assert tuple(report.drop_reasons) == scenario.reasons, report.drop_locations
-    assert len(report.replies) == len(scenario.replies), report.replies
+    if not scenario.extra.get("any_reason"):
+        assert tuple(report.drop_reasons) == scenario.reasons, report.drop_locations
+    if not scenario.extra.get("any_replies"):
+        assert len(report.replies) == len(scenario.replies), report.replies
     for expected in scenario.replies:
         assert any(_reply_matches(r, expected) for r in report.replies), report.replies
     if scenario.martian and not report.martian_log:
@@ -87,4 +89,5 @@ def test_the_corpus_covers_the_options() -> None:
     for option in ("--route", "--listen udp", "--listen tcp", "--nft-rule", "--dev wan0",
                    "--dev mytun ", "--ttl 1", "--proto 253", "--proto udp", "--proto tcp"):
         assert option in joined, option
-    assert len(SCENARIOS) >= 45
+    assert len(SCENARIOS) >= 60
+    assert len([s for s in SCENARIOS if s.family == 6]) >= 15

@@ -170,13 +170,20 @@ def _diagnose_reason(reason: str, report: FateReport, request: FateRequest,
                                 f"{request.proto}, check byte 9 of the IP header your "
                                 f"tunnel writes")
     elif reason == "IP_INHDR":
-        if request.ttl <= 1:
-            add(f"The TTL ran out: the packet arrived with TTL {request.ttl} and forwarding "
-                f"would take it below 1, so the kernel drops it instead of forwarding (this "
-                f"is how traceroute works).")
+        loopback = [a for a in (src, dst) if ipaddress.ip_address(a).is_loopback]
+        ttl_word = "hop limit" if v6 else "TTL"
+        if v6 and loopback:
+            add(f"{loopback[0]} is the loopback address, which may only appear on lo; arriving "
+                f"on {dev} it makes the header invalid (Ip6InHdrErrors).")
+            diagnosis.advice.append("the sender must use a real source address")
+        elif request.ttl <= 1:
+            add(f"The {ttl_word} ran out: the packet arrived with {ttl_word} {request.ttl} and "
+                f"forwarding would take it below 1, so the kernel drops it instead of "
+                f"forwarding (this is how traceroute works).")
+            ping = f"ping -6 -t 64 {dst}" if v6 else f"ping -t 64 {dst}"
             diagnosis.candidates.append(Fix(
-                summary="send it with a larger TTL (the sender's setting)",
-                commands=[f"ping -t 64 {dst}   # on the sender"], fate_args=["--ttl", "64"]))
+                summary=f"send it with a larger {ttl_word} (the sender's setting)",
+                commands=[f"{ping}   # on the sender"], fate_args=["--ttl", "64"]))
         else:
             add("The kernel found the IP header invalid (length, version, options or "
                 "checksum).")
@@ -201,13 +208,30 @@ def _diagnose_reason(reason: str, report: FateReport, request: FateRequest,
             f"port {port}; the kernel frees such a datagram without a reason code, and never "
             f"answers a broadcast with port unreachable.")
         diagnosis.candidates.append(_listen_fix("udp", port))
-    elif reason == "NOT_SPECIFIED" and report.drop_locations and \
-            report.drop_locations[0].location == "ip_error":
+    elif reason in ("NOT_SPECIFIED", "IP_INNOROUTES", "IP_OUTNOROUTES") and (
+            _route_covering(request) or any(site.location == "ip_error"
+                                            for site in report.drop_locations)):
         _diagnose_route_type(report, request, diagnosis)
+    elif reason == "IP_INNOROUTES":
+        add(f"The kernel has no route to {dst} (`ip route get {dst} from {src} iif {dev}`: "
+            f"{report.route_in or 'nothing'}).")
     elif reason == "PKT_TOO_BIG":
-        add(f"The packet ({report.packet.get('len')} bytes) is larger than the MTU of the way "
-            f"out and may not be fragmented, so the kernel drops it and tells the sender "
-            f"(ICMP fragmentation needed / packet too big).")
+        out_dev = _out_device(report.route_in)
+        why = ("IPv6 routers never fragment" if v6 else
+               "its don't-fragment flag forbids splitting it")
+        add(f"The packet ({report.packet.get('len')} bytes) is larger than the MTU of "
+            f"{out_dev or 'the way out'}, and {why}, so the kernel drops it and tells the "
+            f"sender the MTU it can use (path MTU discovery).")
+        if out_dev:
+            diagnosis.candidates.append(Fix(
+                summary=f"raise the MTU of {out_dev} to 1500",
+                commands=[f"ip link set dev {out_dev} mtu 1500"],
+                fate_args=["--mtu", f"{out_dev}=1500"]))
+        if not v6:
+            diagnosis.candidates.append(Fix(
+                summary="let routers fragment it: clear don't-fragment (the sender's setting)",
+                commands=[f"ping -M dont -s {int(report.packet.get('len', 1400)) - 28} {dst}"
+                          "   # on the sender"], fate_args=["--no-df"]))
     else:
         add(f"{reason}: {catalogue.meaning(reason)}.")
 
@@ -247,8 +271,7 @@ def _diagnose_route_type(report: FateReport, request: FateRequest,
     if kind:
         diagnosis.cause.append(
             f"The route to {request.dst} is {ROUTE_TYPE_WORDS[kind]} (`ip route get "
-            f"{request.dst} from {request.src} iif {request.dev}`: {lookup}). The kernel gives "
-            f"no drop reason here (NOT_SPECIFIED in ip_error).")
+            f"{request.dst} from {request.src} iif {request.dev}`: {lookup}).")
     else:
         diagnosis.cause.append(
             f"The route lookup sent it to ip_error (`ip route get {request.dst} from "
@@ -257,6 +280,12 @@ def _diagnose_route_type(report: FateReport, request: FateRequest,
         diagnosis.candidates.append(Fix(
             summary=f"remove the {spec.split()[0]} route", commands=[f"ip route del {spec}"],
             fate_args=["--route-del", spec]))
+
+
+def _out_device(lookup: str) -> str | None:
+    """The ``dev X`` of an ``ip route get`` answer."""
+    words = lookup.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else None
 
 
 def _rp_values(eff: dict[str, Any]) -> tuple[int, str]:

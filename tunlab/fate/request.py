@@ -111,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", default="mytun2",
                         help="device the packet arrives on: mytun, mytun2 (default) or wan0")
     parser.add_argument("--size", type=int, help="total IP packet length in bytes")
-    parser.add_argument("--df", action="store_true", help="set IPv4 don't-fragment")
+    parser.add_argument("--df", action=argparse.BooleanOptionalAction, default=False,
+                        help="set IPv4 don't-fragment (--no-df: clear it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a sysctl, e.g. net.ipv4.ip_forward=1 (repeatable)")
     parser.add_argument("--nft-file", metavar="FILE", help="an nftables ruleset to load first")
