@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LAB_SETTINGS := $(CURDIR)/tunlab/data/jupyter/lab/settings
 LAB_PORT ?= 8888
 
-.PHONY: setup lab test test-fast bench lint cleanup clean
+.PHONY: setup lab notebooks test test-fast bench lint cleanup clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ lab: setup
 		--LabApp.app_settings_dir=$(LAB_SETTINGS) --ip=127.0.0.1 --port=$(LAB_PORT) \
 		--LabApp.news_url=None --no-browser
 
+# Lessons are written as MyST markdown (notebooks/NN-*.md); this writes each .ipynb from its .md.
+notebooks: setup
+	$(PY) notebooks/build.py
+
 test: setup
 	$(PY) -m pytest -q
 
@@ -34,7 +38,7 @@ bench: setup
 	$(VENV)/bin/tunlab bench
 
 lint: setup
-	$(VENV)/bin/ruff check tunlab tests
+	$(VENV)/bin/ruff check tunlab tests notebooks/build.py
 
 cleanup: setup
 	$(VENV)/bin/tunlab cleanup

@@ -33,9 +33,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .privileges import is_privileged
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = resources.data_path()
 RECORDED_DIR = DATA_DIR / "recorded"
 FATE_CASES = RECORDED_DIR / "fate_cases.json"
 RECORD_ENV = "TUNLAB_RECORD"

@@ -12,14 +12,14 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from . import netns
+from . import netns, resources
 from .errors import TunlabError
 from .netns import Namespace
 from .privileges import require_privileges
 from .tun import TunDevice
 from .tunnel import TunnelClient, TunnelServer
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "create_named_tuntap_devices.sh"
+SCRIPT = resources.device_script()
 SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
 UPLINK, UPLINK_ADDRESS = "wan0", "192.0.2.1/24"  # TEST-NET-1, only inside our namespace
 SEED_DEVICES_V6 = {"mytun": "fd00::1/64", "mytun2": "fd00:2::1/64"}  # unique local (fd00::/8)
@@ -45,9 +45,9 @@ def cleanup_leftovers() -> list[str]:
 
 
 def script_path() -> Path:
-    """The seed's device script, shipped in the repository's scripts/ folder."""
+    """The seed's device script (scripts/ in the repository, package data when installed)."""
     if not SCRIPT.exists():
-        raise FileNotFoundError(f"{SCRIPT} is missing from the checkout")
+        raise FileNotFoundError(f"{SCRIPT} is missing from the installation")
     return SCRIPT
 
 
