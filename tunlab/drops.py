@@ -18,7 +18,6 @@ between kernel versions.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import time
@@ -351,27 +350,63 @@ def matching_martians(lines: Iterable[str], src: str, dst: str,
 
 
 # -- counters ------------------------------------------------------------------------------------
+_DEV_FIELDS = {"rx": ("bytes", "packets", "errors", "dropped", "over_errors", "frame_errors",
+                      "compressed", "multicast"),
+               "tx": ("bytes", "packets", "errors", "dropped", "fifo_errors", "collisions",
+                      "carrier_errors", "compressed")}
+
+
+def _parse_dev(text: str) -> dict[str, int]:
+    """/proc/net/dev as ``DEV.rx_dropped``... (the names ``ip -s -j link`` uses)."""
+    counters: dict[str, int] = {}
+    for line in text.splitlines()[2:]:
+        name, _, numbers = line.partition(":")
+        values = numbers.split()
+        if len(values) < 16:
+            continue
+        for i, key in enumerate(_DEV_FIELDS["rx"]):
+            counters[f"{name.strip()}.rx_{key}"] = int(values[i])
+        for i, key in enumerate(_DEV_FIELDS["tx"]):
+            counters[f"{name.strip()}.tx_{key}"] = int(values[8 + i])
+    return counters
+
+
+def _parse_snmp(text: str) -> dict[str, int]:
+    """/proc/net/snmp or netstat (header line, value line per group) as nstat names them."""
+    counters: dict[str, int] = {}
+    lines = text.splitlines()
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        group, _, names = header.partition(":")
+        for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
+            if value.lstrip("-").isdigit():
+                counters[group + name] = int(value)
+    return counters
+
+
+def _read_proc_net(ns: Namespace, files: tuple[str, ...]) -> dict[str, str]:
+    # /proc/net is /proc/self/net, the namespace of the process's main thread; a thread inside
+    # the lab's namespace sees its own through /proc/thread-self/net.
+    def read() -> dict[str, str]:
+        texts = {}
+        for name in files:
+            try:
+                texts[name] = (Path("/proc/thread-self/net") / name).read_text()
+            except OSError:
+                texts[name] = ""
+        return texts
+
+    return ns.run(read)
+
+
 def link_counters(ns: Namespace) -> dict[str, int]:
     """``ip -s link`` for every device in ``ns``: ``DEV.rx_dropped``, ``DEV.tx_packets``..."""
-    counters: dict[str, int] = {}
-    for link in json.loads(ns.ip("-s", "-j", "link") or "[]"):
-        stats = link.get("stats64") or link.get("stats") or {}
-        for direction in ("rx", "tx"):
-            for key, value in (stats.get(direction) or {}).items():
-                if isinstance(value, int):
-                    counters[f"{link['ifname']}.{direction}_{key}"] = value
-    return counters
+    return _parse_dev(_read_proc_net(ns, ("dev",))["dev"])
 
 
 def snmp_counters(ns: Namespace) -> dict[str, int]:
     """``nstat``: the namespace's SNMP and netstat counters (IpInAddrErrors, TcpExt...)."""
-    result = ns.exec(["nstat", "-a", "-s", "-z", "--json"], check=False)
-    if result.returncode != 0:
-        return {}
-    try:
-        return {k: int(v) for k, v in json.loads(result.stdout).get("kernel", {}).items()}
-    except (ValueError, AttributeError):
-        return {}
+    texts = _read_proc_net(ns, ("snmp", "netstat"))
+    return {**_parse_snmp(texts["snmp"]), **_parse_snmp(texts["netstat"])}
 
 
 def _parse_snmp6(text: str, prefix: str = "") -> dict[str, int]:
