@@ -67,6 +67,21 @@ class _Lab:
         self.commands.append(f"[{ns.name}] ip {shlex.join(args)}")
         return ns.ip(*args)
 
+    def _ip_batch(self, ns: Namespace, commands: list[tuple[str, ...]]) -> None:
+        """Several ``ip`` commands in one ``ip -batch`` run (one process instead of many);
+        each is shown in ``commands`` as a person would type it."""
+        if not commands:
+            return
+        by_family: dict[str, list[str]] = {}
+        for args in commands:
+            self.commands.append(f"[{ns.name}] ip {shlex.join(args)}")
+            # -batch lines take no family option: IPv6 lines go to a second `ip -6 -batch`.
+            family, rest = (args[0], args[1:]) if args[0] in ("-4", "-6") else ("", args)
+            by_family.setdefault(family, []).append(shlex.join(rest))
+        for family, lines in by_family.items():
+            netns._run(["ip", "-n", ns.name, *([family] if family else []), "-batch", "-"],
+                       input="\n".join(lines).encode() + b"\n")
+
     def open_device(self, ns: Namespace, name: str, *, vnet_hdr: bool = False) -> TunDevice:
         """Attach to TUN device ``name`` inside ``ns``; closed with the lab.
 
@@ -120,17 +135,19 @@ class SeedLab(_Lab):
         try:
             self.commands.append(f"[{self.ns.name}] bash scripts/{SCRIPT.name}")
             self.script_output = self.ns.exec(["bash", str(script_path())]).stdout
+            batch: list[tuple[str, ...]] = []
             if uplink:
-                self._ip(self.ns, "tuntap", "add", "dev", UPLINK, "mode", "tun")
-                self._ip(self.ns, "addr", "add", UPLINK_ADDRESS, "dev", UPLINK)
-                self._ip(self.ns, "link", "set", UPLINK, "up")
-                self._ip(self.ns, "route", "add", "default", "dev", UPLINK)
+                batch += [("tuntap", "add", "dev", UPLINK, "mode", "tun"),
+                          ("addr", "add", UPLINK_ADDRESS, "dev", UPLINK),
+                          ("link", "set", UPLINK, "up"),
+                          ("route", "add", "default", "dev", UPLINK)]
             if self.ipv6:
                 addresses = {**SEED_DEVICES_V6, **({UPLINK: UPLINK_ADDRESS_V6} if uplink else {})}
-                for dev, address in addresses.items():
-                    self._ip(self.ns, "-6", "addr", "add", address, "dev", dev, "nodad")
+                batch += [("-6", "addr", "add", address, "dev", dev, "nodad")
+                          for dev, address in addresses.items()]
                 if uplink:
-                    self._ip(self.ns, "-6", "route", "add", "default", "dev", UPLINK)
+                    batch.append(("-6", "route", "add", "default", "dev", UPLINK))
+            self._ip_batch(self.ns, batch)
         except BaseException:
             self.close()
             raise

@@ -28,7 +28,9 @@ from .request import FateRequest, Listener
 from .settings import EffectiveSettings, read_effective
 
 REPLY_WINDOW = 1.0     # replies are collected for at most this long after the write
-QUIET_PERIOD = 0.15    # ... and stop early once the devices have been silent this long
+# ... and stop early once the devices have been silent this long. The kernel handles a packet
+# written to a TUN device in the write() call itself, so its replies are queued by then.
+QUIET_PERIOD = 0.08
 LAB_DEVICES = (*SEED_DEVICES, UPLINK)
 WATCHED_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
                    "net.ipv4.conf.all.accept_local", "net.ipv4.conf.all.log_martians")
@@ -398,7 +400,8 @@ def run(request: FateRequest, *, trace: bool = True,
             report = observe(lab.ns, lambda: lab.ns.run(writer.write, packet),
                              writer_tid=writer_tid, capture_devices=devices, packet=packet,
                              dev=request.dev, trace=trace)
-            report.route_back, report.route_in = _lookups(lab.ns, request)
+            if report.verdict == Verdict.DROPPED:  # only the explanations of drops need them
+                report.route_back, report.route_in = _lookups(lab.ns, request)
         finally:
             for sock in listeners:
                 sock.close()
