@@ -151,3 +151,25 @@ def test_bad_input_is_a_clear_error(kwargs, match):
 
     with pytest.raises(TunlabError, match=match):
         packet_fate(**kwargs)
+
+
+def test_drop_reasons_are_traced_inside_a_pid_namespace(tunlab_cmd):
+    # In a container the writer's thread id is not the id tracefs records (the host's), so
+    # fate matches its writer by a unique thread name instead.
+    import json
+    import subprocess
+
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", *tunlab_cmd, "fate",
+                             "--src", "200.1.2.3", "--dst", "10.0.2.1", "--proto", "253",
+                             "--json", "--no-verify"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["drop_reasons"] == ["IP_NOPROTO"]
+    assert "tracefs" in report["evidence"]
+
+
+def test_without_tracefs_the_counters_decide_and_say_so():
+    report = packet_fate("10.0.0.1", "10.0.0.2", verify_fixes=False, trace=False)
+    assert report.verdict == "dropped" and report.drop_reasons == []
+    assert "tracefs" in report.missing_evidence
+    assert "The counters say: IpInAddrErrors +1" in report.explanation

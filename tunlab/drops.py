@@ -42,6 +42,7 @@ _LINE = re.compile(
     r"(?P<event>kfree_skb|netif_receive_skb):\s+(?P<body>.*)$")
 _FIELD = re.compile(r"(\w+)=(\S+)")
 _REASON = re.compile(r"reason:\s*(\S+)")
+_COMM = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _SYMBOLIC = re.compile(r'\{\s*(\d+),\s*"([A-Z0-9_]+)"\s*\}')
 
 
@@ -132,8 +133,10 @@ def parse_trace_line(line: str, names: dict[int, str] | None = None) -> Drop | R
 class DropTracer:
     """A private tracefs instance that records ``skb:kfree_skb`` while it is open.
 
-    ``pid``: keep only drops that happen in the context of this thread id (see
-    ``threading.get_native_id()``); None keeps every drop on the machine. With
+    ``comm``: keep only drops that happen in the context of a thread with this name (see
+    :func:`name_this_thread`): unlike a thread id, a name means the same inside a PID namespace
+    (a container) as in tracefs, which records host PIDs. ``pid``: the same by thread id,
+    for callers that cannot name the writing thread. Neither keeps every drop on the machine. With
     ``track_receives`` it also records ``net:netif_receive_skb``, so that each drop can be tied
     to the packet (skb) a device received: ours, or a reply the kernel made to it. The instance
     is removed on :meth:`stop`, on exceptions in a ``with`` block, and by
@@ -141,8 +144,11 @@ class DropTracer:
     """
 
     def __init__(self, pid: int | None = None, label: str = "drops",
-                 track_receives: bool = False) -> None:
+                 track_receives: bool = False, comm: str | None = None) -> None:
+        if comm is not None and not _COMM.match(comm):
+            raise ValueError(f"{comm!r} is not a thread name a trace filter can match")
         self.pid = pid
+        self.comm = comm
         self.track_receives = track_receives
         self.name = netns.unique_name(label)
         self.path: Path | None = None
@@ -160,7 +166,9 @@ class DropTracer:
         try:
             (path / "buffer_size_kb").write_text("1024\n")
             for event in self._event_dirs():
-                if self.pid is not None:
+                if self.comm is not None:
+                    (event / "filter").write_text(f'comm == "{self.comm}"\n')
+                elif self.pid is not None:
                     (event / "filter").write_text(f"common_pid == {int(self.pid)}\n")
                 (event / "enable").write_text("1\n")
         except BaseException:
@@ -205,6 +213,18 @@ class DropTracer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def name_this_thread(name: str) -> None:
+    """Set the calling thread's name (its ``comm``, 15 bytes at most), for :class:`DropTracer`."""
+    import ctypes
+
+    if not _COMM.match(name):
+        raise ValueError(f"{name!r} is not a valid thread name")
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_NAME = 15  # noqa: N806 - the prctl(2) constant's name
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME) failed")
 
 
 def attribute_drops(events: list[Drop | Receive], dev: str, length: int

@@ -9,9 +9,9 @@ the words and the fixes are added by :mod:`tunlab.fate.explain` and :mod:`tunlab
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,14 +126,16 @@ def _drain(devices: Sequence[TunDevice]) -> None:
                 break
 
 
-def observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | None,
+def observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | None = None,
+            writer_comm: str | None = None,
             capture_devices: Sequence[TunDevice] = (),
             packet: bytes | Callable[[], bytes | None] | None = None, dev: str | None = None,
             devices: Iterable[str] = tuple(SEED_DEVICES), trace: bool = True) -> FateReport:
     """Measure what the kernel does while ``inject()`` runs, and judge it.
 
-    ``writer_tid``: the thread that writes the packet into a TUN device; only drops in its
-    context count (None: every drop on the machine, noisier). ``capture_devices``: open TUN
+    ``writer_comm`` (the writing thread's unique name, which works inside PID namespaces too)
+    or ``writer_tid``: the thread that writes the packet into a TUN device; only drops in its
+    context count (neither: every drop on the machine, noisier). ``capture_devices``: open TUN
     devices to collect the kernel's replies from (leave empty when a tunnel owns them).
     ``packet`` (or a function returning it once ``inject`` ran) and ``dev``: the packet written
     and the device it was written into, to tell its drops, replies and martian lines from
@@ -141,7 +143,7 @@ def observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | None
     machine that has none: the verdict then rests on counters and captures.
     """
     started = time.monotonic()
-    observation = _observe(ns, inject, writer_tid=writer_tid,
+    observation = _observe(ns, inject, writer_tid=writer_tid, writer_comm=writer_comm,
                            capture_devices=capture_devices, packet=packet, dev=dev, trace=trace)
     report = judge(observation, [*devices, UPLINK])
     report.elapsed = time.monotonic() - started
@@ -149,6 +151,7 @@ def observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | None
 
 
 def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | None,
+             writer_comm: str | None,
              capture_devices: Sequence[TunDevice], packet: Any, dev: str | None,
              trace: bool) -> Observation:
     evidence: list[Evidence] = []
@@ -157,7 +160,8 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
     tracer: drops.DropTracer | None = None
     if trace:
         try:
-            tracer = drops.DropTracer(pid=writer_tid, label="fate", track_receives=True).start()
+            tracer = drops.DropTracer(pid=writer_tid, comm=writer_comm, label="fate",
+                                      track_receives=True).start()
             evidence.append(Evidence.TRACEFS)
         except (EnvironmentProblem, OSError) as exc:
             tracing = f"unavailable: {exc}"
@@ -396,9 +400,10 @@ def run(request: FateRequest, *, trace: bool = True,
             writer = devices[list(LAB_DEVICES).index(request.dev)]
             time.sleep(0.02)
             _drain(devices)  # router solicitations and the like, sent when the devices came up
-            writer_tid = lab.ns.run(threading.get_native_id)
+            writer_comm = f"tlw{secrets.token_hex(6)}"  # unique on the machine
+            lab.ns.run(drops.name_this_thread, writer_comm)
             report = observe(lab.ns, lambda: lab.ns.run(writer.write, packet),
-                             writer_tid=writer_tid, capture_devices=devices, packet=packet,
+                             writer_comm=writer_comm, capture_devices=devices, packet=packet,
                              dev=request.dev, trace=trace)
             if report.verdict == Verdict.DROPPED:  # only the explanations of drops need them
                 report.route_back, report.route_in = _lookups(lab.ns, request)
