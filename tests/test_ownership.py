@@ -301,4 +301,5 @@ def test_a_resource_without_a_record_is_skipped_and_nothing_is_removed(private_d
     assert removed == []
     assert [str(a) for a in actions] == [
         f"skipped namespace {FOREIGN}: no ownership record, so tunlab did not create it "
-        "(or a tunlab before ownership records did)"]
+        f"(or a tunlab before ownership records did); if it is yours: "
+        f"`sudo ip netns del {FOREIGN}`"]

@@ -312,6 +312,11 @@ class CleanupAction:
         return f"{text}: {self.reason}" if self.reason else text
 
 
+_REMOVE_BY_HAND = {Kind.NETNS: "sudo ip netns del {}",
+                   Kind.TRACE: "sudo rmdir /sys/kernel/tracing/instances/{}",
+                   Kind.TUN: "sudo ip link del {}"}
+
+
 def sweep(kind: Kind, present: Iterable[str],
           remove: Callable[[Record], CleanupAction | None]) -> list[CleanupAction]:
     """Decide, for each resource of ``kind`` named like tunlab's, whether it is a leftover.
@@ -328,11 +333,14 @@ def sweep(kind: Kind, present: Iterable[str],
         if record is None:
             actions.append(CleanupAction(kind, name, Outcome.SKIPPED,
                                          "no ownership record, so tunlab did not create it "
-                                         "(or a tunlab before ownership records did)"))
+                                         "(or a tunlab before ownership records did); if it "
+                                         f"is yours: `{_REMOVE_BY_HAND[kind].format(name)}`"))
             continue
         state = owner_state(record)
         if state is OwnerState.ALIVE:
-            continue  # in use by a running lab: not a leftover, nothing to say
+            actions.append(CleanupAction(kind, name, Outcome.SKIPPED,
+                                         f"in use by a running lab (pid {record.owner.pid})"))
+            continue
         if state is OwnerState.UNKNOWN:
             actions.append(CleanupAction(kind, name, Outcome.SKIPPED,
                                          f"owned by pid {record.owner.pid} in another PID "
