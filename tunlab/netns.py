@@ -63,13 +63,25 @@ def unique_name(label: str = "lab") -> str:
 
 
 def _run(argv: Sequence[str], *, timeout: float = 15, check: bool = True,
-         input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+         input: bytes | None = None, started: Callable[[int], None] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run``, telling ``started`` the child's pid before waiting for it."""
     try:
-        result = subprocess.run(list(argv), capture_output=True, text=input is None,
-                                input=input, timeout=timeout)
+        with subprocess.Popen(list(argv), stdin=None if input is None else subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=input is None) as process:
+            try:
+                if started is not None:
+                    started(process.pid)
+                stdout, stderr = process.communicate(input, timeout=timeout)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
     except FileNotFoundError as exc:
         raise EnvironmentProblem(f"`{argv[0]}` is not installed",
                                  "install iproute2: `apt-get install iproute2`") from exc
+    result = subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
         raise TunlabError(f"`{' '.join(argv)}` failed: {stderr.strip()}")
@@ -120,7 +132,11 @@ class Namespace:
              input: bytes | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace (``ip netns exec NAME ...``) and wait for it."""
         return _run(["ip", "netns", "exec", self.name, *argv], timeout=timeout, check=check,
-                    input=input)
+                    input=input, started=self._started)
+
+    def _started(self, pid: int) -> None:
+        # Recorded so that, after a SIGKILL of this process, clean-up may stop it.
+        ownership.update(Kind.NETNS, self.name, started=[pid])
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a command inside the namespace without waiting for it.
@@ -129,7 +145,7 @@ class Namespace:
         clean-up may stop what the lab started, and nothing else.
         """
         process = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
-        ownership.update(Kind.NETNS, self.name, started=[process.pid])
+        self._started(process.pid)
         return process
 
     def ip(self, *args: str, check: bool = True) -> str:

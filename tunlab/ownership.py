@@ -242,7 +242,8 @@ def update(kind: Kind, name: str, *, details: dict[str, int | str] | None = None
         record = Record(kind=record.kind, name=record.name, owner=record.owner,
                         boot_id=record.boot_id, pid_namespace=record.pid_namespace,
                         uid=record.uid, created=record.created,
-                        started=record.started + new, details=merged)
+                        started=tuple(p for p in record.started if p.alive()) + new,
+                        details=merged)
         _write(record, records_dir())
 
 
