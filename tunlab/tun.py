@@ -170,7 +170,10 @@ class TunDevice:
         if vnet_hdr and existed:
             info = _tun_link_info(name) or {}
             prior_vnet = bool(info.get("vnet_hdr", False))
-            stale = ownership.read(Kind.TUN, _record_name(name))
+            try:
+                stale = ownership.read(Kind.TUN, _record_name(name))
+            except TunlabError:
+                stale = None  # records we cannot trust say nothing
             if stale is not None and ownership.owner_state(stale) is OwnerState.DEAD:
                 # vnet_hdr is on because a killed fast reader left it on: not the prior state.
                 prior_vnet = bool(stale.details.get("prior_vnet", 0))
