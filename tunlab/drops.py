@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import netns
+from . import netns, ownership
 from .errors import EnvironmentProblem
 from .netns import Namespace
+from .ownership import CleanupAction, Kind, Outcome, Record
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENT = "events/skb/kfree_skb"
@@ -161,7 +162,13 @@ class DropTracer:
         tracefs = ensure_tracefs()
         self.names = reason_names(tracefs)
         path = tracefs / "instances" / self.name
-        path.mkdir()
+        ownership.claim(Kind.TRACE, self.name)  # before mkdir: a SIGKILL leaves no orphan
+        try:
+            path.mkdir()
+            ownership.update(Kind.TRACE, self.name, details={"inode": path.stat().st_ino})
+        except BaseException:
+            ownership.release(Kind.TRACE, self.name)
+            raise
         self.path = path
         try:
             (path / "buffer_size_kb").write_text("1024\n")
@@ -207,6 +214,7 @@ class DropTracer:
             return
         path, self.path = self.path, None
         _remove_instance(path)
+        ownership.release(Kind.TRACE, self.name)
 
     def __enter__(self) -> DropTracer:
         return self.start()
@@ -272,21 +280,40 @@ def _remove_instance(path: Path) -> None:
 
 
 def list_instances() -> list[str]:
-    """tunlab trace instances present on the machine (live or stale)."""
+    """Trace instances named like tunlab's on the machine (live, stale, or someone else's)."""
     instances = TRACEFS / "instances"
     if not instances.is_dir():
         return []
     return sorted(p.name for p in instances.iterdir() if p.name.startswith(netns.PREFIX))
 
 
-def cleanup_stale_instances() -> list[str]:
-    """Remove trace instances whose owning tunlab process is gone."""
-    removed = []
-    for name in list_instances():
-        if not netns.owner_is_alive(name):
-            _remove_instance(TRACEFS / "instances" / name)
-            removed.append(name)
-    return removed
+def _remove_stale_instance(record: Record) -> CleanupAction | None:
+    path = TRACEFS / "instances" / record.name
+    try:
+        inode = path.stat().st_ino
+    except OSError:
+        inode = None
+    if inode != record.details.get("inode"):
+        return CleanupAction(Kind.TRACE, record.name, Outcome.SKIPPED,
+                             "it is not the instance the dead lab created (replaced since)")
+    _remove_instance(path)
+    if path.exists():
+        return CleanupAction(Kind.TRACE, record.name, Outcome.SKIPPED,
+                             "still busy (a reader holds its buffer); try again later")
+    return None
+
+
+def cleanup_stale_instances(report: list[CleanupAction] | None = None) -> list[str]:
+    """Remove trace instances whose ownership record names a tunlab process that is gone.
+
+    tracefs is global to the host, so an instance without a record (someone else's, whatever
+    its name) or with a live owner is never touched. Returns the names removed; ``report``
+    collects every decision.
+    """
+    actions = ownership.sweep(Kind.TRACE, list_instances(), _remove_stale_instance)
+    if report is not None:
+        report.extend(actions)
+    return [a.name for a in actions if a.outcome is Outcome.REMOVED]
 
 
 def summarize_drops(drops: Iterable[Drop]) -> list[tuple[str, str, int]]:
