@@ -59,7 +59,7 @@ log = logging.getLogger("tunlab.tunnel")
 READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
 RECV_SIZE = 256 * 1024
 SEND_TIMEOUT = 5.0
-VNET_FEATURE = "vnet_hdr"  # HELLO feature: "send me GSO_DATA super-packets with their header"
+VNET_FEATURE = framing.VNET_FEATURE  # HELLO feature: "send me GSO_DATA super-packets"
 _READ_BUFFER = 65535 + VNET_HDR_SIZE + 64
 # Fast path: after sending something read from the device, keep trying (yielding the CPU in
 # between) this long for the peer's answer before sleeping in poll(); see _Endpoint._fast_pump.
