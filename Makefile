@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LAB_SETTINGS := $(CURDIR)/tunlab/data/jupyter/lab/settings
+LAB_DIR ?= $(CURDIR)/tunlab-notebooks
 LAB_PORT ?= 8888
 
 .PHONY: setup lab notebooks test test-fast bench lint cleanup clean
@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tunlab)" >/dev/null
 	@touch $(STAMP)
 
+# JupyterLab opens a copy of the course (LAB_DIR, made and kept by `tunlab notebooks`), never
+# the shipped notebooks/: autosave would write outputs into them. `tunlab lab` passes the flags
+# (--allow-root, 127.0.0.1, LAB_PORT, no browser, no news, tunlab/data/jupyter settings).
 lab: setup
 	@$(VENV)/bin/tunlab cleanup >/dev/null || true
-	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR)/notebooks \
-		--LabApp.app_settings_dir=$(LAB_SETTINGS) --ip=127.0.0.1 --port=$(LAB_PORT) \
-		--LabApp.news_url=None --no-browser
+	$(VENV)/bin/tunlab lab $(LAB_DIR) --port $(LAB_PORT)
 
 # Lessons are written as MyST markdown (notebooks/NN-*.md); this writes each .ipynb from its .md.
 notebooks: setup

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "killed tunlab runs")
     cleanup.set_defaults(handler=cmd_cleanup)
 
-    for module in ("cli_debug", "cli_bench"):
+    for module in ("cli_debug", "cli_bench", "cli_course"):
         try:
             register = __import__(f"tunlab.{module}", fromlist=["register"]).register
         except ImportError:
