@@ -161,3 +161,15 @@ def test_ipv6_summary_looks_behind_extension_headers():
                    / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2())
     info = packets.summarize(report)
     assert (info["proto"], info["icmp_type"], info["ttl"]) == ("icmp6", 143, 1)
+
+
+def test_a_later_ipv6_fragment_has_no_upper_layer_header_to_read():
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, fragment6
+
+    big = (IPv6(src="fd00:2::1", dst="fd00:2::99") / IPv6ExtHdrFragment()
+           / ICMPv6EchoRequest(data=bytes(1400)))  # bytes(1400): zeros, as the kernel pads
+    first, second = fragment6(big, 1280)
+    assert packets.summarize(bytes(first))["icmp_type"] == 128
+    later = packets.summarize(bytes(second))
+    assert later["proto"] == "icmp6" and "icmp_type" not in later
+

@@ -223,11 +223,17 @@ def summarize(packet: bytes) -> dict[str, Any]:
 
 
 def _upper_layer_v6(ip6: Any) -> tuple[int, Any]:
-    """(next header number, scapy layer) of the upper-layer protocol behind extension headers."""
+    """(next header number, scapy layer) of the upper-layer protocol behind extension headers.
+
+    The layer is None for a fragment other than the first: its bytes continue the upper-layer
+    payload and hold no ICMPv6/UDP/TCP header.
+    """
     number, layer = int(ip6.nh), ip6.payload
     for _ in range(8):  # bounded: a packet could chain extension headers forever
         if number not in IPV6_EXTENSION_HEADERS or not hasattr(layer, "nh"):
             break
+        if number == 44 and int(getattr(layer, "offset", 0) or 0) != 0:
+            return int(layer.nh), None
         number, layer = int(layer.nh), layer.payload
     return number, layer
 
@@ -239,12 +245,12 @@ def _summarize_v6(packet: bytes) -> dict[str, Any]:
     info: dict[str, Any] = {"version": 6, "src": ip6.src, "dst": ip6.dst,
                             "proto": PROTOCOL_NAMES_V6.get(number, number), "ttl": int(ip6.hlim),
                             "len": len(packet)}
-    head = bytes(layer)[:2] if number == 58 else b""
+    head = bytes(layer)[:2] if number == 58 and layer is not None else b""
     if len(head) == 2:  # from the bytes: not every ICMPv6 class has a "code" field (MLDv2)
         info["icmp_type"], info["icmp_code"] = head[0], head[1]
         if head[0] == 2 and getattr(layer, "mtu", None) is not None:
             info["mtu"] = int(layer.mtu)
-    elif number in (6, 17) and hasattr(layer, "sport"):
+    elif number in (6, 17) and layer is not None and hasattr(layer, "sport"):
         info["sport"], info["dport"] = int(layer.sport), int(layer.dport)
         if number == 6:
             info["tcp_flags"] = str(layer.flags)
