@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import netns, resources
 from .errors import TunlabError
 from .netns import Namespace
 from .privileges import require_privileges
 from .tun import TunDevice
-from .tunnel import TunnelClient, TunnelServer
+
+if TYPE_CHECKING:  # the tunnel is imported when a lab starts one (fate labs never do)
+    from .tunnel import TunnelClient, TunnelServer
 
 SCRIPT = resources.device_script()
 SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
@@ -244,6 +247,8 @@ class TwoHostLab(_Lab):
         With ``psk`` both ends authenticate each other and seal every frame. ``fast`` opens
         the devices for the fast path: one flag for both, or ``(server, client)``.
         """
+        from .tunnel import TunnelClient, TunnelServer
+
         server_fast, client_fast = fast if isinstance(fast, tuple) else (fast, fast)
         server = TunnelServer(self.open_device(self.b, "tun0", vnet_hdr=server_fast),
                               (UNDERLAY[1], port),
