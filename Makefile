@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LAB_DIR ?= $(CURDIR)/tunlab-notebooks
 LAB_PORT ?= 8888
 
-.PHONY: setup lab notebooks test test-fast bench lint cleanup clean
+.PHONY: setup lab notebooks record test test-fast bench lint cleanup clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ lab: setup
 # Lessons are written as MyST markdown (notebooks/NN-*.md); this writes each .ipynb from its .md.
 notebooks: setup
 	$(PY) notebooks/build.py
+
+# Re-record what the lessons show participants without root (runs the real lab: needs root).
+record: setup
+	$(PY) notebooks/record.py
 
 test: setup
 	$(PY) -m pytest -q
