@@ -55,13 +55,16 @@ def _reply_tuple(reply: Mapping[str, Any]) -> tuple:
 def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | None = None,
            martian: bool | str | None = None, replies: Iterable[tuple] | None = None,
            no_replies: bool = False, counters: Mapping[str, int | str] | None = None,
-           says: Iterable[str] = (), label: str = "") -> Checked:
+           says: Iterable[str] = (), equal: Mapping[str, Any] | None = None,
+           holds: Mapping[str, bool] | None = None, label: str = "") -> Checked:
     """Check ``result`` (a fate report or its dict) against what the lesson's text claims.
 
     ``reasons``: the exact drop reasons. ``martian``: True (some martian line), False (none),
     or a line that must be logged. ``replies``: ``(dev, proto, icmp_type, icmp_code)`` tuples
     that must be among the replies (``None`` fields match anything). ``counters``: name ->
-    exact delta, or ``">0"``. ``says``: phrases the explanation must contain.
+    exact delta, or ``">0"``. ``says``: phrases the explanation must contain. ``equal``:
+    other fields of the result and their values. ``holds``: statements (as the text makes
+    them) and whether they are true of the result.
     """
     report = _as_dict(result)
     where = f"{label}: " if label else ""
@@ -111,6 +114,14 @@ def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | 
         facts.append(f"the explanation says {phrase!r}")
         if phrase not in str(report.get("explanation", "")):
             problems.append(f"the explanation lacks {phrase!r}")
+    for key, value in (equal or {}).items():
+        facts.append(f"{key} = {value!r}")
+        if report.get(key) != value:
+            problems.append(f"the text says {key} is {value!r}, the run gave {report.get(key)!r}")
+    for statement, true in (holds or {}).items():
+        facts.append(statement)
+        if not true:
+            problems.append(f"the text says {statement}, which is not so in this run")
     if problems:
         raise ClaimMismatch(where + "; ".join(problems))
     return Checked(facts=[where + f for f in facts] if where else facts,
