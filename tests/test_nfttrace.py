@@ -306,6 +306,47 @@ def test_an_appended_accept_does_not_undo_a_reject_before_it():
     assert run.verdict is not None and run.verdict.decision is RuleVerdict.REJECT
 
 
+def test_a_reply_dropped_at_the_output_hook_is_found_under_its_own_addresses():
+    ruleset = """table inet hostfw {
+        chain output {
+            type filter hook output priority filter; policy accept;
+            ip daddr 200.1.2.3 icmp type echo-reply counter drop
+        }
+    }"""
+    run = run_packet(ruleset, LOCAL)
+    assert not answered(run)
+    assert run.verdict is None  # the request met no chain of the user's ruleset
+    reply = PacketInfo(LOCAL, SRC, oif="wan0")
+    verdict = run.trace.verdict_for(reply)
+    assert verdict is not None
+    assert (verdict.hook, verdict.chain, verdict.decision) == (Hook.OUTPUT, "output",
+                                                              RuleVerdict.DROP)
+    assert verdict.handle == handle_of(run.listing, "output", "echo-reply")
+    fix = propose_fix(verdict, run.trace.ruleset, reply)
+    assert fix.nft_args == (f'insert rule inet hostfw output position {verdict.handle} '
+                            f'oifname "wan0" ip saddr {LOCAL} ip daddr {SRC} accept',)
+    assert answered(run_packet(ruleset, LOCAL, fix=fix))
+
+
+def test_a_rule_added_while_tracing_is_named_with_its_text():
+    with SeedLab("nfttrace", uplink=True) as lab:
+        sysctl.set(lab.ns, "net.ipv4.ip_forward", 1)
+        writer = lab.device("mytun2")
+        with NftTracer(lab.ns) as tracer:
+            # nft monitor read its rule cache before this table existed
+            lab.ns.exec(["nft", "-f", "-"], input=b"""table ip late {
+                chain forward { type filter hook forward priority 0; ip saddr 200.1.2.3 drop; }
+            }""")
+            lab.ns.run(writer.write, packets.craft(SRC, FORWARDED))
+        assert tracer.result is not None
+        assert any("unknown rule handle" in line and "late" in line
+                   for line in tracer.result.lines)
+        verdict = tracer.result.verdict_for(PacketInfo(SRC, FORWARDED, iif="mytun2"))
+        assert verdict is not None and verdict.table == "late"
+        assert verdict.rule == "ip saddr 200.1.2.3 drop"
+        assert verdict.to_dict()["hook"] == "forward"
+
+
 def test_an_accepted_packet_needs_no_fix():
     run = run_packet("""table inet hostfw {
         chain forward { type filter hook forward priority filter; policy accept; counter; }

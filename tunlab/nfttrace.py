@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -296,6 +296,13 @@ class FirewallVerdict:
         """True when no rule decided and the base chain's policy did."""
         return self.handle is None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``--json`` output)."""
+        return {"decision": self.decision.value, "family": self.family, "table": self.table,
+                "chain": self.chain, "base_chain": self.base_chain,
+                "hook": self.hook.value if self.hook else None, "handle": self.handle,
+                "rule": self.rule, "policy": self.by_policy, "text": self.describe()}
+
     def describe(self) -> str:
         """One sentence for a person."""
         hook = self.hook.value if self.hook else "unknown"
@@ -485,6 +492,9 @@ def classify_nft_error(stderr: str, what: str) -> TunlabError:
     """The error to raise when ``nft`` failed with ``stderr`` while doing ``what``."""
     text = stderr.strip() or "no message"
     lowered = text.lower()
+    if "cannot open network namespace" in lowered:
+        return TunlabError(f"nft could not {what}: the lab's namespace is gone ({text})",
+                           "stop the tracer before the lab is closed")
     if "operation not permitted" in lowered or "permission denied" in lowered:
         return PrivilegeError(f"nft could not {what}: {text}",
                               "run as root or with CAP_NET_ADMIN")
@@ -626,6 +636,9 @@ class NftTracer:
         started = time.monotonic()
         self._stderr = tempfile.TemporaryFile(mode="w+")
         try:
+            if shutil.which("ip") is None:
+                raise EnvironmentProblem("`ip` is not installed",
+                                         "install iproute2: `apt-get install iproute2`")
             self._proc = self.ns.popen([self.nft, "-a", "monitor"], stdout=subprocess.PIPE,
                                        stderr=self._stderr, stdin=subprocess.DEVNULL,
                                        text=True, bufsize=1)
@@ -770,7 +783,11 @@ class NftFix:
     chain: str
     position: int | None = None  # the handle the accept goes before; None: appended
     match: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: summary, commands and the nft script lines."""
+        return {"summary": self.summary, "commands": list(self.commands),
+                "nft_args": list(self.nft_args)}
 
 
 def _match(family: str, hook: Hook | None, packet: PacketInfo) -> str:
