@@ -328,6 +328,27 @@ def test_a_reply_dropped_at_the_output_hook_is_found_under_its_own_addresses():
     assert answered(run_packet(ruleset, LOCAL, fix=fix))
 
 
+def test_after_dnat_the_packet_is_followed_and_the_fix_matches_the_new_address():
+    ruleset = """table ip nat {
+        chain prerouting {
+            type nat hook prerouting priority dstnat; policy accept;
+            ip daddr 192.0.2.99 dnat to 192.0.2.77
+        }
+    }
+    table inet hostfw {
+        chain forward { type filter hook forward priority filter; policy drop; }
+    }"""
+    run = run_packet(ruleset, FORWARDED)
+    verdict = run.verdict
+    assert verdict is not None and (verdict.table, verdict.chain, verdict.by_policy) == (
+        "hostfw", "forward", True)
+    assert [p.table for p in run.trace.passes_for(run.info)] == ["nat", "hostfw"]
+    fix = propose_fix(verdict, run.trace.ruleset, run.info)
+    assert "ip daddr 192.0.2.77" in fix.nft_args[0]
+    after = run_packet(ruleset, FORWARDED, fix=fix)
+    assert any(s.get("src") == SRC and s.get("dst") == "192.0.2.77" for s in _summaries(after))
+
+
 def test_a_rule_added_while_tracing_is_named_with_its_text():
     with SeedLab("nfttrace", uplink=True) as lab:
         sysctl.set(lab.ns, "net.ipv4.ip_forward", 1)

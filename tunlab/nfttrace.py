@@ -290,6 +290,7 @@ class FirewallVerdict:
     rule: str | None
     trace_id: str
     fell_off: str = ""  # for a policy: the chain whose end the packet reached
+    packet: TracedPacket | None = None  # as this chain saw it (after any NAT before it)
 
     @property
     def by_policy(self) -> bool:
@@ -328,8 +329,21 @@ class NftTrace:
     complete: bool = True  # False: the monitor's end marker did not arrive in time
 
     def passes_for(self, packet: PacketInfo) -> tuple[ChainPass, ...]:
-        """The chain passes of ``packet``, in the order the kernel walked them."""
-        return tuple(p for p in self.passes if packet.matches(p.packet))
+        """The chain passes of ``packet``, in the order the kernel walked them.
+
+        A pass belongs to the packet when its addresses match, or when it has the same trace
+        id as the packet's previous pass at a hook that can follow that one (NAT may have
+        changed the addresses on the way). The hook order keeps out a later packet that got
+        the same trace id (the kernel derives it from the buffer's address, which is reused).
+        """
+        out: list[ChainPass] = []
+        for chain_pass in self.passes:
+            if packet.matches(chain_pass.packet):
+                out.append(chain_pass)
+            elif out and chain_pass.trace_id == out[-1].trace_id and _follows(
+                    out[-1].hook, chain_pass.hook):
+                out.append(chain_pass)
+        return tuple(out)
 
     def verdict_for(self, packet: PacketInfo) -> FirewallVerdict | None:
         """The first pass that dropped or rejected ``packet``; else the last that accepted it.
@@ -349,13 +363,28 @@ class NftTrace:
         return accepted
 
 
+_NEXT_HOOKS = {
+    Hook.INGRESS: {Hook.INGRESS, Hook.PREROUTING, Hook.INPUT, Hook.FORWARD},
+    Hook.PREROUTING: {Hook.PREROUTING, Hook.INPUT, Hook.FORWARD},
+    Hook.INPUT: {Hook.INPUT},
+    Hook.FORWARD: {Hook.FORWARD, Hook.POSTROUTING},
+    Hook.OUTPUT: {Hook.OUTPUT, Hook.POSTROUTING},
+    Hook.POSTROUTING: {Hook.POSTROUTING, Hook.EGRESS},
+    Hook.EGRESS: {Hook.EGRESS},
+}
+
+
+def _follows(previous: Hook | None, hook: Hook | None) -> bool:
+    return previous is not None and hook is not None and hook in _NEXT_HOOKS[previous]
+
+
 def _verdict(chain_pass: ChainPass, step: TraceStep) -> FirewallVerdict:
     return FirewallVerdict(decision=step.verdict, family=chain_pass.family,
                            table=chain_pass.table, chain=step.chain,
                            base_chain=chain_pass.base_chain, hook=chain_pass.hook,
                            handle=step.handle, rule=step.rule, trace_id=chain_pass.trace_id,
                            fell_off=chain_pass.fell_off if step.kind is StepKind.POLICY
-                           else "")
+                           else "", packet=chain_pass.packet)
 
 
 # -- parsing `nft -a monitor` text (sans-IO) -------------------------------------------------
@@ -790,14 +819,20 @@ class NftFix:
                 "nft_args": list(self.nft_args)}
 
 
-def _match(family: str, hook: Hook | None, packet: PacketInfo) -> str:
+def _match(verdict: FirewallVerdict, packet: PacketInfo) -> str:
+    """``iifname``/``oifname`` and the addresses, as the refusing chain sees the packet."""
+    seen = verdict.packet
+    if seen is not None and seen.src and seen.dst:  # NAT before the chain may have changed them
+        packet = PacketInfo(seen.src, seen.dst, iif=packet.iif or seen.iif,
+                            oif=packet.oif or seen.oif)
     parts = []
-    incoming = hook in (None, Hook.PREROUTING, Hook.INPUT, Hook.FORWARD, Hook.INGRESS)
+    incoming = verdict.hook in (None, Hook.PREROUTING, Hook.INPUT, Hook.FORWARD, Hook.INGRESS)
     if packet.iif and incoming:
         parts.append(f'iifname "{packet.iif}"')
     elif packet.oif and not incoming:
         parts.append(f'oifname "{packet.oif}"')
     proto = "ip" if packet.version == 4 else "ip6"
+    family = verdict.family
     if family == "ip" and packet.version != 4 or family == "ip6" and packet.version != 6:
         raise TunlabError(f"an {family} table never sees IPv{packet.version} packets",
                           "pass the verdict of the packet's own trace")
@@ -813,7 +848,8 @@ def propose_fix(verdict: FirewallVerdict, ruleset: Ruleset | str | Mapping[str, 
     (``insert ... position`` puts the new rule *before* that handle; an appended accept would
     come after a reject and change nothing). A policy drop: ``add rule FAMILY TABLE CHAIN
     <match> accept`` in the chain whose end the packet reached. ``<match>`` is the packet's
-    arrival device (``iifname``; ``oifname`` at output and postrouting) and its addresses.
+    arrival device (``iifname``; ``oifname`` at output and postrouting) and its addresses as
+    that chain saw them (after any NAT before it; from the trace, else from ``packet``).
 
     ``ruleset`` is ``nft -j list ruleset`` of the namespace (or :attr:`NftTrace.ruleset`); it
     must hold the chain and the rule. Whether the fix works is for the caller to prove by
@@ -828,7 +864,7 @@ def propose_fix(verdict: FirewallVerdict, ruleset: Ruleset | str | Mapping[str, 
     info = ruleset if isinstance(ruleset, Ruleset) else Ruleset.from_json(ruleset)
     if not isinstance(packet, PacketInfo):
         packet = PacketInfo.from_summary(packet)
-    match = _match(verdict.family, verdict.hook, packet)
+    match = _match(verdict, packet)
     where = f"{verdict.family} {verdict.table}"
     hook = verdict.hook.value if verdict.hook else "unknown"
     if verdict.by_policy:
