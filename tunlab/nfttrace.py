@@ -628,6 +628,25 @@ class _LineReader:
         self._thread.join(timeout)
 
 
+def _chains_known(lines: Iterable[str], ruleset: Ruleset) -> bool:
+    """True when every chain named in the trace lines is in ``ruleset`` (or the tracer's)."""
+    for line in lines:
+        match = _LINE.match(line)
+        if match and match.group("table") != TRACE_TABLE and ruleset.chain(
+                *match.group("family", "table", "chain")) is None:
+            return False
+    return True
+
+
+def _table_event(*verbs: str) -> Callable[[str], bool]:
+    """Matches the monitor's line for the tracing table being added or deleted."""
+    def match(line: str) -> bool:
+        words = line.split()
+        return len(words) >= 4 and words[0] in verbs and words[1:4] == [
+            "table", TRACE_FAMILY, TRACE_TABLE]
+    return match
+
+
 class NftTracer:
     """Trace every packet through nftables in ``ns`` between :meth:`start` and :meth:`stop`.
 
@@ -652,6 +671,7 @@ class NftTracer:
         self._reader: _LineReader | None = None
         self._stderr: Any = None
         self._table_added = False
+        self._ruleset: Ruleset | None = None
         self.result: NftTrace | None = None
         self.timings: dict[str, float] = {}
 
@@ -660,6 +680,7 @@ class NftTracer:
         """Start the monitor, add the tracing table; return once traces are being recorded."""
         if self._proc is not None:
             raise TunlabError("this NftTracer is already running", "call stop() first")
+        self.result = None
         if shutil.which(self.nft) is None:
             raise EnvironmentProblem(f"`{self.nft}` (nftables) is not installed", INSTALL_FIX)
         started = time.monotonic()
@@ -672,15 +693,14 @@ class NftTracer:
                                        stderr=self._stderr, stdin=subprocess.DEVNULL,
                                        text=True, bufsize=1)
             self._reader = _LineReader(self._proc.stdout)
+            # Read while the monitor starts up: the ruleset the packets will be judged by.
+            self._ruleset = self.read_ruleset()
             self._wait_subscribed()
             result = self._nft(["-f", "-"], input=_TRACE_RULESET)
             if result.returncode != 0:
                 raise classify_nft_error(result.stderr, "add the tracing table")
             self._table_added = True
-            markers = (f"add table {TRACE_FAMILY} {TRACE_TABLE} ",
-                       f"create table {TRACE_FAMILY} {TRACE_TABLE} ")
-            if not self._reader.wait_for(lambda line: line.startswith(markers),
-                                         self.ready_timeout):
+            if not self._reader.wait_for(_table_event("add", "create"), self.ready_timeout):
                 raise self._monitor_failure("did not report the tracing table")
         except BaseException:
             self._shutdown()
@@ -702,15 +722,17 @@ class NftTracer:
                 self._table_added = result.returncode != 0
                 # The deletion is reported after every trace event queued before it: an end
                 # marker for the packets the caller injected.
-                marker = f"delete table {TRACE_FAMILY} {TRACE_TABLE} "
                 complete = not self._table_added and self._reader.wait_for(
-                    lambda line: line.startswith(marker), self.stop_timeout)
+                    _table_event("delete"), self.stop_timeout)
             lines = self._reader.lines()
+            complete = complete and self._reader.overflow == 0
         finally:
             self._shutdown()
-        ruleset = self.read_ruleset(need_text=any("unknown rule handle" in line
-                                                  and TRACE_TABLE not in line
-                                                  for line in lines))
+        ruleset = self._ruleset
+        unknown_rules = any("unknown rule handle" in line and TRACE_TABLE not in line
+                            for line in lines)
+        if ruleset is None or unknown_rules or not _chains_known(lines, ruleset):
+            ruleset = self.read_ruleset(need_text=unknown_rules)  # changed while tracing
         self.result = NftTrace(passes=parse_trace(lines, ruleset), ruleset=ruleset,
                                lines=tuple(lines), complete=complete)
         self.timings["stop"] = time.monotonic() - started
@@ -788,6 +810,7 @@ class NftTracer:
                 self._reader.join(timeout=1)
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
+            self._proc = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
