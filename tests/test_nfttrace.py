@@ -458,6 +458,12 @@ def test_a_fix_for_a_rule_the_ruleset_does_not_hold_is_refused():
         propose_fix(verdict, RECORDED_RULESET, PacketInfo(SRC, FORWARDED, iif="mytun2"))
 
 
+@pytest.mark.parametrize("bad", ["not json", '{"nftables": [{"chain": {"name": "x"}}]}', "[1]"])
+def test_a_ruleset_that_is_not_nft_json_is_refused(bad):
+    with pytest.raises(TunlabError, match="nft -j list ruleset"):
+        Ruleset.from_json(bad)
+
+
 def test_bad_packet_addresses_are_refused():
     with pytest.raises(TunlabError, match="not an IP address"):
         PacketInfo("200.1.2", FORWARDED)

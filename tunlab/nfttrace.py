@@ -227,6 +227,13 @@ class ChainInfo:
     rules: tuple[int, ...] = ()
 
 
+def _hook(name: object) -> Hook | None:
+    try:
+        return Hook(name)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Ruleset:
     """The chains of ``nft -j list ruleset`` (without the tracer's own table)."""
@@ -237,31 +244,28 @@ class Ruleset:
     @classmethod
     def from_json(cls, data: str | Mapping[str, Any]) -> Ruleset:
         """Parse ``nft -j list ruleset`` output (a string or the decoded object)."""
-        try:
-            obj = json.loads(data) if isinstance(data, str) else data
-            items = obj.get("nftables", []) if obj else []
-        except (ValueError, AttributeError) as exc:
-            raise TunlabError("not the JSON of `nft -j list ruleset`",
-                              "pass what `nft -j list ruleset` prints") from exc
         chains: dict[tuple[str, str, str], dict[str, Any]] = {}
         rules: dict[tuple[str, str, str], list[int]] = {}
-        for item in items:
-            if "chain" in item:
-                c = item["chain"]
-                chains[(c["family"], c["table"], c["name"])] = c
-            elif "rule" in item:
-                r = item["rule"]
-                rules.setdefault((r["family"], r["table"], r["chain"]), []).append(
-                    int(r["handle"]))
+        try:
+            obj = json.loads(data) if isinstance(data, str) else data
+            for item in obj.get("nftables", []) if obj else []:
+                if "chain" in item:
+                    c = item["chain"]
+                    chains[(c["family"], c["table"], c["name"])] = c
+                elif "rule" in item:
+                    r = item["rule"]
+                    rules.setdefault((r["family"], r["table"], r["chain"]), []).append(
+                        int(r["handle"]))
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise TunlabError("not the JSON of `nft -j list ruleset`",
+                              "pass what `nft -j list ruleset` prints") from exc
         infos = []
         for key, c in chains.items():
             if key[1] == TRACE_TABLE:
                 continue
-            hook = c.get("hook")
             infos.append(ChainInfo(family=key[0], table=key[1], name=key[2],
-                                   hook=Hook(hook) if hook in Hook._value2member_map_ else None,
-                                   policy=c.get("policy"), priority=c.get("prio"),
-                                   rules=tuple(rules.get(key, ()))))
+                                   hook=_hook(c.get("hook")), policy=c.get("policy"),
+                                   priority=c.get("prio"), rules=tuple(rules.get(key, ()))))
         return cls(chains=tuple(infos))
 
     def chain(self, family: str, table: str, name: str) -> ChainInfo | None:
