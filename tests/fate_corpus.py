@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 FWD = "--set net.ipv4.ip_forward=1"
 FWD6 = "--set net.ipv6.conf.all.forwarding=1"
-FORWARD_POLICY_DROP = ("table inet hostfw { chain forward { type filter hook forward "
-                       "priority filter; policy drop; } }")
+FORWARD_POLICY_DROP = """table inet hostfw {
+    chain forward { type filter hook forward priority filter; policy drop; }
+}"""
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,10 @@ def test_host_firewall_forward_policy_drop():
     report = packet_fate("200.1.2.3", "10.0.0.2", sysctls=FORWARD, nft_ruleset=FORWARD_DROP)
     assert report.drop_reasons == ["NETFILTER_DROP"]
     assert report.drop_locations[0].location == "nft_do_chain"
-    assert "accept" in report.explanation and "forward" in report.explanation
-    assert 'iifname "mytun2" accept' in report.explanation
+    assert report.firewall is not None and report.firewall.by_policy
+    assert report.firewall.hook.value == "forward" and report.firewall.table == "hostfw"
+    assert "policy drop" in report.explanation
+    assert 'nft add rule inet hostfw forward iifname "mytun2"' in report.explanation
 
 
 def test_unknown_protocol_is_ip_noproto_with_protocol_unreachable():

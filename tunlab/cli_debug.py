@@ -40,10 +40,7 @@ def _print_fate(report: dict[str, Any]) -> None:
     for drop in report["drop_locations"]:
         print(f"dropped:   {drop['reason']} in {drop['location']}()")
     if report.get("firewall"):
-        fw = report["firewall"]
-        print(f"firewall:  {fw['verdict']} in {fw['family']} {fw['table']} {fw['chain']} "
-              f"(hook {fw['hook']}), " + (f"rule handle {fw['handle']}: {fw['rule']}"
-                                          if fw["handle"] is not None else "chain policy"))
+        print(f"firewall:  {report['firewall']['text']}")
     for line in report["martian_log"]:
         print(f"kernel log: {line}")
     for reply in report["replies"]:

@@ -17,10 +17,10 @@ from typing import Any
 from ..netns import Namespace
 from . import experiment, explain, fixes
 from .reasons import REASONS, Stage, meaning, stage
-from .report import DropSite, Evidence, FateReport, FirewallDecision, Fix, Reply, Verdict
+from .report import DropSite, Evidence, FateReport, Fix, Reply, Verdict
 from .request import FateRequest, parse_args, request
 
-__all__ = ["DropSite", "Evidence", "FateReport", "FateRequest", "FirewallDecision", "Fix",
+__all__ = ["DropSite", "Evidence", "FateReport", "FateRequest", "Fix",
            "REASONS", "Reply", "Stage", "Verdict", "fate", "meaning", "observe",
            "packet_fate", "parse_args", "request", "stage"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import drops, packets
+from .. import drops, nfttrace, packets
 from ..errors import EnvironmentProblem, TunlabError
 from ..lab import SEED_DEVICES, UPLINK, SeedLab
 from ..netns import Namespace
@@ -251,19 +251,20 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
             continue
         replies.append(Reply.from_summary(dev, summary))
     counters = obs.counters
+    captured = Evidence.CAPTURE in obs.evidence
     forwarded_count = counters.get("IpForwDatagrams", 0) + counters.get(
         "Ip6OutForwDatagrams", 0)
     if Evidence.TRACEFS in obs.evidence:
-        if forwarded_via or (not reasons and forwarded_count > 0):
+        if forwarded_via or (not reasons and forwarded_count > 0 and not captured):
             verdict = Verdict.FORWARDED
         elif reasons:
             verdict = Verdict.DROPPED
         elif _delivered_by_counters(counters, version):
             verdict = Verdict.DELIVERED
         else:
-            verdict = _verdict_from_counters(counters, version, forwarded_via)
+            verdict = _verdict_from_counters(counters, version, forwarded_via, captured)
     else:
-        verdict = _verdict_from_counters(counters, version, forwarded_via)
+        verdict = _verdict_from_counters(counters, version, forwarded_via, captured)
     return FateReport(verdict=verdict, drop_reasons=reasons, martian_log=martian_lines,
                       replies=replies, counters=counters, drop_locations=sites,
                       reply_drops=[DropSite(d.reason, d.location) for d in obs.other_drops
@@ -286,8 +287,13 @@ def counter_drops(counters: dict[str, int]) -> list[str]:
 
 
 def _verdict_from_counters(counters: dict[str, int], version: int,
-                           forwarded_via: str | None) -> Verdict:
-    """The verdict without drop reasons: what the counters and captures prove."""
+                           forwarded_via: str | None, captured: bool = False) -> Verdict:
+    """The verdict without drop reasons: what the counters and captures prove.
+
+    ``captured``: the lab read every device the packet could leave by, so a forwarded packet
+    must have been seen leaving; IpForwDatagrams alone counts it before the forward hook's
+    firewall and the way out have had their say.
+    """
     received = counters.get("Ip6InReceives" if version == 6 else "IpInReceives", 0)
     forwarded = counters.get("Ip6OutForwDatagrams" if version == 6 else "IpForwDatagrams", 0)
     if forwarded_via:
@@ -297,7 +303,7 @@ def _verdict_from_counters(counters: dict[str, int], version: int,
         # drop counter (or an ICMP error sent) outweighs it.
         return Verdict.DROPPED
     if forwarded:
-        return Verdict.FORWARDED
+        return Verdict.DROPPED if captured else Verdict.FORWARDED
     if _delivered_by_counters(counters, version):
         return Verdict.DELIVERED
     if received:
@@ -402,9 +408,15 @@ def run(request: FateRequest, *, trace: bool = True,
             _drain(devices)  # router solicitations and the like, sent when the devices came up
             writer_comm = f"tlw{secrets.token_hex(6)}"  # unique on the machine
             lab.ns.run(drops.name_this_thread, writer_comm)
-            report = observe(lab.ns, lambda: lab.ns.run(writer.write, packet),
-                             writer_comm=writer_comm, capture_devices=devices, packet=packet,
-                             dev=request.dev, trace=trace)
+            tracer = _start_nft_tracer(lab.ns) if request.has_firewall else None
+            try:
+                report = observe(lab.ns, lambda: lab.ns.run(writer.write, packet),
+                                 writer_comm=writer_comm, capture_devices=devices,
+                                 packet=packet, dev=request.dev, trace=trace)
+            finally:
+                nft_trace = tracer.stop() if tracer is not None else None
+            if nft_trace is not None:
+                _attach_firewall(report, nft_trace, request)
             if report.verdict == Verdict.DROPPED:  # only the explanations of drops need them
                 report.route_back, report.route_in = _lookups(lab.ns, request)
         finally:
@@ -413,6 +425,28 @@ def run(request: FateRequest, *, trace: bool = True,
     report.packet = {**report.packet, "hex": packet.hex()}
     report.elapsed = time.monotonic() - started
     return report
+
+
+def _start_nft_tracer(ns: Namespace) -> nfttrace.NftTracer | None:
+    try:
+        return nfttrace.NftTracer(ns).start()
+    except (TunlabError, OSError):
+        return None  # the verdict stands without it; the report says the rule is unknown
+
+
+def _attach_firewall(report: FateReport, trace: nfttrace.NftTrace,
+                     request: FateRequest) -> None:
+    """Name the rule or policy that refused the packet, and the accept that would pass it."""
+    report.evidence.append(Evidence.NFTRACE)
+    packet = nfttrace.PacketInfo(request.src, request.dst, iif=request.dev)
+    verdict = trace.verdict_for(packet)
+    if verdict is None or not verdict.decision.refuses:
+        return
+    report.firewall = verdict
+    try:
+        report.firewall_fix = nfttrace.propose_fix(verdict, trace.ruleset, packet)
+    except TunlabError:
+        report.firewall_fix = None
 
 
 def _lookups(ns: Namespace, request: FateRequest) -> tuple[str, str]:

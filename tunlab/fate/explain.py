@@ -95,11 +95,18 @@ def _counter_cause(report: FateReport) -> str:
     from .experiment import counter_drops
 
     seen = counter_drops(report.counters)
+    forwarding = report.counters.get("IpForwDatagrams", 0) + report.counters.get(
+        "Ip6OutForwDatagrams", 0)
     lacking = "; ".join(f"{what}: {why}" for what, why in report.missing_evidence.items())
     if seen:
         said = ", ".join(f"{name} +{report.counters[name]} ({COUNTER_MEANINGS.get(name, '')})"
                          for name in seen)
         text = f"The counters say: {said}."
+    elif forwarding and Evidence.CAPTURE in report.evidence:
+        text = ("The counters say the kernel began to forward it (IpForwDatagrams +1), yet it "
+                "left through none of the lab's devices: something on the way out dropped it "
+                "without counting, and a firewall's forward chain is the usual suspect "
+                "(`nft list ruleset`).")
     else:
         text = ("The counters say it arrived (IpInReceives) but was neither delivered nor "
                 "forwarded; no counter of this namespace names the cause (martian sources "
@@ -338,14 +345,28 @@ def _diagnose_firewall(report: FateReport, request: FateRequest, diagnosis: Diag
     if decision is None:
         diagnosis.cause.append(
             "A firewall dropped it: an nftables (or iptables) rule or a chain's drop policy "
-            "(function nft_do_chain). `nft list ruleset` shows the chains.")
+            "(function nft_do_chain); tracing could not name which. `nft -a list ruleset` "
+            "shows the chains, and `nft monitor trace` with `meta nftrace set 1` follows a "
+            "packet through them.")
         return
-    verdict = "rejected" if decision.verdict == "reject" else "dropped"
-    diagnosis.cause.append(f"The firewall {verdict} it: {decision.describe()}.")
-    if decision.hook == "forward" and decision.by_policy:
+    diagnosis.cause.append(decision.describe())
+    hook = decision.hook.value if decision.hook else ""
+    if hook == "forward" and decision.by_policy:
         diagnosis.cause.append("A host firewall whose forward chain has policy drop (as "
                                "Docker sets FORWARD DROP) eats forwarded tunnel traffic "
                                "this way.")
+    if decision.decision.value == "reject":
+        diagnosis.cause.append("A reject drops the packet and answers the sender, so the "
+                               "kernel's drop reason is still NETFILTER_DROP.")
+    fix = report.firewall_fix
+    if fix is not None:
+        where = (f"before rule handle {fix.position}" if fix.position is not None
+                 else "at the end of the chain, before its policy")
+        diagnosis.candidates.append(Fix(
+            summary=f"accept this packet in chain {fix.chain} of table {fix.family} "
+                    f"{fix.table}, {where}",
+            commands=list(fix.commands),
+            fate_args=[arg for line in fix.nft_args for arg in ("--nft-cmd", line)]))
 
 
 def render(report: FateReport, diagnosis: Diagnosis, request: FateRequest) -> str:
@@ -377,7 +398,8 @@ def render(report: FateReport, diagnosis: Diagnosis, request: FateRequest) -> st
 
 
 def _render_forwarded(report: FateReport, request: FateRequest) -> str:
-    via = f" out of {report.forwarded_via}" if report.forwarded_via else ""
+    via = (f" out of {report.forwarded_via}" if report.forwarded_via
+           else " out of the host (the lab could not watch that device)")
     ttl = (f" (TTL {request.ttl} -> {report.forwarded_ttl})"
            if report.forwarded_ttl is not None else "")
     eff = report.effective_settings

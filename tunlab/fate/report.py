@@ -9,7 +9,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..nfttrace import FirewallVerdict, NftFix
 
 
 class Verdict(str, Enum):
@@ -117,35 +120,6 @@ class DropSite:
         return {"reason": self.reason, "location": self.location}
 
 
-@dataclass(frozen=True)
-class FirewallDecision:
-    """The nftables rule (or chain policy) that decided the packet's fate."""
-
-    family: str
-    table: str
-    chain: str
-    hook: str | None
-    verdict: str                    # drop, reject, accept
-    handle: int | None = None       # None: the chain's policy decided
-    rule: str | None = None
-
-    @property
-    def by_policy(self) -> bool:
-        return self.handle is None
-
-    def describe(self) -> str:
-        where = f"chain {self.chain} of table {self.family} {self.table}"
-        hook = f" (hook {self.hook})" if self.hook else ""
-        if self.by_policy:
-            return f"the {self.verdict} policy of {where}{hook}"
-        return f"the rule `{self.rule}` (handle {self.handle}) in {where}{hook}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "table": self.table, "chain": self.chain,
-                "hook": self.hook, "verdict": self.verdict, "handle": self.handle,
-                "rule": self.rule}
-
-
 @dataclass
 class Fix:
     """A change that would let the packet through, tried in a fresh lab before it is shown.
@@ -190,7 +164,8 @@ class FateReport:
     settings: dict[str, str] = field(default_factory=dict)
     effective_settings: dict[str, Any] = field(default_factory=dict)
     fixes: list[Fix] = field(default_factory=list)
-    firewall: FirewallDecision | None = None
+    firewall: FirewallVerdict | None = None       # the nft rule or policy that refused it
+    firewall_fix: NftFix | None = None            # the accept that would pass it (untried)
     forwarded_via: str | None = None
     forwarded_ttl: int | None = None
     route_back: str = ""            # `ip route get SRC` in the lab: the reverse path

@@ -56,6 +56,11 @@ class FateRequest:
         return ipaddress.ip_address(self.src).version
 
     @property
+    def has_firewall(self) -> bool:
+        """True when the request loads nftables rules."""
+        return bool(self.nft_ruleset or self.nft_rules or self.nft_commands)
+
+    @property
     def settings(self) -> dict[str, str]:
         return dict(self.sysctls)
 
