@@ -464,9 +464,14 @@ def test_recorded_trace_parses_into_one_pass_with_the_reject_in_the_jumped_chain
     info = PacketInfo(SRC, FORWARDED, iif="mytun2")
     verdict = NftTrace(passes=passes, ruleset=ruleset).verdict_for(info)
     assert verdict is not None and (verdict.chain, verdict.handle) == ("sub", 7)
-    fix = propose_fix(verdict, RECORDED_RULESET, info)
+    fix = propose_fix(verdict, RECORDED_RULESET, {"src": SRC, "dst": FORWARDED, "dev": "mytun2"})
     assert fix.nft_args == ('insert rule inet hostfw sub position 7 iifname "mytun2" '
                             "ip saddr 200.1.2.3 ip daddr 192.0.2.99 accept",)
+    assert fix.to_dict()["commands"] == [f"nft {fix.nft_args[0]}"]
+    assert verdict.to_dict() | {"text": ""} == {
+        "decision": "reject", "family": "inet", "table": "hostfw", "chain": "sub",
+        "base_chain": "forward", "hook": "forward", "handle": 7, "policy": False, "text": "",
+        "rule": "ip daddr 192.0.2.99 counter reject with icmp admin-prohibited"}
     assert NftTrace(passes=passes, ruleset=ruleset).verdict_for(
         PacketInfo(SRC, FORWARDED, iif="mytun")) is None  # another arrival device
 
