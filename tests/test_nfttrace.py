@@ -76,8 +76,9 @@ def _ipv6_lab(lab: SeedLab) -> None:
 
 
 def _craft6(src: str, dst: str) -> bytes:
-    scapy = packets._scapy()
-    return bytes(scapy.IPv6(src=src, dst=dst, hlim=64) / scapy.ICMPv6EchoRequest(id=7, seq=1))
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+
+    return bytes(IPv6(src=src, dst=dst, hlim=64) / ICMPv6EchoRequest(id=7, seq=1))
 
 
 def run_packet(ruleset: str, dst: str, fix: NftFix | None = None, src: str = SRC) -> Run:
