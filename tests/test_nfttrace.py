@@ -68,9 +68,10 @@ def _read_all(device: TunDevice, window: float = 1.0, quiet: float = 0.2) -> lis
 
 
 def _ipv6_lab(lab: SeedLab) -> None:
-    for args in (("-6", "addr", "add", "fd00:2::1/64", "dev", "mytun2", "nodad"),
-                 ("-6", "addr", "add", "2001:db8::1/64", "dev", "wan0", "nodad"),
-                 ("-6", "route", "add", "default", "dev", "wan0")):
+    # `replace`: newer labs come with these addresses and this route already
+    for args in (("-6", "addr", "replace", "fd00:2::1/64", "dev", "mytun2", "nodad"),
+                 ("-6", "addr", "replace", "2001:db8::1/64", "dev", "wan0", "nodad"),
+                 ("-6", "route", "replace", "default", "dev", "wan0")):
         lab.ns.ip(*args)
     sysctl.set(lab.ns, "net.ipv6.conf.all.forwarding", 1)
 
