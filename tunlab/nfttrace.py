@@ -9,8 +9,9 @@ the user's ruleset, and returns an :class:`NftTrace`: the chain passes, parsed i
 steps, plus the ruleset (for the hook of each base chain). :meth:`NftTrace.verdict_for` names
 the table, chain, hook and rule (or policy) that dropped or rejected one packet, and
 :func:`propose_fix` turns that into the ``nft`` command that accepts the packet in that chain:
-inserted *before* the dropping rule (by handle), or appended where the packet fell off the
-chain into its policy.
+inserted *before* the dropping rule (by handle), or, for a policy, appended to the chain whose
+end the packet reached (the base chain, or a ``goto`` target), or inserted before the
+``return`` rule that sent it to the policy.
 
 Load the ruleset before :meth:`NftTracer.start`: ``nft monitor`` prints rule text from the
 cache it reads when it starts (rules added later are filled in from the ruleset at stop).
@@ -899,7 +900,9 @@ def propose_fix(verdict: FirewallVerdict, ruleset: Ruleset | str | Mapping[str, 
     A rule's drop or reject: ``insert rule FAMILY TABLE CHAIN position HANDLE <match> accept``
     (``insert ... position`` puts the new rule *before* that handle; an appended accept would
     come after a reject and change nothing). A policy drop: ``add rule FAMILY TABLE CHAIN
-    <match> accept`` in the chain whose end the packet reached. ``<match>`` is the packet's
+    <match> accept`` in the chain whose end the packet reached (after a ``goto``, its target),
+    or, when a ``return`` rule sent it to the policy, an insert before that rule (see
+    :attr:`ChainPass.policy_entry`). ``<match>`` is the packet's
     arrival device (``iifname``; ``oifname`` at output and postrouting) and its addresses as
     that chain saw them (after any NAT before it; from the trace, else from ``packet``).
 
