@@ -9,8 +9,9 @@ the user's ruleset, and returns an :class:`NftTrace`: the chain passes, parsed i
 steps, plus the ruleset (for the hook of each base chain). :meth:`NftTrace.verdict_for` names
 the table, chain, hook and rule (or policy) that dropped or rejected one packet, and
 :func:`propose_fix` turns that into the ``nft`` command that accepts the packet in that chain:
-inserted *before* the dropping rule (by handle), or appended where the packet fell off the
-chain into its policy.
+inserted *before* the dropping rule (by handle), or, for a policy, appended to the chain whose
+end the packet reached (the base chain, or a ``goto`` target), or inserted before the
+``return`` rule that sent it to the policy.
 
 Load the ruleset before :meth:`NftTracer.start`: ``nft monitor`` prints rule text from the
 cache it reads when it starts (rules added later are filled in from the ruleset at stop).
@@ -147,13 +148,15 @@ class ChainPass:
         return None
 
     @property
-    def fell_off(self) -> str:
-        """The chain whose end the packet reached before the policy applied.
+    def policy_entry(self) -> tuple[str, int | None]:
+        """Where the packet left for the policy: ``(chain, None)`` when it reached the end of
+        ``chain``, ``(chain, handle)`` when the ``return`` rule ``handle`` sent it there.
 
-        The base chain, unless a ``goto`` replaced it: then appending a rule to the base chain
-        would never be reached, and the rule belongs at the end of the goto's target.
+        The chain is the base chain, unless a ``goto`` replaced it: then a rule appended to
+        the base chain is never reached, and an accept belongs at the end of the goto's target
+        (or before the return rule).
         """
-        stack = [self.base_chain]
+        stack, returned_by = [self.base_chain], None
         for step in self.steps:
             if step.kind is StepKind.POLICY:  # reported in the base chain's name
                 break
@@ -166,9 +169,17 @@ class ChainPass:
                 stack.append(step.target)
             elif step.verdict is RuleVerdict.GOTO and step.target:
                 stack[-1] = step.target
-            elif step.verdict is RuleVerdict.RETURN and len(stack) > 1:
-                stack.pop()
-        return stack[0]
+            elif step.verdict is RuleVerdict.RETURN:
+                if len(stack) > 1:
+                    stack.pop()
+                elif step.kind is StepKind.RULE:
+                    returned_by = step.handle
+        return stack[0], returned_by
+
+    @property
+    def fell_off(self) -> str:
+        """The chain from which the packet went to the policy (see :attr:`policy_entry`)."""
+        return self.policy_entry[0]
 
 
 @dataclass(frozen=True)
@@ -293,7 +304,8 @@ class FirewallVerdict:
     handle: int | None  # None: the chain's policy decided
     rule: str | None
     trace_id: str
-    fell_off: str = ""  # for a policy: the chain whose end the packet reached
+    fell_off: str = ""  # for a policy: the chain from which the packet went to the policy
+    returned_by: int | None = None  # ... by this `return` rule, not by reaching its end
     packet: TracedPacket | None = None  # as this chain saw it (after any NAT before it)
 
     @property
@@ -383,12 +395,12 @@ def _follows(previous: Hook | None, hook: Hook | None) -> bool:
 
 
 def _verdict(chain_pass: ChainPass, step: TraceStep) -> FirewallVerdict:
+    entry = chain_pass.policy_entry if step.kind is StepKind.POLICY else ("", None)
     return FirewallVerdict(decision=step.verdict, family=chain_pass.family,
                            table=chain_pass.table, chain=step.chain,
                            base_chain=chain_pass.base_chain, hook=chain_pass.hook,
                            handle=step.handle, rule=step.rule, trace_id=chain_pass.trace_id,
-                           fell_off=chain_pass.fell_off if step.kind is StepKind.POLICY
-                           else "", packet=chain_pass.packet)
+                           fell_off=entry[0], returned_by=entry[1], packet=chain_pass.packet)
 
 
 # -- parsing `nft -a monitor` text (sans-IO) -------------------------------------------------
@@ -433,6 +445,10 @@ def parse_step(chain: str, rest: str) -> TraceStep | None:
         words = rest.split()
         return TraceStep(chain=chain, kind=StepKind.POLICY,
                          verdict=_parse_verdict(words[1] if len(words) > 1 else ""))
+    if rest.startswith("verdict "):  # a chain's return event (older kernels send these)
+        words = rest.split()
+        return TraceStep(chain=chain, kind=StepKind.RETURN, verdict=_parse_verdict(words[1]),
+                         target=words[2] if len(words) > 2 else None)
     verdict_match = _VERDICT.search(rest)
     if verdict_match is None:
         return None
@@ -451,8 +467,6 @@ def parse_step(chain: str, rest: str) -> TraceStep | None:
     if (match := _UNKNOWN.match(head)) is not None:
         return TraceStep(chain=chain, kind=StepKind.RULE, verdict=verdict,
                          handle=int(match.group("handle")), target=target)
-    if head.startswith("verdict") or not head:
-        return TraceStep(chain=chain, kind=StepKind.RETURN, verdict=verdict, target=target)
     return None
 
 
@@ -867,6 +881,18 @@ def _match(verdict: FirewallVerdict, packet: PacketInfo) -> str:
     return " ".join(parts)
 
 
+def _require_rule(ruleset: Ruleset, verdict: FirewallVerdict, chain: str,
+                  handle: int | None) -> None:
+    where = f"{verdict.family} {verdict.table}"
+    info = ruleset.chain(verdict.family, verdict.table, chain)
+    if info is None:
+        raise TunlabError(f"chain {chain} is not in table {where}",
+                          "pass the ruleset the packet was traced with")
+    if handle is not None and handle not in info.rules:
+        raise TunlabError(f"rule handle {handle} is not in chain {chain} of table {where}",
+                          "pass the ruleset the packet was traced with")
+
+
 def propose_fix(verdict: FirewallVerdict, ruleset: Ruleset | str | Mapping[str, Any],
                 packet: PacketInfo | Mapping[str, Any]) -> NftFix:
     """The nft command that lets ``packet`` through the chain that dropped or rejected it.
@@ -874,7 +900,9 @@ def propose_fix(verdict: FirewallVerdict, ruleset: Ruleset | str | Mapping[str, 
     A rule's drop or reject: ``insert rule FAMILY TABLE CHAIN position HANDLE <match> accept``
     (``insert ... position`` puts the new rule *before* that handle; an appended accept would
     come after a reject and change nothing). A policy drop: ``add rule FAMILY TABLE CHAIN
-    <match> accept`` in the chain whose end the packet reached. ``<match>`` is the packet's
+    <match> accept`` in the chain whose end the packet reached (after a ``goto``, its target),
+    or, when a ``return`` rule sent it to the policy, an insert before that rule (see
+    :attr:`ChainPass.policy_entry`). ``<match>`` is the packet's
     arrival device (``iifname``; ``oifname`` at output and postrouting) and its addresses as
     that chain saw them (after any NAT before it; from the trace, else from ``packet``).
 
@@ -896,27 +924,28 @@ def propose_fix(verdict: FirewallVerdict, ruleset: Ruleset | str | Mapping[str, 
     hook = verdict.hook.value if verdict.hook else "unknown"
     if verdict.by_policy:
         chain = verdict.fell_off or verdict.base_chain
-        if info.chain(verdict.family, verdict.table, chain) is None:
-            raise TunlabError(f"chain {chain} is not in table {where}",
-                              "pass the ruleset the packet was traced with")
-        args = f"add rule {where} {chain} {match} accept"
+        position = verdict.returned_by
+        _require_rule(info, verdict, chain, position)
         summary = (f"Chain {verdict.base_chain} of table {where} (hook {hook}) drops this "
-                   f"packet by its policy: add an accept for it at the end of chain {chain}")
+                   f"packet by its policy: ")
+        if position is None:
+            args = f"add rule {where} {chain} {match} accept"
+            summary += f"add an accept for it at the end of chain {chain}"
+        else:
+            args = f"insert rule {where} {chain} position {position} {match} accept"
+            summary += (f"the return rule handle {position} of chain {chain} sends it there, "
+                        f"so insert an accept for it before that rule")
         if chain != verdict.base_chain:
-            summary += (f" (a goto left {verdict.base_chain} for {chain}, so the packet falls "
-                        f"into the policy from there)")
-        position = None
+            summary += (f" (a goto left {verdict.base_chain} for {chain}, so the packet goes "
+                        f"to the policy from there)")
     else:
-        chain_info = info.chain(verdict.family, verdict.table, verdict.chain)
-        if chain_info is None or verdict.handle not in chain_info.rules:
-            raise TunlabError(f"rule handle {verdict.handle} is not in chain {verdict.chain} of "
-                              f"table {where}", "pass the ruleset the packet was traced with")
         chain = verdict.chain
-        args = f"insert rule {where} {chain} position {verdict.handle} {match} accept"
+        position = verdict.handle
+        _require_rule(info, verdict, chain, position)
+        args = f"insert rule {where} {chain} position {position} {match} accept"
         summary = (f"Rule handle {verdict.handle} (`{verdict.rule}`) in chain {chain} of table "
                    f"{where} (hook {hook}) {verdict.decision.value}s this packet: insert an "
                    f"accept for it before that rule")
-        position = verdict.handle
     return NftFix(summary=summary + ".", commands=(f"nft {args}",), nft_args=(args,),
                   family=verdict.family, table=verdict.table, chain=chain, position=position,
                   match=match)
