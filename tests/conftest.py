@@ -46,6 +46,8 @@ NEEDS_ROOT = ("needs root: it builds network namespaces and TUN devices "
 
 
 def _is_pure(item: pytest.Item) -> bool:
+    if item.get_closest_marker("root") is not None:
+        return False
     return item.get_closest_marker("pure") is not None or \
         item.module.__name__.rsplit(".", 1)[-1] in PURE_MODULES
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
@@ -81,6 +82,7 @@ def test_bind_port_lets_scapy_dissect_tcp_payload_directly():
     assert TunlabFrame in pkt and pkt[TunlabFrame][IP].dst == "10.0.0.2"
 
 
+@pytest.mark.root
 def test_a_real_capture_of_the_tunnel_dissects_into_hellos_and_the_pings():
     with SeedLab("scapy") as lab:
         server = TunnelServer(lab.device("mytun2"), ("127.0.0.1", 0), namespace=lab.ns).start()
