@@ -42,7 +42,7 @@ def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:
 
 
 def _execute(path: Path, env_extra: dict[str, str] | None = None,
-             answer: str | None = None) -> tuple[nbformat.NotebookNode, float]:
+             answer: str | None = None) -> tuple[nbformat.NotebookNode, float, int]:
     nb = nbformat.read(path, as_version=4)
     if answer is not None:
         (cell,) = _tagged(nb, "answer")
@@ -50,11 +50,19 @@ def _execute(path: Path, env_extra: dict[str, str] | None = None,
     env = dict(os.environ)
     env.pop("TUNLAB_RECORD", None)
     env.update(env_extra or {})
+    kernel_pids: list[int] = []
     client = NotebookClient(nb, timeout=PER_NOTEBOOK_SECONDS * 2, kernel_name=KERNEL,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+                            on_notebook_start=lambda notebook: kernel_pids.append(
+                                client.km.provisioner.process.pid))
     started = time.monotonic()
     client.execute(env=env)
-    return nb, time.monotonic() - started
+    return nb, time.monotonic() - started, kernel_pids[0]
+
+
+def _namespaces_of(pid: int) -> list[str]:
+    """Lab namespaces named after process ``pid`` (other tests' labs may run meanwhile)."""
+    return [n for n in netns.list_lab_namespaces() if n.startswith(f"{netns.PREFIX}{pid}-")]
 
 
 def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
@@ -97,8 +105,7 @@ def test_notebook_structure(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_with_the_lab(path):
-    before = set(netns.list_lab_namespaces())
-    nb, seconds = _execute(path, answer=ANSWERS[path.stem[:2]])
+    nb, seconds, kernel = _execute(path, answer=ANSWERS[path.stem[:2]])
     outputs = _outputs(nb)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = _text(outputs)
@@ -111,14 +118,13 @@ def test_notebook_runs_with_the_lab(path):
     assert "read-only mode" not in text and "recorded example" not in text
     finish = _text(_tagged(nb, "finish")[0].outputs)
     assert "Lab removed" in finish or "Nothing to remove" in finish
-    assert set(netns.list_lab_namespaces()) <= before, "the notebook left a namespace"
+    assert not _namespaces_of(kernel), "the notebook left a namespace"
     print(f"{path.stem}: {seconds:.1f} s")  # the time itself is a bench figure, not a test
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_read_only_without_root(path):
-    before = set(netns.list_lab_namespaces())
-    nb, _seconds = _execute(path, env_extra={"TUNLAB_PRETEND_UNPRIVILEGED": "1"})
+    nb, _seconds, kernel = _execute(path, env_extra={"TUNLAB_PRETEND_UNPRIVILEGED": "1"})
     outputs = _outputs(nb)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = _text(outputs)
@@ -126,7 +132,7 @@ def test_notebook_runs_read_only_without_root(path):
     assert "recorded example" in text or "recorded" in text
     assert "no recorded output" not in text and "no recording" not in text
     assert "Not yet" in _text(_tagged(nb, "check")[0].outputs)  # answer = None
-    assert set(netns.list_lab_namespaces()) == before
+    assert not _namespaces_of(kernel)
 
 
 # -- the lab goes away with the kernel -----------------------------------------------------------
