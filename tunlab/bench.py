@@ -73,7 +73,7 @@ SIMPLE = "tunlab simple"
 FAST_PSK = "tunlab fast + psk"
 BENCH_KEY = b"tunlab bench pre-shared key, not a secret"
 TOOLS = {"iperf3": "iperf3", "openvpn": "openvpn", "ping": "iputils-ping"}
-DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+DEFAULT_RESULTS = Path("bench") / "results"  # in the folder `make bench` runs from
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -246,12 +246,15 @@ def time_notebooks(directory: Path | None = None) -> dict[str, Any]:
         from nbclient import NotebookClient
     except ImportError as exc:
         return {"available": False, "note": f"the test extra is not installed: {exc}"}
-    directory = directory or Path(__file__).resolve().parent.parent / "notebooks"
+    from . import resources
+
+    paths = (sorted(directory.glob("[0-9][0-9]-*.ipynb")) if directory else
+             [resources.on_disk(lesson.notebook) for lesson in resources.lessons()])
     seconds: dict[str, float] = {}
-    for path in sorted(directory.glob("[0-9][0-9]-*.ipynb")):
+    for path in paths:
         notebook = nbformat.read(path, as_version=4)
         client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(directory)}})
+                                resources={"metadata": {"path": str(path.parent)}})
         started = time.monotonic()
         client.execute()
         seconds[path.stem] = time.monotonic() - started

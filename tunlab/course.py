@@ -553,8 +553,7 @@ def _missing_privileges() -> list[str]:
 
 
 def _bench_json(path: str | os.PathLike[str] | None) -> Any:
-    target = Path(path) if path else Path(__file__).resolve().parent.parent / "bench" / \
-        "results" / "bench.json"
+    target = Path(path) if path else resources.bench_results() / "bench.json"
     try:
         return json.loads(target.read_text())
     except (OSError, ValueError):

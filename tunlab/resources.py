@@ -51,10 +51,10 @@ def data() -> Traversable:
 
 def data_path() -> Path:
     """The package's data folder as a filesystem path (recording writes new files there)."""
-    return _on_disk(data())
+    return on_disk(data())
 
 
-def _on_disk(resource: Traversable) -> Path:
+def on_disk(resource: Traversable) -> Path:
     """A filesystem path for ``resource`` (extracted for the process's lifetime if zipped)."""
     if isinstance(resource, Path):
         return resource
@@ -63,7 +63,7 @@ def _on_disk(resource: Traversable) -> Path:
 
 def device_script() -> Path:
     """The seed's ``create_named_tuntap_devices.sh`` (a file that ``bash`` can run)."""
-    return _on_disk(data() / "scripts" / DEVICE_SCRIPT)
+    return on_disk(data() / "scripts" / DEVICE_SCRIPT)
 
 
 def recorded() -> Traversable:
@@ -71,9 +71,14 @@ def recorded() -> Traversable:
     return data() / "recorded"
 
 
+def bench_results() -> Traversable:
+    """The benchmark results shipped with the course (``bench/results`` in a checkout)."""
+    return data() / "bench"
+
+
 def jupyter_settings() -> Path:
     """JupyterLab's settings for the course (``--LabApp.app_settings_dir``)."""
-    return _on_disk(data() / "jupyter" / "lab" / "settings")
+    return on_disk(data() / "jupyter" / "lab" / "settings")
 
 
 def notebooks() -> Traversable:
