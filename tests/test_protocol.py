@@ -426,3 +426,64 @@ def test_a_peers_close_reason_cannot_forge_log_lines():
     server = Session("server")
     (error,) = server.receive(framing.encode_close("bored\nfake line"))
     assert error.reason == "peer_closed" and "\n" not in error.detail
+
+
+# -- hostile peers (issue 14): whatever a peer sends, the session answers with events ----------
+_SESSION_EVENTS = (framing.HelloReceived, PacketReceived, framing.KeepaliveReceived,
+                   framing.CloseReceived, framing.ExtensionFrame, FrameRejected, ProtocolError,
+                   Established)
+_nested = st.integers(1, 1800).map(lambda n: b"[" * n + b"]" * n)
+_payloads = st.one_of(
+    st.binary(max_size=300), _nested, st.binary(max_size=200).map(ipv4),
+    st.binary(max_size=200).map(ipv6),
+    st.builds(lambda f: framing.encode_hello(Hello("client", frozenset(f)))[HEADER_SIZE:],
+              st.lists(st.sampled_from(["psk", "vnet_hdr", "x"]), max_size=3)),
+    st.builds(lambda header, packet: header + packet, st.binary(min_size=10, max_size=10),
+              st.binary(max_size=100).map(ipv4)),
+    st.text(max_size=300).map(str.encode))
+_types = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 0x10, 0x11]), st.integers(0, 255))
+# One step of a hostile peer: a frame in the clear, or (in a keyed session) one sealed with the
+# right key, so that it gets past the AEAD and into the inner checks.
+_steps = st.lists(st.tuples(st.booleans(), _types, _payloads), max_size=8)
+
+
+@SETTINGS
+@given(state=st.sampled_from(["fresh", "clear", "keyed"]), steps=_steps,
+       cuts=st.lists(st.integers(0, 20000), max_size=8))
+def test_no_peer_input_raises_out_of_the_session(state, steps, cuts):
+    """Frames of every type with hostile payloads (deep nesting, non-IP, forged hellos, GSO
+    without negotiation), sealed or not, split anywhere: the session returns events of the
+    documented types, ends with at most one ProtocolError, and only delivers well-formed IP
+    packets, never a super-packet nobody negotiated."""
+    from tunlab.ippacket import ip_packet_problem
+
+    if state == "fresh":
+        peer, session = None, Session("server", psk=KEY)
+        session.initiate()
+    else:
+        psk = KEY if state == "keyed" else None
+        peer, session, *_ = pair(psk, psk)
+        assert session.established
+    data = bytearray()
+    for sealed, frame_type, payload in steps:
+        if sealed and peer is not None and peer._sealer is not None:
+            if len(payload) + secure.SEAL_OVERHEAD <= framing.DEFAULT_MAX_PAYLOAD:
+                data += peer._sealer.seal(frame_type, payload)
+        else:
+            data += framing.encode_frame(frame_type, payload)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    events: list = []
+    for start, end in zip(points, points[1:], strict=False):
+        events += session.receive(bytes(data[start:end]))
+    assert all(isinstance(e, _SESSION_EVENTS) for e in events), events
+    fatal = [i for i, e in enumerate(events) if isinstance(e, ProtocolError)]
+    assert fatal in ([], [len(events) - 1])
+    for event in packets(events):
+        assert ip_packet_problem(event.packet) is None
+        assert event.vnet_header is None, "GSO_DATA without vnet_hdr negotiated"
+    if state == "fresh":
+        assert packets(events) == []
+    for event in events:
+        if isinstance(event, (FrameRejected, ProtocolError, framing.CloseReceived)):
+            text = event.reason + getattr(event, "detail", "")
+            assert text.isprintable(), text
