@@ -277,6 +277,28 @@ def test_a_frame_in_the_clear_ends_a_keyed_session_before_its_payload_is_parsed(
     assert server.data_to_send(), "a sealed CLOSE tells the peer why"
 
 
+@pytest.mark.parametrize("receiver", ["client", "server"])
+def test_a_clear_frame_in_the_same_segment_as_the_key_proof_is_never_parsed(
+        receiver, monkeypatch):
+    """An on-path relay appends the frame to the segment that carries the peer's AUTH: it
+    belongs to the established session, so the sealed-only rule judges it from its header."""
+    client = Session("client", psk=KEY)
+    server = Session("server", psk=KEY)
+    client.initiate()
+    server.initiate()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())  # the server's HELLO; the client answers with AUTH
+    proof = client.data_to_send()
+    monkeypatch.setattr(framing, "_parse_hello", lambda payload: pytest.fail("parsed"))
+    if receiver == "server":
+        events = server.receive(proof + NESTED_HELLO)
+    else:
+        server.receive(proof)
+        events = client.receive(server.data_to_send() + NESTED_HELLO)
+    assert isinstance(events[0], Established) and events[0].authenticated
+    assert errors(events)[0][0] == "unsealed" and len(events) == 2
+
+
 def test_gso_frames_only_when_both_sides_offered_super_packets():
     vnet = frozenset({framing.VNET_FEATURE})
     for client_features, psk in [(frozenset(), None), (frozenset(), KEY)]:
