@@ -509,3 +509,14 @@ def test_no_peer_input_raises_out_of_the_session(state, steps, cuts):
         if isinstance(event, (FrameRejected, ProtocolError, framing.CloseReceived)):
             text = event.reason + getattr(event, "detail", "")
             assert text.isprintable(), text
+
+
+def test_a_session_that_fails_mid_segment_holds_nothing_back():
+    """The decoder pauses after a HELLO; when that HELLO ends the session, the rest of the
+    segment is dropped, not kept (buffering stays bounded by one frame)."""
+    server = Session("server")
+    server.initiate()
+    junk = framing.encode_frame(FrameType.DATA, b"\x45" * 60000) * 3
+    events = server.receive(framing.encode_hello(Hello("server")) + junk)
+    assert errors(events)[0][0] == "bad_role"
+    assert server.decoder.buffered == 0

@@ -277,6 +277,13 @@ class Decoder:
         self.pause_after: frozenset[int] = frozenset()
         self.paused = False
 
+    def fail(self, error: ProtocolError) -> None:
+        """End the stream for a reason found above this codec: count it, drop what is
+        buffered, refuse further input."""
+        self.failed = error
+        self.stats.rejected[error.reason] += 1
+        self._buffer.clear()
+
     def only_accept(self, frame_type: int, reason: str, detail: str) -> None:
         """From now on, a frame of any other type than ``frame_type`` is a
         ``ProtocolError(reason, detail + " (got frame type N)")``, found from its header."""

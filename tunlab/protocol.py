@@ -379,8 +379,7 @@ class Session:
 
     def _fail(self, reason: str, detail: str, notify: bool = True) -> ProtocolError:
         error = ProtocolError(reason, detail)
-        self.decoder.failed = error
-        self.decoder.stats.rejected[reason] += 1
+        self.decoder.fail(error)
         if notify:
             self._queue_close(error)
         return error
