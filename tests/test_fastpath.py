@@ -170,7 +170,7 @@ def test_crafted_offload_headers_put_nothing_on_a_plain_device():
     """Issue 14, finding 2: the simple path finishes offloads in software, and a peer's header
     must not make it write a packet with a false length (or raise something unexpected)."""
     from labtools import kernel_rx_packets
-    from test_offload import CRAFTED, tcp4
+    from offload_cases import CRAFTED, tcp4
 
     from tunlab.errors import InvalidPacketError
 

@@ -3,6 +3,7 @@ and a lossy underlay that a multi-megabyte transfer must cross byte for byte."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -20,9 +21,11 @@ from labtools import (
 )
 from transfer import transfer
 
+from tunlab import tunnel
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.netns import Namespace
-from tunlab.tunnel import TunnelServer
+from tunlab.protocol import Session
+from tunlab.tunnel import TunnelClient, TunnelServer
 
 
 @pytest.fixture
@@ -105,6 +108,63 @@ def test_device_removed_under_a_running_tunnel(lab, side):
     finally:
         client.stop()
         server.stop()
+
+
+class Bug(RuntimeError):
+    """What a bug in the connection code would raise."""
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["simple", "fast"])
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_an_exception_in_a_connection_drops_that_peer_and_the_endpoint_goes_on(
+        lab, monkeypatch, side, fast):
+    """Issue 14's root cause: an exception ended the connection's thread without dropping the
+    peer, so the endpoint looked alive and carried nothing. Now that peer is dropped, the
+    tunnel reconnects, and the exception is kept (``failure``) and re-raised by stop()."""
+    armed = threading.Event()
+
+    class BuggySession(Session):
+        def _maybe_fail(self) -> None:
+            if self.role == side and self.established and armed.is_set():
+                armed.clear()
+                raise Bug("a bug in the data path")
+
+        def receive(self, data):  # type: ignore[override]
+            self._maybe_fail()
+            return super().receive(data)
+
+        def receive_packets(self, data):  # type: ignore[override]
+            self._maybe_fail()
+            return super().receive_packets(data)
+
+    monkeypatch.setattr(tunnel, "Session", BuggySession)
+    server = TunnelServer(lab.open_device(lab.b, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),
+                          namespace=lab.b).start()
+    client = TunnelClient(lab.open_device(lab.a, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),
+                          namespace=lab.a, backoff_max=0.2).start()
+    victim, other = (server, client) if side == "server" else (client, server)
+    try:
+        assert wait_for(lambda: client.connected and server.connected)
+        assert wait_for_ping(lab.a, "10.9.0.2")
+        armed.set()
+        lab.a.exec(["ping", "-c1", "-W1", "10.9.0.2"], check=False)
+        assert wait_for(lambda: not armed.is_set()), "the bug did not fire"
+        assert wait_for(lambda: client.stats.connections == 2 and client.connected
+                        and server.connected, timeout=10), "the peer was not dropped"
+        assert wait_for_ping(lab.a, "10.9.0.2")
+        assert " 0% packet loss" in ping(lab.a, "10.9.0.2", count=5)
+        assert isinstance(victim.failure, Bug) and other.failure is None
+        assert victim.running and victim.error is None
+        assert any("Bug" in e.detail for e in victim.events({"error"}))
+        other.stop()
+        with pytest.raises(Bug):
+            victim.stop()
+        victim.stop()  # raised once; stopping again is quiet
+        assert not _tunnel_threads(side)
+    finally:
+        other.stop()
+        with contextlib.suppress(Bug):
+            victim.stop()
 
 
 def _lossy_underlay(ns: Namespace, percent: int) -> str:

@@ -242,6 +242,67 @@ def test_the_wrong_key_and_no_key(hostile, caplog):
         sock.close()
 
 
+NESTED_HELLO = framing.encode_frame(FrameType.HELLO, b"[" * 1000 + b"]" * 1000)
+
+
+def test_a_deeply_nested_hello_is_refused(hostile, caplog):
+    """Issue 14, finding 1: 1,000 nested JSON lists once raised RecursionError in the server."""
+    before = hostile.rejected()
+    _attack(hostile, NESTED_HELLO).close()
+    _expect(hostile, before, caplog, no_hello=1)
+    assert hostile.server.failure is None
+
+
+def test_a_clear_hello_after_the_handshake(hostile, caplog):
+    """The same frame once the session is up: in a keyed session it is refused from its header
+    (and the connection closed); in the clear one it is one rejected frame."""
+    before = hostile.rejected()
+    sock, _ = _handshake(hostile, hostile.psk)
+    assert wait_for(lambda: hostile.server.connected)
+    sock.sendall(NESTED_HELLO)
+    if hostile.psk:
+        _expect(hostile, before, caplog, unsealed=1)
+        assert wait_for(lambda: not hostile.server.connected), "the peer was not dropped"
+    else:
+        _expect(hostile, before, caplog, bad_hello=1)
+    sock.close()
+    assert hostile.server.failure is None
+
+
+def test_gso_frames_that_were_never_negotiated(hostile, caplog):
+    """Issue 14, finding 2: the simple path took GSO_DATA although nobody offered vnet_hdr, and
+    finished the peer's offload in software into malformed packets (or an OverflowError)."""
+    from offload_cases import CRAFTED
+
+    before = hostile.rejected()
+    sock, session = _handshake(hostile, hostile.psk)
+    for case in CRAFTED:
+        header, packet = case.values
+        if session.sealed:
+            assert session._sealer is not None
+            sock.sendall(session._sealer.seal(FrameType.GSO_DATA, header.pack(), packet))
+        else:
+            sock.sendall(framing.encode_gso_packet(header.pack(), packet))
+    _expect(hostile, before, caplog, gso_not_negotiated=len(CRAFTED))
+    sock.close()
+
+
+def test_a_close_reason_cannot_forge_log_lines(hostile, caplog):
+    """Issue 14, finding 4: the peer's CLOSE reason went into the log raw."""
+    caplog.set_level(logging.INFO, logger="tunlab.tunnel")
+    sock, session = _handshake(hostile, hostile.psk)
+    assert wait_for(lambda: hostile.server.connected)
+    forged = "bye\ntunlab server: client ('10.1.2.3', 1) connected\x1b[2K\x1b[1A\r" + "x" * 900
+    sock.sendall(session.encode_close(forged))
+    assert wait_for(lambda: not hostile.server.connected)
+    assert wait_for(lambda: [r for r in caplog.records if "peer closed: bye" in r.getMessage()])
+    lines = [r.getMessage() for r in caplog.records if "peer closed: bye" in r.getMessage()]
+    assert all(line.isprintable() and len(line) < 400 for line in lines), lines
+    assert all(e.detail.isprintable() for e in hostile.server.events({"disconnected"}))
+    sock.close()
+    hostile.assert_nothing_written()
+
+
 def test_stalled_peers_beyond_max_pending_time_out(hostile, caplog):
     before = hostile.rejected()
     count = 3 * MAX_PENDING

@@ -18,12 +18,16 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from labtools import KEY, ping, start_client, start_server, wait_for, wait_for_ping
+from test_protocol import _steps
 
 from tunlab import framing
 from tunlab.framing import HEADER, HEADER_SIZE, FrameType
+from tunlab.ippacket import ip_packet_problem
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.netns import Namespace
+from tunlab.protocol import Session
 from tunlab.tunnel import TunnelClient, TunnelServer
 
 NESTED_HELLO = framing.encode_frame(FrameType.HELLO, b"[" * 1000 + b"]" * 1000)
@@ -263,3 +267,64 @@ def test_a_frame_injected_into_a_keyed_session_does_not_wedge_it(lab, fast, dire
             assert server.running and client.running
     finally:
         relay.close()
+
+
+# -- whole connections: a property over what a peer may send after a genuine handshake --------
+@pytest.fixture(scope="module", params=[None, KEY], ids=["clear", "keyed"])
+def served(request):
+    with TwoHostLab() as two_hosts:
+        server = start_server(two_hosts, 5906, psk=request.param, record_packets=True,
+                              handshake_timeout=2.0)
+        try:
+            yield two_hosts, server, request.param
+        finally:
+            server.stop()  # raises the first unexpected exception of any connection
+
+
+_PROPERTY = settings(max_examples=25, deadline=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.too_slow,
+                                            HealthCheck.function_scoped_fixture])
+
+
+@_PROPERTY
+@given(steps=_steps)
+def test_no_frame_sequence_ends_the_server_or_writes_a_malformed_packet(served, steps):
+    """Each example: a genuine client handshake (with the key in keyed mode), then frames of
+    every type with hostile payloads, sealed or in the clear. The server never fails, keeps
+    running, and every packet it wrote into its device was a well-formed IP packet."""
+    lab, server, psk = served
+    sock = lab.a.run(socket.create_connection, (UNDERLAY[1], 5906), 5)
+    with sock:
+        session = Session("client", psk=psk)
+        session.initiate()
+        sock.sendall(session.data_to_send())
+        sock.settimeout(5)
+        while not session.established:
+            data = sock.recv(65536)
+            assert data, "the server hung up during a genuine handshake"
+            session.receive(data)
+            sock.sendall(session.data_to_send())
+        for sealed, frame_type, payload in steps:
+            if sealed and session._sealer is not None:
+                frame = session._sealer.seal(frame_type, payload)
+            else:
+                frame = framing.encode_frame(frame_type, payload)
+            with contextlib.suppress(OSError):  # the server may have hung up already
+                sock.sendall(frame)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # until the server is done with this connection
+                pass
+    assert wait_for(lambda: not server.connected, timeout=5)
+    assert server.running and server.failure is None and server.error is None
+    for event in server.events({"written"}):
+        assert event.data is not None and ip_packet_problem(event.data) is None
+
+
+def test_after_the_property_a_genuine_client_still_gets_through(served):
+    lab, server, psk = served
+    client = start_client(lab, 5906, psk=psk)
+    with _stopping(client):
+        assert wait_for(lambda: client.connected and server.connected)
+        assert wait_for_ping(lab.a, "10.9.0.2")
+        assert " 0% packet loss" in ping(lab.a, "10.9.0.2", count=5)

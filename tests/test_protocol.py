@@ -277,6 +277,28 @@ def test_a_frame_in_the_clear_ends_a_keyed_session_before_its_payload_is_parsed(
     assert server.data_to_send(), "a sealed CLOSE tells the peer why"
 
 
+@pytest.mark.parametrize("receiver", ["client", "server"])
+def test_a_clear_frame_in_the_same_segment_as_the_key_proof_is_never_parsed(
+        receiver, monkeypatch):
+    """An on-path relay appends the frame to the segment that carries the peer's AUTH: it
+    belongs to the established session, so the sealed-only rule judges it from its header."""
+    client = Session("client", psk=KEY)
+    server = Session("server", psk=KEY)
+    client.initiate()
+    server.initiate()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())  # the server's HELLO; the client answers with AUTH
+    proof = client.data_to_send()
+    monkeypatch.setattr(framing, "_parse_hello", lambda payload: pytest.fail("parsed"))
+    if receiver == "server":
+        events = server.receive(proof + NESTED_HELLO)
+    else:
+        server.receive(proof)
+        events = client.receive(server.data_to_send() + NESTED_HELLO)
+    assert isinstance(events[0], Established) and events[0].authenticated
+    assert errors(events)[0][0] == "unsealed" and len(events) == 2
+
+
 def test_gso_frames_only_when_both_sides_offered_super_packets():
     vnet = frozenset({framing.VNET_FEATURE})
     for client_features, psk in [(frozenset(), None), (frozenset(), KEY)]:
@@ -426,3 +448,75 @@ def test_a_peers_close_reason_cannot_forge_log_lines():
     server = Session("server")
     (error,) = server.receive(framing.encode_close("bored\nfake line"))
     assert error.reason == "peer_closed" and "\n" not in error.detail
+
+
+# -- hostile peers (issue 14): whatever a peer sends, the session answers with events ----------
+_SESSION_EVENTS = (framing.HelloReceived, PacketReceived, framing.KeepaliveReceived,
+                   framing.CloseReceived, framing.ExtensionFrame, FrameRejected, ProtocolError,
+                   Established)
+_nested = st.integers(1, 1800).map(lambda n: b"[" * n + b"]" * n)
+_payloads = st.one_of(
+    st.binary(max_size=300), _nested, st.binary(max_size=200).map(ipv4),
+    st.binary(max_size=200).map(ipv6),
+    st.builds(lambda f: framing.encode_hello(Hello("client", frozenset(f)))[HEADER_SIZE:],
+              st.lists(st.sampled_from(["psk", "vnet_hdr", "x"]), max_size=3)),
+    st.builds(lambda header, packet: header + packet, st.binary(min_size=10, max_size=10),
+              st.binary(max_size=100).map(ipv4)),
+    st.text(max_size=300).map(str.encode))
+_types = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 0x10, 0x11]), st.integers(0, 255))
+# One step of a hostile peer: a frame in the clear, or (in a keyed session) one sealed with the
+# right key, so that it gets past the AEAD and into the inner checks.
+_steps = st.lists(st.tuples(st.booleans(), _types, _payloads), max_size=8)
+
+
+@SETTINGS
+@given(state=st.sampled_from(["fresh", "clear", "keyed"]), steps=_steps,
+       cuts=st.lists(st.integers(0, 20000), max_size=8))
+def test_no_peer_input_raises_out_of_the_session(state, steps, cuts):
+    """Frames of every type with hostile payloads (deep nesting, non-IP, forged hellos, GSO
+    without negotiation), sealed or not, split anywhere: the session returns events of the
+    documented types, ends with at most one ProtocolError, and only delivers well-formed IP
+    packets, never a super-packet nobody negotiated."""
+    from tunlab.ippacket import ip_packet_problem
+
+    if state == "fresh":
+        peer, session = None, Session("server", psk=KEY)
+        session.initiate()
+    else:
+        psk = KEY if state == "keyed" else None
+        peer, session, *_ = pair(psk, psk)
+        assert session.established
+    data = bytearray()
+    for sealed, frame_type, payload in steps:
+        if sealed and peer is not None and peer._sealer is not None:
+            if len(payload) + secure.SEAL_OVERHEAD <= framing.DEFAULT_MAX_PAYLOAD:
+                data += peer._sealer.seal(frame_type, payload)
+        else:
+            data += framing.encode_frame(frame_type, payload)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    events: list = []
+    for start, end in zip(points, points[1:], strict=False):
+        events += session.receive(bytes(data[start:end]))
+    assert all(isinstance(e, _SESSION_EVENTS) for e in events), events
+    fatal = [i for i, e in enumerate(events) if isinstance(e, ProtocolError)]
+    assert fatal in ([], [len(events) - 1])
+    for event in packets(events):
+        assert ip_packet_problem(event.packet) is None
+        assert event.vnet_header is None, "GSO_DATA without vnet_hdr negotiated"
+    if state == "fresh":
+        assert packets(events) == []
+    for event in events:
+        if isinstance(event, (FrameRejected, ProtocolError, framing.CloseReceived)):
+            text = event.reason + getattr(event, "detail", "")
+            assert text.isprintable(), text
+
+
+def test_a_session_that_fails_mid_segment_holds_nothing_back():
+    """The decoder pauses after a HELLO; when that HELLO ends the session, the rest of the
+    segment is dropped, not kept (buffering stays bounded by one frame)."""
+    server = Session("server")
+    server.initiate()
+    junk = framing.encode_frame(FrameType.DATA, b"\x45" * 60000) * 3
+    events = server.receive(framing.encode_hello(Hello("server")) + junk)
+    assert errors(events)[0][0] == "bad_role"
+    assert server.decoder.buffered == 0

@@ -260,6 +260,9 @@ class Decoder:
     only when both sides offered :data:`VNET_FEATURE`. :meth:`only_accept` narrows the stream
     to one frame type, checked from the header alone: any other frame ends the stream before
     a byte of its payload is parsed (a keyed session demands sealed frames this way).
+    ``pause_after`` lists frame types after which :meth:`feed` stops (setting :attr:`paused`)
+    and keeps the rest buffered, so that the layer above can change these rules before the next
+    frame is looked at; it then calls ``feed(b"")`` to go on.
     """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, *,
@@ -271,6 +274,15 @@ class Decoder:
         self._buffer = bytearray()
         self._only: int | None = None
         self._only_error: tuple[str, str] = ("", "")
+        self.pause_after: frozenset[int] = frozenset()
+        self.paused = False
+
+    def fail(self, error: ProtocolError) -> None:
+        """End the stream for a reason found above this codec: count it, drop what is
+        buffered, refuse further input."""
+        self.failed = error
+        self.stats.rejected[error.reason] += 1
+        self._buffer.clear()
 
     def only_accept(self, frame_type: int, reason: str, detail: str) -> None:
         """From now on, a frame of any other type than ``frame_type`` is a
@@ -285,6 +297,7 @@ class Decoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Add received bytes; return the events of every frame now complete."""
+        self.paused = False
         if self.failed is not None:
             return []
         # The usual case on a busy stream: nothing buffered, so frames are cut straight out of
@@ -312,6 +325,9 @@ class Decoder:
                 offset = end
                 self.stats.frames += 1
                 events.append(self.frame_event(frame_type, payload))
+                if frame_type in self.pause_after:
+                    self.paused = True
+                    break
             if not buffered and self.failed is None:
                 self._buffer += view[offset:]
         finally:

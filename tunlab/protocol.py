@@ -106,6 +106,7 @@ class Session:
             self.info[secure.NONCE_INFO_KEY] = self._nonce.hex()
         self.offered = frozenset(offered)
         self.decoder = framing.Decoder(max_payload, accept_gso=False)
+        self.decoder.pause_after = frozenset({FrameType.HELLO})
         self.peer: Hello | None = None
         self.features: frozenset[str] = frozenset()
         self._outgoing = bytearray()
@@ -198,23 +199,28 @@ class Session:
     def receive(self, data: bytes | bytearray | memoryview) -> list[SessionEvent]:
         """Feed received bytes; return what happened. Packets only after the handshake."""
         events: list[SessionEvent] = []
-        if self.decoder.failed is not None:
-            return events
-        decoded = self.decoder.feed(data)
-        if self._established and self._opener is None:
-            # The clear mode's data path: packets need nothing more than the decoder did.
+        decoder = self.decoder
+        while decoder.failed is None:
+            decoded = decoder.feed(data)
+            data = b""
+            if self._established and self._opener is None and not decoder.paused:
+                # The clear mode's data path: packets need nothing more than the decoder did.
+                for event in decoded:
+                    if type(event) is not PacketReceived:
+                        break
+                else:
+                    return [*events, *decoded]
             for event in decoded:
-                if type(event) is not PacketReceived:
+                if isinstance(event, ProtocolError):
+                    events.append(event)
+                    self._queue_close(event)
                     break
-            else:
-                return list(decoded)
-        for event in decoded:
-            if isinstance(event, ProtocolError):
-                events.append(event)
-                self._queue_close(event)
-                break
-            events.extend(self._handle(event))
-            if self.decoder.failed is not None:
+                events.extend(self._handle(event))
+                if decoder.failed is not None:
+                    break
+            # The handshake's frames pause the decoder, so that what follows one is judged by
+            # the rules it brought in (after the key proof: sealed frames only).
+            if not decoder.paused:
                 break
         return events
 
@@ -295,6 +301,7 @@ class Session:
             client_nonce, server_nonce = peer_nonce, self._nonce
         self._transcript = secure.transcript_hash(client_hello, server_hello)
         self._keys = secure.derive_keys(self.psk, client_nonce, server_nonce, self._transcript)
+        self.decoder.pause_after = frozenset({SecureFrameType.AUTH})
         if self.role == "client":
             self._send_proof()
         return []
@@ -338,6 +345,7 @@ class Session:
 
     def _establish(self) -> None:
         self._established = True
+        self.decoder.pause_after = frozenset()
         self.decoder.accept_gso = framing.VNET_FEATURE in self.features
 
     def _open(self, event: Event) -> list[SessionEvent]:
@@ -371,8 +379,7 @@ class Session:
 
     def _fail(self, reason: str, detail: str, notify: bool = True) -> ProtocolError:
         error = ProtocolError(reason, detail)
-        self.decoder.failed = error
-        self.decoder.stats.rejected[reason] += 1
+        self.decoder.fail(error)
         if notify:
             self._queue_close(error)
         return error

@@ -9,8 +9,11 @@
 
 Both forward at once, keep live :class:`TunnelStats`, and record :class:`TunnelEvent` objects
 (connections, rejections, and optionally every packet) for notebooks to show and plot.
-``stop()`` wakes every thread through a pipe, so it returns within a second, and it never
-closes the device it was given.
+A :class:`~tunlab.runtime.ThreadGroup` owns the threads: ``stop()`` wakes every one of them
+through its :class:`~tunlab.runtime.Waker`, so it returns within a second, and it never closes
+the device it was given. No peer input ends an endpoint: an unexpected exception while serving
+one connection drops that peer (socket closed, unregistered) and the endpoint goes on; the
+first such exception is kept (``failure``) and re-raised by ``stop()``.
 
 Two data paths, chosen by how the device was opened:
 
