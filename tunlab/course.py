@@ -253,7 +253,8 @@ class Lesson:
         self._lab_kwargs = dict(lab_kwargs)
         self._attached: list[Any] = []
         self._past_labs: list[Any] = []
-        self._rebuild_hooks: list[Callable[[], None]] = []
+        self._resetting = False
+        self._rebuild_hooks: list[Callable[[bool], None]] = []
         self._lock = threading.RLock()
         self._recording: dict[str, Any] = {}
         self._recorded = load_recording(name)
@@ -328,8 +329,9 @@ class Lesson:
             self._closed = False
             self.error = ""
             register_cleanup(self)
+            resetting, self._resetting = self._resetting, False
         for hook in list(self._rebuild_hooks):
-            hook()
+            hook(resetting)
         return self.lab
 
     def reset(self) -> Any:
@@ -337,11 +339,12 @@ class Lesson:
         tunnels stop, namespaces go, new ones come, panels forget their results."""
         if not self.live or self.kind is None:
             for hook in list(self._rebuild_hooks):
-                hook()
+                hook(True)
             return self.lab
         with self._lock:
             self._teardown()
             self._closed = True
+            self._resetting = True
         return self.ensure_lab()
 
     def attach(self, thing: Any) -> Any:
@@ -355,8 +358,10 @@ class Lesson:
         """The attached objects of type ``kind`` (oldest first)."""
         return [t for t in self._attached if isinstance(t, kind)]
 
-    def on_rebuild(self, hook: Callable[[], None]) -> None:
-        """Call ``hook()`` after the lab was rebuilt or reset (panels clear their results)."""
+    def on_rebuild(self, hook: Callable[[bool], None]) -> None:
+        """Call ``hook(reset)`` after the lab was rebuilt: ``reset`` is True for
+        :meth:`reset` (panels start afresh), False for a rebuild on demand (panels keep their
+        settings and forget results of the old lab)."""
         if hook not in self._rebuild_hooks:
             self._rebuild_hooks.append(hook)
 
