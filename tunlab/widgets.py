@@ -131,6 +131,7 @@ PRESENTER_CSS = """<style class="tunlab-presenter">
         --jp-ui-font-size1: 16px; --jp-widgets-inline-height: 36px; }
 .jupyter-widgets, .jupyter-widgets *, .jp-RenderedHTMLCommon, .jp-RenderedHTMLCommon *,
 .jp-RenderedText pre { font-size: max(16px, 1em) !important; line-height: 1.4; }
+.jupyter-widgets.widget-vbox { overflow-x: auto; }
 </style>"""
 """Presenter mode's stylesheet: no widget or output text smaller than 16 px."""
 
