@@ -802,6 +802,8 @@ def _verify_route_get(answer: Any, lesson: Any) -> tuple[bool, str] | None:
         return None
     if not isinstance(answer, tuple | list) or len(answer) != 2:
         return False, "answer with a pair: (device, table), e.g. ('eth0', 'main')"
+    if hasattr(lesson, "ensure_lab"):
+        lesson.ensure_lab()  # checked again after lesson.finish(): ask a fresh lab
     out = lesson.ns.ip("route", "get", "10.0.0.1")
     table = lesson.ns.ip("route", "show", "table", "local")
     device = out.split(" dev ")[1].split()[0] if " dev " in out else "?"

@@ -7,6 +7,14 @@ Rules kept here: handlers finish within a few seconds (every command has a timeo
 background threads never ``print()`` (they set widget values and attributes); everything a
 panel starts (threads, processes, nft rules) stops with :meth:`close`, which the lesson also
 calls when the kernel stops.
+
+Every lesson panel is a :class:`LabPanel`: its handlers are guarded (an exception, also one
+in a background thread, shows in the panel's error line and in ``panel.errors``), and its
+:class:`LabBar` has *reset lab*, *kernel log* and *presenter mode*. A panel never answers
+from a lab that is gone: it asks the lesson (``lesson.run``/``lesson.ensure_lab``), which
+rebuilds the lab after ``lesson.finish()``; tunnels (:class:`SeedTunnel`) and lesson 07's
+scenario restart in the new lab. A figure is hidden as soon as its result is no longer the
+current one (new input, error, invalid input).
 """
 
 from __future__ import annotations
