@@ -168,3 +168,26 @@ def test_figures_are_made_without_pyplot_state():
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:  # another test may import it; we must not add figures to it
         assert pyplot.get_fignums() == []
+
+
+def test_presenter_mode_text_is_at_least_16_css_px_and_figures_are_high_dpi():
+    from matplotlib.text import Text
+
+    normal = plots.render(plots.seed_path(title="x"), dpi=80)
+    plots.set_presenter(True)
+    try:
+        fig = plots.seed_path(title="x")
+        big = plots.render(fig)
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
+        # a point is 96/72 CSS px at 100 % zoom when shown at css_width
+        assert min(sizes) * plots.CSS_DPI / 72 >= 16, min(sizes)
+        width, _height = plots.png_size(big.png)
+        assert big.css_width == width // plots.HIDPI  # two device pixels per CSS pixel
+        assert big.css_width > normal.css_width
+        ticks = plots.bars({"a": 1.0, "b": 2.0})
+        plots.render(ticks)
+        labels = [t for ax in ticks.axes for t in ax.get_yticklabels() if t.get_text()]
+        assert labels and min(t.get_fontsize() for t in labels) >= plots.PRESENTER_MIN_POINTS
+    finally:
+        plots.set_presenter(False)
+    assert not plots.presenter_on()

@@ -424,3 +424,175 @@ def test_route_figure_and_step_view_render():
     fig = widgets.route_figure("10.0.0.1", "lo", "local")
     assert "table local\n(wins first)" in "\n".join(plots.figure_text(fig))
     assert "(not recorded)" in repr(widgets.StepView(None))
+
+
+# -- after lesson.finish(), reset lab, errors in the panel (issue 13) --------------------------
+
+def test_route_view_tells_tables_and_invalid_input_and_never_keeps_an_old_figure(seed_lesson):
+    view = widgets.RouteView(seed_lesson)
+    view.address.value = "10.0.0.255"  # the broadcast address lives in table local
+    assert (view.last_device, view.last_table, view.last_type) == ("mytun", "local",
+                                                                   "broadcast")
+    assert view.path.layout.display != "none"
+    view.address.value = "8.8.8.8"  # the lab has no default route
+    assert view.last_device == "" and "Network is unreachable" in view.result.value
+    assert view.path.layout.display == "none" and view.path.value == b""
+    view.address.value = "hello"
+    assert "invalid input" in view.result.value and "no route" not in view.result.value
+    assert view.path.layout.display == "none" and not view.errors
+
+
+def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
+    lesson = course.Lesson("test-runall", lab="seed", quiet=True)
+    try:
+        reader = widgets.PiReader(lesson)
+        view = widgets.RouteView(lesson)
+        tunnel = widgets.SeedTunnel(lesson)
+        panel = widgets.SeedGoalPanel(lesson, tunnel.server, tunnel.client)
+        old = [ns.name for ns in lesson.lab.namespaces]
+        tunnel.close()
+        lesson.finish()
+        assert not set(old) & set(netns.list_lab_namespaces())
+        reader.read.click()  # a participant clicks after Run All: the lab comes back
+        assert reader.last_read and reader.last_read[0] == 0x45 and not reader.errors
+        new = [ns.name for ns in lesson.lab.namespaces]
+        assert new != old and set(new) <= set(netns.list_lab_namespaces())
+        view.address.value = "10.0.0.1"
+        assert (view.last_device, view.last_table) == ("lo", "local") and not view.errors
+        panel.ping.click()  # the tunnel restarts in the new lab
+        assert panel.last_result["echo_read"] == 1 and not panel.errors
+        assert panel.server is not tunnel.server or tunnel.running
+        panel.bar.reset_button.click()
+        assert not panel.errors and lesson.lab.namespaces[0].name not in new
+        assert panel.last_result is None and reader.last_read is None  # every panel reset
+        assert panel.path.layout.display == "none" and view.result.value == ""
+        assert "fresh lab" in panel.bar.status.value
+        panel.ping.click()
+        panel.ping.click()
+        assert panel.last_result["echo_read"] == 1 and not panel.errors
+    finally:
+        lesson.close()
+    assert not [n for n in netns.list_lab_namespaces() if n in
+                [ns.name for ns in lesson.lab.namespaces]]
+
+
+def test_goal_panel_tells_the_way_back_through_mytun2(seed_lesson):
+    tunnel = widgets.SeedTunnel(seed_lesson)
+    try:
+        panel = widgets.SeedGoalPanel(seed_lesson, tunnel.server, tunnel.client)
+        panel.target.value = "10.0.2.33"
+        panel.ping.click()
+        r = panel.last_result
+        assert r["echo_read"] == 0 and r["echo_server_read"] == 1
+        assert r["echo_client_written"] == 1 and r["direction"] == "mytun2 → mytun"
+        assert "mytun2 → vpn-server → vpn-client → mytun" in panel.result.value
+        assert "nothing entered" not in panel.result.value
+        fig_text = " ".join(plots.figure_text(panel.figure(r)))
+        assert "vpn-server\nencapsulate" in fig_text and "mytun\n(released)" in fig_text
+        panel.target.value = "no address"
+        panel.ping.click()
+        assert "invalid input" in panel.result.value and panel.last_result is None
+        assert panel.path.layout.display == "none"
+    finally:
+        tunnel.close()
+
+
+def test_packet_builder_invalid_input_and_new_input_clear_the_old_figure(fate_module):
+    builder = widgets.PacketBuilder(src="200.1.2.3")
+    builder.send.click()
+    assert builder.last_report and builder.path.layout.display != "none"
+    builder.src.value = "hello"  # a new input: the old verdict's figure goes
+    assert builder.path.layout.display == "none" and "inputs changed" in builder.result.value
+    builder.send.click()
+    assert "invalid input" in builder.result.value and builder.last_report is None
+    assert builder.path.layout.display == "none" and not builder.errors
+
+
+def test_fix_panel_has_a_source_field_and_survives_a_rebuilt_lab():
+    lesson = course.Lesson("test-07b", lab="two-host", quiet=True)
+    try:
+        panel = widgets.FixPanel(lesson, vpn_lab.VpnScenario.for_lesson(lesson))
+        for fix in ("route_a", "forward_b", "firewall_b", "route_c"):
+            panel.boxes[fix].value = True
+        panel.source.value = "198.18.0.1"
+        panel.ping_button.click()
+        assert panel.last_result["source"] == "198.18.0.1"
+        assert "IP_RPFILTER" in panel.last_result["reason"] and "from 198.18.0.1" in \
+            panel.result.value
+        panel.source.value = "not an ip"
+        panel.ping_button.click()
+        assert "invalid input" in panel.result.value and panel.last_result is None
+        panel.source.value = ""
+        lesson.finish()
+        panel.ping_button.click()  # new lab, new scenario with the ticked fixes
+        assert panel.last_result["ok"], panel.last_result
+        assert not panel.errors
+    finally:
+        lesson.close()
+
+
+def test_tunnel_panel_stop_then_start_works_and_thread_errors_show_in_the_panel(monkeypatch):
+    lesson = course.Lesson("test-08b", lab="two-host", quiet=True)
+    try:
+        panel = widgets.TunnelPanel(lesson.lab, interval=0.2)
+        for _ in range(2):
+            panel.start_button.click()
+            assert panel.running and lesson.lab.client is not None, panel.errors
+            panel.stop_button.click()
+            assert not panel.running and lesson.lab.client is None
+        assert not panel.errors
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("iperf3 exploded")
+
+        monkeypatch.setattr(widgets, "lab_iperf3", broken)
+        panel.start_button.click()
+        panel.traffic_button.click()
+        panel._traffic.join(5)
+        assert "iperf3 exploded" in panel.bar.error.value
+        assert panel.errors == ["RuntimeError: iperf3 exploded"]
+        lesson.finish()
+        panel.start_button.click()  # after finish: a new lab, a new tunnel
+        assert panel.running and lesson.lab_ready and lesson.lab.client is not None
+        panel.close()
+    finally:
+        lesson.close()
+
+
+def test_kernel_log_view_shows_a_martian_line(fate_module):
+    report = course.live_fate("10.0.0.1", "10.0.0.2", sysctls={
+        "net.ipv4.ip_forward": 1, "net.ipv4.conf.all.log_martians": 1})
+    assert report["martian_log"]
+    view = course.kernel_log()
+    assert any("martian source 10.0.0.2 from 10.0.0.1" in line for line in view.lines)
+    assert "martian source" in view.text.value
+    panel = widgets.PacketBuilder(fate_fn=lambda *a, **k: report)
+    panel.bar.log_button.click()
+    assert panel.bar.log_box.children and panel.bar.log_view.lines
+    panel.bar.log_button.click()
+    assert not panel.bar.log_box.children
+
+
+def test_presenter_mode_switch_styles_widgets_and_figures():
+    try:
+        box = course.presenter()
+        assert plots.presenter_on()
+        assert "16px" in widgets.presenter_style().value
+        builder = widgets.PacketBuilder(fate_fn=lambda *a, **k: {"verdict": "delivered"})
+        builder.send.click()
+        png = bytes(builder.path.value)
+        width = plots.png_size(png)[0]
+        assert builder.path.layout.width == f"{width // plots.HIDPI}px"
+        assert box.children[0] is widgets.presenter_style()
+        builder.bar.presenter_button.click()  # the panel's button switches it off again
+        assert not plots.presenter_on() and widgets.presenter_style().value == ""
+    finally:
+        course.presenter(False)
+
+
+def test_read_only_banner_names_commands_that_work(offline):
+    lesson = course.Lesson("02-routing-tables", lab="seed", quiet=True)
+    banner = lesson.banner_html()
+    assert "sudo make lab" in banner and "sudo bash scripts/setup.sh lab" in banner
+    assert ".venv/bin/jupyter lab" not in banner
+    lesson.close()

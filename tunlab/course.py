@@ -254,7 +254,8 @@ class Lesson:
         self._lab_kwargs = dict(lab_kwargs)
         self._attached: list[Any] = []
         self._past_labs: list[Any] = []
-        self._rebuild_hooks: list[Callable[[], None]] = []
+        self._resetting = False
+        self._rebuild_hooks: list[Callable[[bool], None]] = []
         self._lock = threading.RLock()
         self._recording: dict[str, Any] = {}
         self._recorded = load_recording(name)
@@ -329,8 +330,9 @@ class Lesson:
             self._closed = False
             self.error = ""
             register_cleanup(self)
+            resetting, self._resetting = self._resetting, False
         for hook in list(self._rebuild_hooks):
-            hook()
+            hook(resetting)
         return self.lab
 
     def reset(self) -> Any:
@@ -338,11 +340,12 @@ class Lesson:
         tunnels stop, namespaces go, new ones come, panels forget their results."""
         if not self.live or self.kind is None:
             for hook in list(self._rebuild_hooks):
-                hook()
+                hook(True)
             return self.lab
         with self._lock:
             self._teardown()
             self._closed = True
+            self._resetting = True
         return self.ensure_lab()
 
     def attach(self, thing: Any) -> Any:
@@ -356,8 +359,10 @@ class Lesson:
         """The attached objects of type ``kind`` (oldest first)."""
         return [t for t in self._attached if isinstance(t, kind)]
 
-    def on_rebuild(self, hook: Callable[[], None]) -> None:
-        """Call ``hook()`` after the lab was rebuilt or reset (panels clear their results)."""
+    def on_rebuild(self, hook: Callable[[bool], None]) -> None:
+        """Call ``hook(reset)`` after the lab was rebuilt: ``reset`` is True for
+        :meth:`reset` (panels start afresh), False for a rebuild on demand (panels keep their
+        settings and forget results of the old lab)."""
         if hook not in self._rebuild_hooks:
             self._rebuild_hooks.append(hook)
 
@@ -797,6 +802,8 @@ def _verify_route_get(answer: Any, lesson: Any) -> tuple[bool, str] | None:
         return None
     if not isinstance(answer, tuple | list) or len(answer) != 2:
         return False, "answer with a pair: (device, table), e.g. ('eth0', 'main')"
+    if hasattr(lesson, "ensure_lab"):
+        lesson.ensure_lab()  # checked again after lesson.finish(): ask a fresh lab
     out = lesson.ns.ip("route", "get", "10.0.0.1")
     table = lesson.ns.ip("route", "show", "table", "local")
     device = out.split(" dev ")[1].split()[0] if " dev " in out else "?"

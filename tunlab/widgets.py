@@ -7,6 +7,14 @@ Rules kept here: handlers finish within a few seconds (every command has a timeo
 background threads never ``print()`` (they set widget values and attributes); everything a
 panel starts (threads, processes, nft rules) stops with :meth:`close`, which the lesson also
 calls when the kernel stops.
+
+Every lesson panel is a :class:`LabPanel`: its handlers are guarded (an exception, also one
+in a background thread, shows in the panel's error line and in ``panel.errors``), and its
+:class:`LabBar` has *reset lab*, *kernel log* and *presenter mode*. A panel never answers
+from a lab that is gone: it asks the lesson (``lesson.run``/``lesson.ensure_lab``), which
+rebuilds the lab after ``lesson.finish()``; tunnels (:class:`SeedTunnel`) and lesson 07's
+scenario restart in the new lab. A figure is hidden as soon as its result is no longer the
+current one (new input, error, invalid input).
 """
 
 from __future__ import annotations
@@ -131,6 +139,7 @@ PRESENTER_CSS = """<style class="tunlab-presenter">
         --jp-ui-font-size1: 16px; --jp-widgets-inline-height: 36px; }
 .jupyter-widgets, .jupyter-widgets *, .jp-RenderedHTMLCommon, .jp-RenderedHTMLCommon *,
 .jp-RenderedText pre { font-size: max(16px, 1em) !important; line-height: 1.4; }
+.jupyter-widgets.widget-vbox { overflow-x: auto; }
 </style>"""
 """Presenter mode's stylesheet: no widget or output text smaller than 16 px."""
 
@@ -313,7 +322,7 @@ class LabPanel:
         self.last_exception = None
         self.bar = LabBar(self)
         if lesson is not None and hasattr(lesson, "on_rebuild"):
-            lesson.on_rebuild(self.reset_view)
+            lesson.on_rebuild(self._lab_rebuilt)
 
     def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` as a widget handler: its exceptions are shown in the panel, never lost."""
@@ -347,8 +356,19 @@ class LabPanel:
             self.bar.status.value = "panel reset"
         self.bar.clear_error()
 
+    def _lab_rebuilt(self, reset: bool) -> None:
+        if reset:
+            self.reset_view()
+        else:
+            self.lab_rebuilt()
+
     def reset_view(self) -> None:
-        """Forget and hide the results shown (the lab was rebuilt)."""
+        """Start afresh: forget and hide the results shown (*reset lab* was pressed)."""
+
+    def lab_rebuilt(self) -> None:
+        """The lab was rebuilt on demand (after ``lesson.finish()``): results of the old lab
+        are gone; settings the participant chose may stay. Default: :meth:`reset_view`."""
+        self.reset_view()
 
     def redraw(self) -> None:
         """Draw the current result again (presenter mode changed)."""
@@ -461,6 +481,9 @@ class PacketBuilder(LabPanel, w.VBox):
         clear_figure(self.path)
         self.result.value = ('<div style="color:#888">inputs changed: press <b>Send</b> for '
                              "the kernel's verdict on this packet</div>")
+
+    def lab_rebuilt(self) -> None:
+        """Nothing to forget: each packet runs in a fresh namespace of its own."""
 
     def reset_view(self) -> None:
         self.last_report = None
@@ -703,6 +726,10 @@ class RouteView(LabPanel, w.VBox):
         self.last_address = valid
         self.last_device, self.last_table, self.last_type = parse_route_get(out)
         self.result.value = _pre(f"$ ip route get {valid}\n{out.strip()}")
+        if not self.last_device and self.lesson.live:
+            self.result.value += (f"<div>no route: no table of this host has a route to "
+                                  f"{valid} (the lab has no default route), so a ping to it "
+                                  "fails at once with <i>Network is unreachable</i>.</div>")
         if self.last_device:
             show_figure(self.path, route_figure(valid, self.last_device, self.last_table,
                                                 self.last_type))
@@ -1389,7 +1416,8 @@ class SeedGoalPanel(LabPanel, w.VBox):
         reverse = bool(r.get("echo_server_read")) and not r.get("echo_read")
         if reverse:
             rows += [f"<li>the route to {html.escape(r['target'])} is <code>10.0.2.0/24 dev "
-                     "mytun2</code>: nothing entered mytun; the packet went the other way</li>",
+                     "mytun2</code>: the ping went into mytun2, so it takes the seed's path "
+                     "backwards: mytun2 → vpn-server → vpn-client → mytun</li>",
                      f"<li>vpn-server read <b>{r.get('server_read', 0)}</b> packet(s) from "
                      f"mytun2, of them {r.get('echo_server_read', 0)} this echo request</li>",
                      f"<li>vpn-server sent <b>{r.get('server_frames_sent', 0)}</b> frame(s) "
@@ -1760,6 +1788,10 @@ class FixPanel(LabPanel, w.VBox):
         self.result.value = ""
         clear_figure(self.path)
 
+    def lab_rebuilt(self) -> None:
+        """Keep the ticks: the new scenario applies them (see :meth:`_live_scenario`)."""
+        self._clear_result()
+
     def reset_view(self) -> None:
         """Fresh lab: untick every box (the new lab has none of the fixes)."""
         self._quiet = True
@@ -1940,9 +1972,11 @@ class DoctorPanel(LabPanel, w.VBox):
         super().__init__([self.rerun, self.table, self.bar])
         self.run()
 
+    def lab_rebuilt(self) -> None:
+        """The checks do not depend on the lab."""
+
     def reset_view(self) -> None:
-        self.last_checks = []
-        self.table.value = ""
+        self.run()
 
     def run(self) -> list[dict[str, Any]]:
         """Run the checks and show them."""
