@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LAB_SETTINGS := $(CURDIR)/tunlab/data/jupyter/lab/settings
+LAB_DIR ?= $(CURDIR)/tunlab-notebooks
 LAB_PORT ?= 8888
 
-.PHONY: setup lab test test-fast bench lint cleanup clean
+.PHONY: setup lab notebooks record test test-fast bench lint cleanup clean
 
 setup: $(STAMP)
 
@@ -18,11 +18,20 @@ $(STAMP): pyproject.toml
 	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tunlab)" >/dev/null
 	@touch $(STAMP)
 
+# JupyterLab opens a copy of the course (LAB_DIR, made and kept by `tunlab notebooks`), never
+# the shipped notebooks/: autosave would write outputs into them. `tunlab lab` passes the flags
+# (--allow-root, 127.0.0.1, LAB_PORT, no browser, no news, tunlab/data/jupyter settings).
 lab: setup
 	@$(VENV)/bin/tunlab cleanup >/dev/null || true
-	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR)/notebooks \
-		--LabApp.app_settings_dir=$(LAB_SETTINGS) --ip=127.0.0.1 --port=$(LAB_PORT) \
-		--LabApp.news_url=None --no-browser
+	$(VENV)/bin/tunlab lab $(LAB_DIR) --port $(LAB_PORT)
+
+# Lessons are written as MyST markdown (notebooks/NN-*.md); this writes each .ipynb from its .md.
+notebooks: setup
+	$(PY) notebooks/build.py
+
+# Re-record what the lessons show participants without root (runs the real lab: needs root).
+record: setup
+	$(PY) notebooks/record.py
 
 test: setup
 	$(PY) -m pytest -q
@@ -34,7 +43,7 @@ bench: setup
 	$(VENV)/bin/tunlab bench
 
 lint: setup
-	$(VENV)/bin/ruff check tunlab tests
+	$(VENV)/bin/ruff check tunlab tests notebooks/build.py
 
 cleanup: setup
 	$(VENV)/bin/tunlab cleanup

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian machine (as root) to a working lab:
-#   sudo bash scripts/setup.sh lab     install what is missing, then open JupyterLab on notebooks/
+#   sudo bash scripts/setup.sh lab     install what is missing, then open JupyterLab on a copy of
+#                                      the course in tunlab-notebooks/ (`make lab`)
 #   sudo bash scripts/setup.sh test    install what is missing, then run the whole test suite
 #   sudo bash scripts/setup.sh         only install
 # Installs only what is missing: Debian packages (apt-get), then .venv with tunlab and its extras.

@@ -1,5 +1,6 @@
-"""Shared test set-up: the suite needs root (it builds real namespaces and TUN devices), and it
-checks at the end that it left the machine's own namespace exactly as it found it."""
+"""Shared test set-up: most tests need root (they build real namespaces and TUN devices) and
+are skipped with the reason without it; the pure ones run anywhere. As root, the suite checks
+at the end that it left the machine's own namespace exactly as it found it."""
 
 from __future__ import annotations
 
@@ -35,10 +36,32 @@ def _root_namespace_state() -> dict[str, object]:
             "nft": ruleset, "sysctls": sysctls}
 
 
+# Test modules that need no root: codecs, sessions, explanations, plots. Everything else
+# builds real namespaces and TUN devices and is skipped, with the reason, without root.
+PURE_MODULES = frozenset({"test_framing", "test_protocol", "test_plots", "test_fate_pure",
+                          "test_claims",
+                          "test_scapy_frame", "test_notebook_sources", "test_vnet_pure"})
+NEEDS_ROOT = ("needs root: it builds network namespaces and TUN devices "
+              "(run `sudo bash scripts/setup.sh test`)")
+
+
+def _is_pure(item: pytest.Item) -> bool:
+    return item.get_closest_marker("pure") is not None or \
+        item.module.__name__.rsplit(".", 1)[-1] in PURE_MODULES
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason=NEEDS_ROOT)
+    for item in items:
+        if not _is_pure(item):
+            item.add_marker(skip)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() != 0:
-        pytest.exit("the tunlab tests build network namespaces and TUN devices: run them as "
-                    "root, e.g. `sudo make test`", returncode=2)
+        return  # only the pure tests run; nothing can touch the machine's network
     session.config._root_state = _root_namespace_state()  # type: ignore[attr-defined]
 
 

@@ -72,7 +72,9 @@ def test_a_quick_real_bench_run_writes_json_and_chart(tmp_path, tunlab_cmd):
         assert by_name[name]["rtt"]["n"] > 0, name
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "tunlab fast" in result.stdout and "ratios" in result.stdout
-    assert report["participant"]["fate_verdict"]["verdict"] == "dropped"
+    fate = report["participant"]["fate_verdict"]
+    assert fate["verdict"]["verdict"] == "dropped" and fate["with_fixes"]["fixes_tried"] >= 1
+    assert any(t["target"].startswith("tunlab fate (with fixes)") for t in report["targets"])
     assert report["participant"]["widget_send"]["answer"] == ["IP_RPFILTER"]
     missed = [t for t in report["targets"] if not t["met"]]
     assert (result.returncode == 1) == bool(missed)

@@ -43,12 +43,12 @@ def test_fate_expect_gives_exit_1_when_the_kernel_disagrees(tunlab_cmd):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--src", "200.1.2", "--dst", "10.0.2.1"], "not an IPv4 address"),
+    (["--src", "200.1.2", "--dst", "10.0.2.1"], "not an IPv4 or IPv6 address"),
     (["--src", "200.1.2.3", "--dst", "10.0.2.1", "--proto", "bogus"], "unknown protocol"),
     (["--src", "200.1.2.3", "--dst", "10.0.2.1", "--set", "ip_forward"], "KEY=VALUE"),
     (["--src", "200.1.2.3", "--dst", "10.0.2.1", "--set", "net.ipv4.nope=1"], "no such sysctl"),
     (["--src", "200.1.2.3", "--dst", "10.0.2.1", "--nft-file", "/nonexistent"], "cannot read"),
-    (["--src", "200.1.2.3", "--dst", "10.0.2.1", "--dev", "eth0"], "invalid choice"),
+    (["--src", "200.1.2.3", "--dst", "10.0.2.1", "--dev", "eth0"], "not a device of the seed"),
 ])
 def test_fate_bad_input_exit_2(tunlab_cmd, args, message):
     result = run(tunlab_cmd, "fate", *args)

@@ -64,7 +64,7 @@ def test_checksum_only_offload_is_completed():
     (VnetHeader(gso_type=vnet.GSO_TCPV4, gso_size=0), "gso_size 0"),
     (VnetHeader(gso_type=vnet.GSO_TCPV4, gso_size=1), "more than"),
     (VnetHeader(gso_type=vnet.GSO_UDP, gso_size=1000), "cannot segment"),
-    (VnetHeader(flags=vnet.F_NEEDS_CSUM, csum_start=5000, csum_offset=16), "outside"),
+    (VnetHeader(flags=vnet.F_NEEDS_CSUM, csum_start=5000, csum_offset=16), "checksum position"),
 ])
 def test_headers_asking_for_impossible_or_unbounded_work_are_refused(header, why):
     with pytest.raises(OffloadError, match=why):
@@ -164,3 +164,25 @@ def test_fast_path_sealed_and_recording_every_packet():
         reads = [e for e in client.events({"read"}) if e.data and e.data[9] == 1]
         written = [e for e in server.events({"written"}) if e.data and e.data[9] == 1]
         assert len(reads) >= 3 and len(written) >= 3  # the ICMP echoes, seen on both ends
+
+
+def test_crafted_offload_headers_put_nothing_on_a_plain_device():
+    """Issue 14, finding 2: the simple path finishes offloads in software, and a peer's header
+    must not make it write a packet with a false length (or raise something unexpected)."""
+    from labtools import kernel_rx_packets
+    from test_offload import CRAFTED, tcp4
+
+    from tunlab.errors import InvalidPacketError
+
+    with TwoHostLab() as lab:
+        device = lab.open_device(lab.a, "tun0")  # closed with the lab
+        before = kernel_rx_packets(lab.a, "tun0")
+        for case in CRAFTED:
+            header, packet = case.values
+            with pytest.raises(InvalidPacketError, match="refusing to write"):
+                device.write_packet(packet, header.pack())
+        assert kernel_rx_packets(lab.a, "tun0") == before
+        # A header that describes its packet still works, and counts as one packet.
+        good = VnetHeader(flags=vnet.F_NEEDS_CSUM, csum_start=20, csum_offset=16)
+        device.write_packet(tcp4(), good.pack())
+        assert kernel_rx_packets(lab.a, "tun0") == before + 1

@@ -127,6 +127,68 @@ def test_short_gso_frame_unknown_type_and_bad_hellos_are_rejected():
                                           "bad_hello"]
 
 
+NESTED_LISTS = b"[" * 1000 + b"]" * 1000  # 2 KB: the hostile HELLO of issue 14
+
+
+@pytest.mark.parametrize("payload", [
+    NESTED_LISTS,
+    b'{"proto":"tunlab","info":' * 120 + b"1" + b"}" * 120,
+    b'{"proto":"tunlab","role":"client","info":{"a":[[[[[1]]]]]}}',
+])
+def test_a_deeply_nested_hello_is_a_clean_rejection(payload):
+    decoder = Decoder()
+    events = decoder.feed(framing.encode_frame(FrameType.HELLO, payload)
+                          + framing.encode_packet(ipv4()))
+    assert isinstance(events[0], FrameRejected) and events[0].reason == "bad_hello"
+    assert "deeper" in events[0].detail
+    assert events[1] == PacketReceived(ipv4()), "the stream goes on"
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    hello = Hello("client", frozenset({'[[[[[[["\\'}), {"note": "{{{{{{[[[[[[ \" ]]"})
+    (event,) = Decoder().feed(framing.encode_hello(hello))
+    assert isinstance(event, HelloReceived) and event.hello == hello
+
+
+def test_a_gso_frame_is_refused_unless_super_packets_were_negotiated():
+    frame = framing.encode_gso_packet(bytes(10), ipv4())
+    decoder = Decoder(accept_gso=False)
+    (event,) = decoder.feed(frame)
+    assert isinstance(event, FrameRejected) and event.reason == "gso_not_negotiated"
+    cut = decoder.feed_packets(frame + framing.encode_packet(ipv4()))
+    assert cut is not None and cut[0] == [], "the data path leaves it to feed()"
+    assert decoder.feed(cut[2]) == [event, PacketReceived(ipv4())]
+    decoder.accept_gso = True
+    assert decoder.feed(frame) == [PacketReceived(ipv4(), bytes(10))]
+
+
+def test_only_accept_refuses_other_frame_types_from_the_header_alone(monkeypatch):
+    def never(payload: bytes) -> object:
+        raise AssertionError("the payload of a refused frame was parsed")
+
+    monkeypatch.setattr(framing, "_parse_hello", never)
+    decoder = Decoder()
+    decoder.only_accept(0x11, "unsealed", "must be sealed")
+    events = decoder.feed(framing.encode_frame(0x11, b"x" * 30)
+                          + framing.encode_frame(FrameType.HELLO, NESTED_LISTS))
+    assert events[0] == ExtensionFrame(0x11, b"x" * 30)
+    assert isinstance(events[1], ProtocolError) and events[1].reason == "unsealed"
+    assert "frame type 1" in events[1].detail and decoder.failed == events[1]
+
+
+@pytest.mark.parametrize("reason", [
+    "bye\nserver: client 10.9.0.9 connected",
+    "\x1b[2J\x1b[31mERROR\x1b[0m fake",
+    "x" * 5000,
+    "\r\x00\x07\u2028\u202e",
+])
+def test_a_close_reason_is_printable_and_bounded(reason):
+    (event,) = Decoder().feed(framing.encode_frame(FrameType.CLOSE, reason.encode()))
+    assert isinstance(event, CloseReceived)
+    assert event.reason.isprintable()
+    assert len(event.reason) <= framing.MAX_CLOSE_REASON + 3
+
+
 def test_encoders_refuse_what_must_not_be_sent():
     with pytest.raises(EncodeError):
         framing.encode_packet(b"\x00" * 30)

@@ -85,7 +85,7 @@ def test_psk_handshake_authenticates_both_ends_and_seals_data():
 
 
 def test_sealed_gso_frames_keep_the_virtio_header():
-    client, server, *_ = pair()
+    client, server, *_ = pair(features=frozenset({framing.VNET_FEATURE}))
     header = bytes(range(10))
     frame = client.encode_packet(ipv4(b"s" * 2000), vnet_header=header)
     assert server.receive(frame) == [PacketReceived(ipv4(b"s" * 2000), header)]
@@ -246,6 +246,65 @@ def test_sealed_hello_or_unknown_inner_type_is_fatal():
     assert client._sealer is not None
     events = server.receive(client._sealer.seal(FrameType.HELLO, b"{}"))
     assert errors(events)[0][0] == "bad_inner"
+
+
+NESTED_HELLO = framing.encode_frame(FrameType.HELLO, b"[" * 1000 + b"]" * 1000)
+
+
+@pytest.mark.parametrize("psk", [None, KEY], ids=["clear", "psk"])
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_a_deeply_nested_hello_ends_the_handshake_cleanly(psk, role):
+    session = Session(role, psk=psk)
+    session.initiate()
+    events = session.receive(NESTED_HELLO)
+    assert errors(events)[0][0] == "no_hello" and "bad_hello" in errors(events)[0][1]
+    assert session.data_to_send(), "the peer is told why"
+
+
+@pytest.mark.parametrize("injected", [
+    NESTED_HELLO, framing.encode_hello(Hello("client")), framing.encode_packet(ipv4()),
+    framing.encode_keepalive(), framing.encode_frame(0x7F, b"?"),
+])
+def test_a_frame_in_the_clear_ends_a_keyed_session_before_its_payload_is_parsed(
+        injected, monkeypatch):
+    client, server, *_ = pair()
+    assert server.receive(client.encode_packet(ipv4(b"before"))) == [
+        PacketReceived(ipv4(b"before"))]
+    monkeypatch.setattr(framing, "_parse_hello", lambda payload: pytest.fail("parsed"))
+    events = server.receive(injected + client.encode_packet(ipv4(b"after")))
+    assert errors(events)[0][0] == "unsealed" and packets(events) == []
+    assert server.error is not None
+    assert server.data_to_send(), "a sealed CLOSE tells the peer why"
+
+
+def test_gso_frames_only_when_both_sides_offered_super_packets():
+    vnet = frozenset({framing.VNET_FEATURE})
+    for client_features, psk in [(frozenset(), None), (frozenset(), KEY)]:
+        client = Session("client", psk=psk, features=client_features)
+        server = Session("server", psk=psk, features=vnet)
+        client.initiate()
+        server.initiate()
+        pump(client, server)
+        assert server.established and server.features == frozenset({"psk"} if psk else ())
+        with pytest.raises(framing.EncodeError, match="not negotiated"):
+            client.encode_packet(ipv4(), vnet_header=bytes(10))
+        if psk:
+            frame = client._sealer.seal(FrameType.GSO_DATA, bytes(10), ipv4())  # type: ignore
+        else:
+            frame = framing.encode_gso_packet(bytes(10), ipv4())
+        (event,) = server.receive(frame)
+        assert isinstance(event, FrameRejected) and event.reason == "gso_not_negotiated"
+        if not psk:
+            assert server.receive_packets(frame)[0] == [], "nor on the data path"
+
+
+@pytest.mark.parametrize("psk", [None, KEY], ids=["clear", "psk"])
+def test_a_close_after_the_handshake_cannot_forge_log_lines(psk):
+    client, server, *_ = pair(psk, psk)
+    (event,) = server.receive(client.encode_close("bye\ntunlab server: client connected"
+                                                  "\x1b[2K\x1b[1A" + "x" * 1000))
+    assert isinstance(event, framing.CloseReceived)
+    assert event.reason.isprintable() and len(event.reason) <= framing.MAX_CLOSE_REASON + 3
 
 
 @pytest.mark.parametrize("first, reason", [

@@ -25,7 +25,7 @@ from test_protocol import pair
 
 from tunlab import secure
 from tunlab.errors import TunlabError
-from tunlab.framing import EncodeError, FrameType
+from tunlab.framing import VNET_FEATURE, EncodeError, FrameType
 from tunlab.lab import TwoHostLab
 
 # -- load_psk -------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_sealed_frames_respect_the_payload_limit():
 
 
 def test_a_gso_super_packet_fits_sealed():
-    client, server, *_ = pair(KEY, KEY)
+    client, server, *_ = pair(KEY, KEY, features=frozenset({VNET_FEATURE}))
     packet = ipv4(b"g" * (65535 - 20))
     frame = client.encode_packet(packet, vnet_header=bytes(10))
     (event,) = server.receive(frame)

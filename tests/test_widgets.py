@@ -79,7 +79,9 @@ def test_packet_builder_reports_errors_in_the_panel():
     builder = widgets.PacketBuilder(fate_fn=broken)
     builder.send.click()
     assert builder.last_report is None and "no such address" in builder.last_error
-    assert "no such address" in builder.result.value
+    assert "no such address" in builder.bar.error.value  # the panel's own error line
+    assert builder.errors == ["ValueError: no such address"]
+    assert builder.path.layout.display == "none"  # no figure of an earlier packet
     assert not builder.send.disabled
 
 

@@ -133,13 +133,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .lab import cleanup_leftovers
+    """``tunlab cleanup``: remove what killed tunlab runs left, and only that."""
+    from .drops import cleanup_stale_instances
+    from .netns import cleanup_stale
+    from .ownership import Outcome
+    from .tun import restore_stale_devices
 
     require_privileges("tunlab cleanup")
-    removed = cleanup_leftovers()
-    for name in removed:
-        print(f"removed {name}")
-    if not removed:
+    report: list[Any] = []
+    restore_stale_devices(report)  # before the namespaces holding the devices go
+    cleanup_stale(report)
+    try:
+        cleanup_stale_instances(report)
+    except OSError as exc:
+        print(f"trace instances not checked: {exc.strerror or exc}")
+    for action in report:
+        print(action)
+    if not any(a.outcome is not Outcome.SKIPPED for a in report):
         print("nothing left over by killed tunlab runs")
     return 0
 
@@ -178,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "killed tunlab runs")
     cleanup.set_defaults(handler=cmd_cleanup)
 
-    for module in ("cli_debug", "cli_bench"):
+    for module in ("cli_debug", "cli_bench", "cli_course"):
         try:
             register = __import__(f"tunlab.{module}", fromlist=["register"]).register
         except ImportError:

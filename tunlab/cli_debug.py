@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .errors import TunlabError
@@ -13,26 +12,12 @@ from .privileges import require_privileges
 
 
 def cmd_fate(args: argparse.Namespace) -> int:
-    from .fate import packet_fate
-    from .packets import check_ipv4, protocol_number
-    from .sysctl import parse_assignments
+    from .fate import fate
+    from .fate.request import from_namespace
 
-    # Validate everything before anything is built.
-    check_ipv4(args.src, "source")
-    check_ipv4(args.dst, "destination")
-    proto: str | int = args.proto if not str(args.proto).isdigit() else int(args.proto)
-    protocol_number(proto)
-    settings = parse_assignments(args.set)
-    ruleset = None
-    if args.nft_file:
-        try:
-            ruleset = Path(args.nft_file).read_text()
-        except OSError as exc:
-            raise TunlabError(f"cannot read {args.nft_file}: {exc.strerror}",
-                              "give an nftables ruleset file (nft -f syntax)") from exc
+    request = from_namespace(args)  # validate everything before anything is built
     require_privileges("tunlab fate")
-    report = packet_fate(args.src, args.dst, proto=proto, dport=args.dport, ttl=args.ttl,
-                         dev=args.dev, sysctls=settings, nft_ruleset=ruleset).to_dict()
+    report = fate(request, verify_fixes=not args.no_verify, trace=not args.no_trace).to_dict()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -48,24 +33,38 @@ def _print_fate(report: dict[str, Any]) -> None:
     packet = report["packet"]
     print(f"packet:    {packet.get('src')} -> {packet.get('dst')} {packet.get('proto')} "
           f"ttl {packet.get('ttl')}, written into {packet.get('dev')}")
-    if report["settings"]:
-        print("settings:  " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
+    sources = report.get("effective_settings", {}).get("sources", {})
+    if sources:
+        print("applied:   " + "; ".join(sources.values()))
     print(f"verdict:   {report['verdict'].upper()}")
     for drop in report["drop_locations"]:
         print(f"dropped:   {drop['reason']} in {drop['location']}()")
+    if report.get("firewall"):
+        print(f"firewall:  {report['firewall']['text']}")
     for line in report["martian_log"]:
         print(f"kernel log: {line}")
     for reply in report["replies"]:
         extra = (f" type {reply.get('icmp_type')} code {reply.get('icmp_code')}"
-                 if reply.get("proto") == "icmp" else f" flags {reply.get('tcp_flags', '')}")
+                 if "icmp" in str(reply.get("proto")) else f" flags {reply.get('tcp_flags', '')}")
         print(f"reply:     {reply['src']} -> {reply['dst']} {reply['proto']}{extra} "
               f"out of {reply['dev']}")
     if report["counters"]:
         shown = {k: v for k, v in report["counters"].items() if not k.startswith("IpExt")}
         print("counters:  " + ", ".join(f"{k} +{v}" for k, v in shown.items()))
-    if report["tracing"] != "tracefs":
-        print(f"tracing:   {report['tracing']}")
+    if report.get("missing_evidence"):
+        for what, why in report["missing_evidence"].items():
+            print(f"missing:   {what}: {why}")
+    for fix in report.get("fixes", []):
+        mark = "works" if fix["verdict_after"] in ("delivered", "forwarded") else "no"
+        print(f"fix [{mark}]: {fix['summary']} -> {fix['verdict_after']} "
+              f"(tunlab fate ... {' '.join(_quote(a) for a in fix['fate_args'])})")
     print(f"\n{report['explanation']}")
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -124,21 +123,19 @@ def _seed_traffic(lab: Any) -> Any:
 
 def register(sub: Any) -> None:
     """Add the fate, doctor and dropwatch subcommands to the ``tunlab`` parser."""
+    from .fate.request import add_arguments
+
     fate = sub.add_parser("fate", help="what does the kernel do with this packet?",
-                          description="Write one crafted IPv4 packet into a TUN device of a "
-                          "fresh seed lab (as the vpn-server releases packets) and report "
-                          "what the kernel did with it, and why.")
-    fate.add_argument("--src", required=True, help="source IPv4 address")
-    fate.add_argument("--dst", required=True, help="destination IPv4 address")
-    fate.add_argument("--proto", default="icmp", help="icmp, udp, tcp or a protocol number")
-    fate.add_argument("--dport", type=int, help="destination port for udp/tcp")
-    fate.add_argument("--ttl", type=int, default=64, help="time to live (default 64)")
-    fate.add_argument("--dev", default="mytun2", choices=["mytun", "mytun2"],
-                      help="device the packet arrives on (default mytun2)")
-    fate.add_argument("--set", action="append", metavar="KEY=VALUE",
-                      help="a sysctl, e.g. net.ipv4.ip_forward=1 (repeatable)")
-    fate.add_argument("--nft-file", metavar="FILE", help="an nftables ruleset to load first")
+                          description="Write one crafted IPv4 or IPv6 packet into a device of "
+                          "a fresh seed lab (as the vpn-server releases packets) and report "
+                          "what the kernel did with it, why, and which changes (each tried in "
+                          "another fresh lab) let it through.")
+    add_arguments(fate)
     fate.add_argument("--json", action="store_true", help="print one JSON object")
+    fate.add_argument("--no-verify", action="store_true",
+                      help="do not try the fixes (faster; the report then proposes none)")
+    fate.add_argument("--no-trace", action="store_true",
+                      help="do without tracefs, as on a machine that has none")
     fate.add_argument("--expect", metavar="VERDICT|REASON",
                       help="exit 1 unless the verdict or a drop reason is this "
                       "(e.g. delivered, IP_RPFILTER): for scripted checks and exercises")

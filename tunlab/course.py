@@ -33,13 +33,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .privileges import is_privileged
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = resources.data_path()
 RECORDED_DIR = DATA_DIR / "recorded"
 FATE_CASES = RECORDED_DIR / "fate_cases.json"
 RECORD_ENV = "TUNLAB_RECORD"
 START_HINT = "sudo make lab"
+START_HINT_SCRIPT = "sudo bash scripts/setup.sh lab"
 
 LESSONS: dict[str, str] = {
     "00-welcome": "Welcome: what runs here and what needs root",
@@ -52,6 +54,22 @@ LESSONS: dict[str, str] = {
     "07-working-vpn": "A working VPN between two hosts",
     "08-performance": "Performance: throughput, MTU, offloads, TCP over TCP",
 }
+
+_LESSONS: list[Any] = []  # every Lesson of this kernel, oldest first
+
+
+def current_lesson() -> Lesson | None:
+    """The lesson started last in this kernel (panels without a lesson use it), or None."""
+    return _LESSONS[-1] if _LESSONS else None
+
+
+def lesson_of(lab: Any) -> Lesson | None:
+    """The lesson whose lab is ``lab`` (or was, before it was rebuilt), or None."""
+    for lesson in reversed(_LESSONS):
+        if lesson.lab is lab or lab in getattr(lesson, "_past_labs", ()):
+            return lesson
+    return None
+
 
 # -- clean-up when the kernel stops ------------------------------------------------------------
 
@@ -231,6 +249,13 @@ class Lesson:
         self.missing: list[str] = []
         self.error = ""
         self.hosts: dict[str, Any] = {}
+        self.generation = 0
+        """How many times the lab was built: panels compare it to know their lab is new."""
+        self._lab_kwargs = dict(lab_kwargs)
+        self._attached: list[Any] = []
+        self._past_labs: list[Any] = []
+        self._rebuild_hooks: list[Callable[[], None]] = []
+        self._lock = threading.RLock()
         self._recording: dict[str, Any] = {}
         self._recorded = load_recording(name)
         self._closed = False
@@ -238,13 +263,15 @@ class Lesson:
             self.missing = _missing_privileges()
         elif lab is not None:
             try:
-                self.lab = self._build(lab, **lab_kwargs)
+                self.lab = self._build(lab, **dict(lab_kwargs))
+                self.generation = 1
                 self.live = True
             except Exception as exc:  # noqa: BLE001 - explain, and fall back to recordings
                 self.error = str(exc)
         else:
             self.live = True
         register_cleanup(self)
+        _LESSONS.append(self)
         if not quiet:
             _display(_html(self.banner_html()))
 
@@ -273,6 +300,77 @@ class Lesson:
             return self.hosts[name]
         return getattr(self.lab, name, None) if self.lab is not None else None
 
+    # -- the lab's life cycle: built, removed by finish(), rebuilt on demand ----------------------
+    @property
+    def lab_ready(self) -> bool:
+        """True when the lab exists and all its namespaces are still there."""
+        if self.lab is None or self._closed:
+            return False
+        namespaces = list(getattr(self.lab, "namespaces", []))
+        return bool(namespaces) and all(
+            not getattr(ns, "_deleted", False) and os.path.exists(getattr(ns, "path", ""))
+            for ns in namespaces)
+
+    def ensure_lab(self) -> Any:
+        """The lab, rebuilt first when :meth:`finish`, :meth:`close` or anything else removed
+        it (a widget clicked after Run All lands here). None in read-only mode or for a lesson
+        without a lab. Panels that depend on the lab are told through :meth:`on_rebuild`."""
+        if not self.live or self.kind is None:
+            return self.lab
+        with self._lock:
+            if self.lab_ready:
+                return self.lab
+            self._teardown()
+            if self.lab is not None:
+                self._past_labs.append(self.lab)
+            self.lab = None
+            self.lab = self._build(self.kind, **dict(self._lab_kwargs))
+            self.generation += 1
+            self._closed = False
+            self.error = ""
+            register_cleanup(self)
+        for hook in list(self._rebuild_hooks):
+            hook()
+        return self.lab
+
+    def reset(self) -> Any:
+        """Remove the lab and build a fresh one (what a panel's *reset lab* button does):
+        tunnels stop, namespaces go, new ones come, panels forget their results."""
+        if not self.live or self.kind is None:
+            for hook in list(self._rebuild_hooks):
+                hook()
+            return self.lab
+        with self._lock:
+            self._teardown()
+            self._closed = True
+        return self.ensure_lab()
+
+    def attach(self, thing: Any) -> Any:
+        """Stop ``thing`` (anything with ``close()``, e.g. a tunnel) before the lab goes."""
+        with self._lock:
+            if thing not in self._attached:
+                self._attached.append(thing)
+        return thing
+
+    def attached(self, kind: type) -> list[Any]:
+        """The attached objects of type ``kind`` (oldest first)."""
+        return [t for t in self._attached if isinstance(t, kind)]
+
+    def on_rebuild(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` after the lab was rebuilt or reset (panels clear their results)."""
+        if hook not in self._rebuild_hooks:
+            self._rebuild_hooks.append(hook)
+
+    def _teardown(self) -> None:
+        for thing in reversed(list(self._attached)):
+            try:
+                thing.close()
+            except Exception:  # noqa: BLE001 - the lab must still go
+                pass
+        self.hosts.clear()
+        if self.lab is not None:
+            self.lab.close()
+
     def banner_html(self) -> str:
         """A short box: lab ready (with its namespace), or what is missing and how to start."""
         title = html.escape(LESSONS.get(self.name, self.name))
@@ -291,7 +389,7 @@ class Lesson:
         return (f'<div style="border-left:4px solid #e0a800;padding:6px 10px;background:#fff8e1">'
                 f'<b>{title}: read-only mode.</b> The lab cannot start here: {why}.<br>'
                 f'To run it for real, start JupyterLab as root from the repository: '
-                f'<code>{START_HINT}</code> (or <code>sudo .venv/bin/jupyter lab</code>).<br>'
+                f'<code>{START_HINT}</code> (or <code>{START_HINT_SCRIPT}</code>).<br>'
                 f'Below you see <b>recorded output from a real run</b> (kernel '
                 f'{html.escape(str(self._recorded.get("_meta", {}).get("kernel", "?")))}), '
                 f'marked <i>recorded example</i>.</div>')
@@ -300,6 +398,7 @@ class Lesson:
         """``fn()`` when the lab is live (saved under ``key`` when recording), else the
         value recorded under ``key`` (None when there is none)."""
         if self.live:
+            self.ensure_lab()
             value = fn()
             if recording_enabled():
                 self._recording[key] = to_jsonable(value)
@@ -342,19 +441,21 @@ class Lesson:
         return out
 
     def close(self) -> None:
-        """Remove the lab (namespaces, devices, threads) and save recordings. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.lab is not None:
-            self.lab.close()
+        """Remove the lab (namespaces, devices, threads) and save recordings. Idempotent.
+
+        A later :meth:`run`, :meth:`sh` or :meth:`ensure_lab` builds a new lab."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._teardown()
         if self._recording:
             save_recording(self.name, self._recording)
         unregister_cleanup(self)
 
     def finish(self) -> None:
         """The notebook's last cell: close the lab and say what was removed."""
-        names = [ns.name for ns in self.lab.namespaces] if self.lab is not None else []
+        names = [ns.name for ns in self.lab.namespaces] if self.lab_ready else []
         self.close()
         if names:
             from .netns import list_lab_namespaces
@@ -372,18 +473,54 @@ class Lesson:
         self.close()
 
 
+PRESENTER_ENV = "TUNLAB_PRESENTER"
+
+
 def start(name: str, lab: str | None = "seed", **lab_kwargs: Any) -> Lesson:
     """Begin a lesson: build its lab (or explain why not) and show a one-line status.
 
     In a notebook it also makes matplotlib Figures (as :mod:`tunlab.plots` returns them)
-    display as images when they are a cell's value.
+    display as images when they are a cell's value. With ``TUNLAB_PRESENTER=1`` in the
+    environment, presenter mode is switched on (see :func:`presenter`).
     """
     enable_figure_display()
-    return Lesson(name, lab=lab, **lab_kwargs)
+    lesson = Lesson(name, lab=lab, **lab_kwargs)
+    if os.environ.get(PRESENTER_ENV) == "1":
+        _display(presenter(True))
+    return lesson
+
+
+def presenter(on: bool = True) -> Any:
+    """Presenter mode for a projector, one switch for the whole kernel: widget and output
+    text at least 16 px at 100 % zoom, figures drawn larger and at twice the resolution
+    (sharp on HiDPI screens). ``course.presenter(False)`` switches it off.
+
+    Returns a small widget (the stylesheet and a line saying what changed): leave it as the
+    cell's value. Every panel also has a *presenter mode* button doing the same.
+    """
+    from . import widgets
+
+    style = widgets.set_presenter(on)
+    import ipywidgets as w
+
+    note = w.HTML("<i>presenter mode on: text of 16 px or more, large high-DPI figures "
+                  "(from the next result on; <code>course.presenter(False)</code> switches "
+                  "it off)</i>" if on else "<i>presenter mode off</i>")
+    return w.VBox([style, note])
+
+
+def kernel_log(pattern: str = "martian", limit: int = 20) -> Any:
+    """A view of the kernel log's martian lines (global, not per namespace), with a refresh
+    button: what an instructor shows after a packet was dropped as a martian."""
+    from . import widgets
+
+    return widgets.kernel_log(pattern, limit)
 
 
 def enable_figure_display() -> None:
-    """Register a PNG formatter for matplotlib Figures in the running IPython (no pyplot)."""
+    """Register a PNG formatter for matplotlib Figures in the running IPython (no pyplot).
+
+    In presenter mode the PNG is high-DPI and carries its display width."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -393,9 +530,15 @@ def enable_figure_display() -> None:
         return
     from matplotlib.figure import Figure
 
-    from .plots import to_png
+    from .plots import presenter_on, render
 
-    shell.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: to_png(fig))
+    def figure_png(fig: Figure) -> Any:
+        rendered = render(fig)
+        if presenter_on():
+            return rendered.png, {"width": rendered.css_width}
+        return rendered.png
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
 def _missing_privileges() -> list[str]:

@@ -18,7 +18,6 @@ between kernel versions.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import time
@@ -28,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import netns
+from . import netns, ownership
 from .errors import EnvironmentProblem
 from .netns import Namespace
+from .ownership import CleanupAction, Kind, Outcome, Record
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENT = "events/skb/kfree_skb"
@@ -43,6 +43,7 @@ _LINE = re.compile(
     r"(?P<event>kfree_skb|netif_receive_skb):\s+(?P<body>.*)$")
 _FIELD = re.compile(r"(\w+)=(\S+)")
 _REASON = re.compile(r"reason:\s*(\S+)")
+_COMM = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _SYMBOLIC = re.compile(r'\{\s*(\d+),\s*"([A-Z0-9_]+)"\s*\}')
 
 
@@ -133,8 +134,10 @@ def parse_trace_line(line: str, names: dict[int, str] | None = None) -> Drop | R
 class DropTracer:
     """A private tracefs instance that records ``skb:kfree_skb`` while it is open.
 
-    ``pid``: keep only drops that happen in the context of this thread id (see
-    ``threading.get_native_id()``); None keeps every drop on the machine. With
+    ``comm``: keep only drops that happen in the context of a thread with this name (see
+    :func:`name_this_thread`): unlike a thread id, a name means the same inside a PID namespace
+    (a container) as in tracefs, which records host PIDs. ``pid``: the same by thread id,
+    for callers that cannot name the writing thread. Neither keeps every drop on the machine. With
     ``track_receives`` it also records ``net:netif_receive_skb``, so that each drop can be tied
     to the packet (skb) a device received: ours, or a reply the kernel made to it. The instance
     is removed on :meth:`stop`, on exceptions in a ``with`` block, and by
@@ -142,8 +145,11 @@ class DropTracer:
     """
 
     def __init__(self, pid: int | None = None, label: str = "drops",
-                 track_receives: bool = False) -> None:
+                 track_receives: bool = False, comm: str | None = None) -> None:
+        if comm is not None and not _COMM.match(comm):
+            raise ValueError(f"{comm!r} is not a thread name a trace filter can match")
         self.pid = pid
+        self.comm = comm
         self.track_receives = track_receives
         self.name = netns.unique_name(label)
         self.path: Path | None = None
@@ -156,12 +162,20 @@ class DropTracer:
         tracefs = ensure_tracefs()
         self.names = reason_names(tracefs)
         path = tracefs / "instances" / self.name
-        path.mkdir()
+        ownership.claim(Kind.TRACE, self.name)  # before mkdir: a SIGKILL leaves no orphan
+        try:
+            path.mkdir()
+            ownership.update(Kind.TRACE, self.name, details={"inode": path.stat().st_ino})
+        except BaseException:
+            ownership.release(Kind.TRACE, self.name)
+            raise
         self.path = path
         try:
             (path / "buffer_size_kb").write_text("1024\n")
             for event in self._event_dirs():
-                if self.pid is not None:
+                if self.comm is not None:
+                    (event / "filter").write_text(f'comm == "{self.comm}"\n')
+                elif self.pid is not None:
                     (event / "filter").write_text(f"common_pid == {int(self.pid)}\n")
                 (event / "enable").write_text("1\n")
         except BaseException:
@@ -200,12 +214,25 @@ class DropTracer:
             return
         path, self.path = self.path, None
         _remove_instance(path)
+        ownership.release(Kind.TRACE, self.name)
 
     def __enter__(self) -> DropTracer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def name_this_thread(name: str) -> None:
+    """Set the calling thread's name (its ``comm``, 15 bytes at most), for :class:`DropTracer`."""
+    import ctypes
+
+    if not _COMM.match(name):
+        raise ValueError(f"{name!r} is not a valid thread name")
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_NAME = 15  # noqa: N806 - the prctl(2) constant's name
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME) failed")
 
 
 def attribute_drops(events: list[Drop | Receive], dev: str, length: int
@@ -253,21 +280,40 @@ def _remove_instance(path: Path) -> None:
 
 
 def list_instances() -> list[str]:
-    """tunlab trace instances present on the machine (live or stale)."""
+    """Trace instances named like tunlab's on the machine (live, stale, or someone else's)."""
     instances = TRACEFS / "instances"
     if not instances.is_dir():
         return []
     return sorted(p.name for p in instances.iterdir() if p.name.startswith(netns.PREFIX))
 
 
-def cleanup_stale_instances() -> list[str]:
-    """Remove trace instances whose owning tunlab process is gone."""
-    removed = []
-    for name in list_instances():
-        if not netns.owner_is_alive(name):
-            _remove_instance(TRACEFS / "instances" / name)
-            removed.append(name)
-    return removed
+def _remove_stale_instance(record: Record) -> CleanupAction | None:
+    path = TRACEFS / "instances" / record.name
+    try:
+        inode = path.stat().st_ino
+    except OSError:
+        inode = None
+    if inode != record.details.get("inode"):
+        return CleanupAction(Kind.TRACE, record.name, Outcome.SKIPPED,
+                             "it is not the instance the dead lab created (replaced since)")
+    _remove_instance(path)
+    if path.exists():
+        return CleanupAction(Kind.TRACE, record.name, Outcome.SKIPPED,
+                             "still busy (a reader holds its buffer); try again later")
+    return None
+
+
+def cleanup_stale_instances(report: list[CleanupAction] | None = None) -> list[str]:
+    """Remove trace instances whose ownership record names a tunlab process that is gone.
+
+    tracefs is global to the host, so an instance without a record (someone else's, whatever
+    its name) or with a live owner is never touched. Returns the names removed; ``report``
+    collects every decision.
+    """
+    actions = ownership.sweep(Kind.TRACE, list_instances(), _remove_stale_instance)
+    if report is not None:
+        report.extend(actions)
+    return [a.name for a in actions if a.outcome is Outcome.REMOVED]
 
 
 def summarize_drops(drops: Iterable[Drop]) -> list[tuple[str, str, int]]:
@@ -351,27 +397,63 @@ def matching_martians(lines: Iterable[str], src: str, dst: str,
 
 
 # -- counters ------------------------------------------------------------------------------------
+_DEV_FIELDS = {"rx": ("bytes", "packets", "errors", "dropped", "over_errors", "frame_errors",
+                      "compressed", "multicast"),
+               "tx": ("bytes", "packets", "errors", "dropped", "fifo_errors", "collisions",
+                      "carrier_errors", "compressed")}
+
+
+def _parse_dev(text: str) -> dict[str, int]:
+    """/proc/net/dev as ``DEV.rx_dropped``... (the names ``ip -s -j link`` uses)."""
+    counters: dict[str, int] = {}
+    for line in text.splitlines()[2:]:
+        name, _, numbers = line.partition(":")
+        values = numbers.split()
+        if len(values) < 16:
+            continue
+        for i, key in enumerate(_DEV_FIELDS["rx"]):
+            counters[f"{name.strip()}.rx_{key}"] = int(values[i])
+        for i, key in enumerate(_DEV_FIELDS["tx"]):
+            counters[f"{name.strip()}.tx_{key}"] = int(values[8 + i])
+    return counters
+
+
+def _parse_snmp(text: str) -> dict[str, int]:
+    """/proc/net/snmp or netstat (header line, value line per group) as nstat names them."""
+    counters: dict[str, int] = {}
+    lines = text.splitlines()
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        group, _, names = header.partition(":")
+        for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
+            if value.lstrip("-").isdigit():
+                counters[group + name] = int(value)
+    return counters
+
+
+def _read_proc_net(ns: Namespace, files: tuple[str, ...]) -> dict[str, str]:
+    # /proc/net is /proc/self/net, the namespace of the process's main thread; a thread inside
+    # the lab's namespace sees its own through /proc/thread-self/net.
+    def read() -> dict[str, str]:
+        texts = {}
+        for name in files:
+            try:
+                texts[name] = (Path("/proc/thread-self/net") / name).read_text()
+            except OSError:
+                texts[name] = ""
+        return texts
+
+    return ns.run(read)
+
+
 def link_counters(ns: Namespace) -> dict[str, int]:
     """``ip -s link`` for every device in ``ns``: ``DEV.rx_dropped``, ``DEV.tx_packets``..."""
-    counters: dict[str, int] = {}
-    for link in json.loads(ns.ip("-s", "-j", "link") or "[]"):
-        stats = link.get("stats64") or link.get("stats") or {}
-        for direction in ("rx", "tx"):
-            for key, value in (stats.get(direction) or {}).items():
-                if isinstance(value, int):
-                    counters[f"{link['ifname']}.{direction}_{key}"] = value
-    return counters
+    return _parse_dev(_read_proc_net(ns, ("dev",))["dev"])
 
 
 def snmp_counters(ns: Namespace) -> dict[str, int]:
     """``nstat``: the namespace's SNMP and netstat counters (IpInAddrErrors, TcpExt...)."""
-    result = ns.exec(["nstat", "-a", "-s", "-z", "--json"], check=False)
-    if result.returncode != 0:
-        return {}
-    try:
-        return {k: int(v) for k, v in json.loads(result.stdout).get("kernel", {}).items()}
-    except (ValueError, AttributeError):
-        return {}
+    texts = _read_proc_net(ns, ("snmp", "netstat"))
+    return {**_parse_snmp(texts["snmp"]), **_parse_snmp(texts["netstat"])}
 
 
 def _parse_snmp6(text: str, prefix: str = "") -> dict[str, int]:

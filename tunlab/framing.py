@@ -43,6 +43,14 @@ VNET_HDR_SIZE = 10
 # One IP packet of up to 64 KiB, plus room for a virtio-net header and a sealing overhead.
 DEFAULT_MAX_PAYLOAD = 65535 + 256
 MAX_HELLO = 4096
+# A HELLO is an object of lists and one flat object; anything nested deeper is refused before
+# json.loads() would recurse into it (1,000 nested lists in 2 KB raise RecursionError).
+MAX_HELLO_DEPTH = 4
+# What of a peer's CLOSE reason is kept: it ends up in logs.
+MAX_CLOSE_REASON = 200
+# HELLO feature: "send me GSO_DATA super-packets with their virtio-net header". A GSO_DATA
+# frame is only accepted when both sides offered it (see Decoder.accept_gso).
+VNET_FEATURE = "vnet_hdr"
 
 
 class FrameType(IntEnum):
@@ -89,7 +97,8 @@ class KeepaliveReceived:
 
 @dataclass(frozen=True)
 class CloseReceived:
-    """The peer hangs up and says why."""
+    """The peer hangs up and says why; ``reason`` is made printable and bounded
+    (:func:`printable_reason`), because it is the peer's text and ends up in logs."""
 
     reason: str
 
@@ -176,10 +185,40 @@ def encode_close(reason: str) -> bytes:
     return encode_frame(FrameType.CLOSE, reason.encode()[:512])
 
 
+def _json_depth_problem(payload: bytes, limit: int) -> str | None:
+    """Why ``payload`` nests JSON arrays/objects deeper than ``limit``, or None.
+
+    A linear scan that skips string contents, so that :func:`json.loads` (which recurses once
+    per level) is only ever called on shallow documents.
+    """
+    depth = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return f"hello nests deeper than {limit} levels"
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return None
+
+
 def _parse_hello(payload: bytes) -> Hello | str:
+    problem = _json_depth_problem(payload, MAX_HELLO_DEPTH)
+    if problem:
+        return problem
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return f"hello is not JSON: {exc}"
     if not isinstance(doc, dict) or doc.get("proto") != "tunlab":
         return "hello is not a tunlab hello"
@@ -190,6 +229,15 @@ def _parse_hello(payload: bytes) -> Hello | str:
             or not isinstance(info, dict) or not isinstance(role, str)):
         return "hello fields have the wrong types"
     return Hello(role=role, features=frozenset(features), info=info)
+
+
+def printable_reason(raw: bytes | str, limit: int = MAX_CLOSE_REASON) -> str:
+    """A peer's words made safe for one log line: decoded, control characters (newlines, ANSI
+    escapes, ...) replaced by ``?``, at most ``limit`` characters (``...`` marks a cut)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
+    cut = len(text) > limit
+    text = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return text + "..." if cut else text
 
 
 @dataclass
@@ -207,13 +255,28 @@ class Decoder:
 
     Buffering is bounded: at most one header plus ``max_payload`` bytes are held, whatever the
     peer sends. After a :class:`ProtocolError` the decoder refuses further input.
+
+    ``accept_gso=False`` rejects GSO_DATA frames (``gso_not_negotiated``): a session turns it on
+    only when both sides offered :data:`VNET_FEATURE`. :meth:`only_accept` narrows the stream
+    to one frame type, checked from the header alone: any other frame ends the stream before
+    a byte of its payload is parsed (a keyed session demands sealed frames this way).
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, *,
+                 accept_gso: bool = True) -> None:
         self.max_payload = max_payload
+        self.accept_gso = accept_gso
         self.stats = DecoderStats()
         self.failed: ProtocolError | None = None
         self._buffer = bytearray()
+        self._only: int | None = None
+        self._only_error: tuple[str, str] = ("", "")
+
+    def only_accept(self, frame_type: int, reason: str, detail: str) -> None:
+        """From now on, a frame of any other type than ``frame_type`` is a
+        ``ProtocolError(reason, detail + " (got frame type N)")``, found from its header."""
+        self._only = frame_type
+        self._only_error = (reason, detail)
 
     @property
     def buffered(self) -> int:
@@ -235,7 +298,7 @@ class Decoder:
         try:
             while len(view) - offset >= HEADER_SIZE:
                 magic, version, frame_type, length = HEADER.unpack_from(view, offset)
-                error = self._check_header(magic, version, length)
+                error = self._check_header(magic, version, frame_type, length)
                 if error is not None:
                     self.failed = error
                     self.stats.rejected[error.reason] += 1
@@ -285,7 +348,9 @@ class Decoder:
             magic, version, frame_type, length = unpack(view, offset)
             end = offset + HEADER_SIZE + length
             if (magic != MAGIC or version != VERSION or length > self.max_payload
-                    or end > end_of_data or frame_type not in _DATA_TYPES):
+                    or end > end_of_data or frame_type not in _DATA_TYPES
+                    or self._only is not None
+                    or (frame_type == FrameType.GSO_DATA and not self.accept_gso)):
                 break  # feed() takes it from here, with every error it knows
             start = offset + HEADER_SIZE
             offset = end
@@ -307,7 +372,8 @@ class Decoder:
             packets.append((packet, header))
         return packets, rejections, view[offset:]
 
-    def _check_header(self, magic: bytes, version: int, length: int) -> ProtocolError | None:
+    def _check_header(self, magic: bytes, version: int, frame_type: int,
+                      length: int) -> ProtocolError | None:
         if magic != MAGIC:
             return ProtocolError("bad_magic", f"stream starts with {magic.hex()} not 544c ('TL')")
         if version != VERSION:
@@ -315,6 +381,9 @@ class Decoder:
         if length > self.max_payload:
             return ProtocolError("too_large",
                                  f"frame claims {length} bytes, limit is {self.max_payload}")
+        if self._only is not None and frame_type != self._only:
+            reason, detail = self._only_error
+            return ProtocolError(reason, f"{detail} (got frame type {frame_type})")
         return None
 
     def _reject(self, reason: str, detail: str) -> FrameRejected:
@@ -335,6 +404,9 @@ class Decoder:
             self.stats.packet_bytes += len(payload)
             return PacketReceived(payload)
         if frame_type == FrameType.GSO_DATA:
+            if not self.accept_gso:
+                return self._reject("gso_not_negotiated", "a GSO_DATA frame, but super-packets "
+                                    f"were not negotiated ({VNET_FEATURE} missing on one side)")
             if len(payload) <= VNET_HDR_SIZE:
                 return self._reject("not_ip", "GSO frame shorter than its virtio-net header")
             packet = payload[VNET_HDR_SIZE:]
@@ -354,7 +426,7 @@ class Decoder:
         if frame_type == FrameType.KEEPALIVE:
             return KeepaliveReceived()
         if frame_type == FrameType.CLOSE:
-            return CloseReceived(payload.decode("utf-8", "replace"))
+            return CloseReceived(printable_reason(payload))
         if FrameType.EXTENSION_FIRST <= frame_type <= FrameType.EXTENSION_LAST:
             return ExtensionFrame(frame_type, payload)
         return self._reject("unknown_type", f"frame type {frame_type}")

@@ -15,15 +15,18 @@ import socket
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import netns
+from . import netns, resources
 from .errors import TunlabError
 from .netns import Namespace
 from .privileges import require_privileges
 from .tun import TunDevice
-from .tunnel import TunnelClient, TunnelServer
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "create_named_tuntap_devices.sh"
+if TYPE_CHECKING:  # the tunnel is imported when a lab starts one (fate labs never do)
+    from .tunnel import TunnelClient, TunnelServer
+
+SCRIPT = resources.device_script()
 SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
 UPLINK, UPLINK_ADDRESS = "wan0", "192.0.2.1/24"  # TEST-NET-1, only inside our namespace
 SEED_DEVICES_V6 = {"mytun": "fd00::1/64", "mytun2": "fd00:2::1/64"}  # unique local (fd00::/8)
@@ -51,9 +54,9 @@ def cleanup_leftovers() -> list[str]:
 
 
 def script_path() -> Path:
-    """The seed's device script, shipped in the repository's scripts/ folder."""
+    """The seed's device script (scripts/ in the repository, package data when installed)."""
     if not SCRIPT.exists():
-        raise FileNotFoundError(f"{SCRIPT} is missing from the checkout")
+        raise FileNotFoundError(f"{SCRIPT} is missing from the installation")
     return SCRIPT
 
 
@@ -72,6 +75,21 @@ class _Lab:
     def _ip(self, ns: Namespace, *args: str) -> str:
         self.commands.append(f"[{ns.name}] ip {shlex.join(args)}")
         return ns.ip(*args)
+
+    def _ip_batch(self, ns: Namespace, commands: list[tuple[str, ...]]) -> None:
+        """Several ``ip`` commands in one ``ip -batch`` run (one process instead of many);
+        each is shown in ``commands`` as a person would type it."""
+        if not commands:
+            return
+        by_family: dict[str, list[str]] = {}
+        for args in commands:
+            self.commands.append(f"[{ns.name}] ip {shlex.join(args)}")
+            # -batch lines take no family option: IPv6 lines go to a second `ip -6 -batch`.
+            family, rest = (args[0], args[1:]) if args[0] in ("-4", "-6") else ("", args)
+            by_family.setdefault(family, []).append(shlex.join(rest))
+        for family, lines in by_family.items():
+            netns._run(["ip", "-n", ns.name, *([family] if family else []), "-batch", "-"],
+                       input="\n".join(lines).encode() + b"\n")
 
     def open_device(self, ns: Namespace, name: str, *, vnet_hdr: bool = False) -> TunDevice:
         """Attach to TUN device ``name`` inside ``ns``; closed with the lab.
@@ -138,17 +156,19 @@ class SeedLab(_Lab):
         try:
             self.commands.append(f"[{self.ns.name}] bash scripts/{SCRIPT.name}")
             self.script_output = self.ns.exec(["bash", str(script_path())]).stdout
+            batch: list[tuple[str, ...]] = []
             if uplink:
-                self._ip(self.ns, "tuntap", "add", "dev", UPLINK, "mode", "tun")
-                self._ip(self.ns, "addr", "add", UPLINK_ADDRESS, "dev", UPLINK)
-                self._ip(self.ns, "link", "set", UPLINK, "up")
-                self._ip(self.ns, "route", "add", "default", "dev", UPLINK)
+                batch += [("tuntap", "add", "dev", UPLINK, "mode", "tun"),
+                          ("addr", "add", UPLINK_ADDRESS, "dev", UPLINK),
+                          ("link", "set", UPLINK, "up"),
+                          ("route", "add", "default", "dev", UPLINK)]
             if self.ipv6:
                 addresses = {**SEED_DEVICES_V6, **({UPLINK: UPLINK_ADDRESS_V6} if uplink else {})}
-                for dev, address in addresses.items():
-                    self._ip(self.ns, "-6", "addr", "add", address, "dev", dev, "nodad")
+                batch += [("-6", "addr", "add", address, "dev", dev, "nodad")
+                          for dev, address in addresses.items()]
                 if uplink:
-                    self._ip(self.ns, "-6", "route", "add", "default", "dev", UPLINK)
+                    batch.append(("-6", "route", "add", "default", "dev", UPLINK))
+            self._ip_batch(self.ns, batch)
         except BaseException:
             self.close()
             raise
@@ -253,6 +273,8 @@ class TwoHostLab(_Lab):
         With ``psk`` both ends authenticate each other and seal every frame. ``fast`` opens
         the devices for the fast path: one flag for both, or ``(server, client)``.
         """
+        from .tunnel import TunnelClient, TunnelServer
+
         server_fast, client_fast = fast if isinstance(fast, tuple) else (fast, fast)
         server = TunnelServer(self.open_device(self.b, "tun0", vnet_hdr=server_fast),
                               (UNDERLAY[1], port),

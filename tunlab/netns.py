@@ -5,63 +5,55 @@ running in a thread that called setns(2). Sockets and TUN file descriptors opene
 that namespace for their whole life, whichever thread uses them later. Commands run through
 ``ip netns exec``, exactly as a person would type them.
 
-Every namespace is named ``tunlab-<pid>-<start time>-<n>-<label>``, so that a later run can tell
-the leftovers of a killed run (owner process gone) from those of a lab that is still running.
+Every namespace is named ``tunlab-<pid>-<start time>-<n>-<label>`` so that people can see whose
+it is, but the name proves nothing: ownership comes from the record this module writes before it
+creates a namespace (:mod:`tunlab.ownership`). A later run removes only namespaces with a record
+whose owner is dead, and stops only processes the dead lab itself started in them.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from . import ownership
 from .errors import EnvironmentProblem, TunlabError
+from .ownership import CleanupAction, Kind, Outcome, Record
 from .privileges import require_privileges
 
 T = TypeVar("T")
 
 PREFIX = "tunlab-"
 NETNS_DIR = "/run/netns"
-_OWNED_NAME = re.compile(r"^tunlab-(\d+)-(\d+)-")
 _counter = itertools.count(1)
 _live: dict[str, Namespace] = {}
 _live_lock = threading.Lock()
 
 
-def _process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None when no such process exists."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # The command name may contain spaces and parentheses; fields follow the last ')'.
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def owner_tag() -> str:
     """``<pid>-<start time>`` of this process: prefix for every resource the lab names."""
     pid = os.getpid()
-    return f"{pid}-{_process_start_time(pid) or 0}"
+    return f"{pid}-{ownership.process_start_time(pid) or 0}"
 
 
-def owner_is_alive(name: str) -> bool:
-    """True when the process that created the tunlab resource called ``name`` still runs.
+def owner_is_alive(name: str, kind: Kind = Kind.NETNS) -> bool:
+    """False only when ``name`` has an ownership record and the process that wrote it is gone.
 
-    Names that do not follow the tunlab pattern are reported alive, so they are never touched.
+    The name itself proves nothing: without a record the resource is not ours, so it counts as
+    alive and is never touched.
     """
-    match = _OWNED_NAME.match(name)
-    if not match:
-        return True
-    pid, start = int(match.group(1)), int(match.group(2))
-    return _process_start_time(pid) == start
+    record = ownership.read(kind, name)
+    return record is None or ownership.owner_state(record) is not ownership.OwnerState.DEAD
 
 
 def unique_name(label: str = "lab") -> str:
@@ -71,13 +63,25 @@ def unique_name(label: str = "lab") -> str:
 
 
 def _run(argv: Sequence[str], *, timeout: float = 15, check: bool = True,
-         input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+         input: bytes | None = None, started: Callable[[int], None] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run``, telling ``started`` the child's pid before waiting for it."""
     try:
-        result = subprocess.run(list(argv), capture_output=True, text=input is None,
-                                input=input, timeout=timeout)
+        with subprocess.Popen(list(argv), stdin=None if input is None else subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=input is None) as process:
+            try:
+                if started is not None:
+                    started(process.pid)
+                stdout, stderr = process.communicate(input, timeout=timeout)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
     except FileNotFoundError as exc:
         raise EnvironmentProblem(f"`{argv[0]}` is not installed",
                                  "install iproute2: `apt-get install iproute2`") from exc
+    result = subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
         raise TunlabError(f"`{' '.join(argv)}` failed: {stderr.strip()}")
@@ -128,11 +132,21 @@ class Namespace:
              input: bytes | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace (``ip netns exec NAME ...``) and wait for it."""
         return _run(["ip", "netns", "exec", self.name, *argv], timeout=timeout, check=check,
-                    input=input)
+                    input=input, started=self._started)
+
+    def _started(self, pid: int) -> None:
+        # Recorded so that, after a SIGKILL of this process, clean-up may stop it.
+        ownership.update(Kind.NETNS, self.name, started=[pid])
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a command inside the namespace without waiting for it."""
-        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+        """Start a command inside the namespace without waiting for it.
+
+        Its pid goes into the namespace's ownership record: after a SIGKILL of this process,
+        clean-up may stop what the lab started, and nothing else.
+        """
+        process = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+        self._started(process.pid)
+        return process
 
     def ip(self, *args: str, check: bool = True) -> str:
         """Run ``ip -n NAME ARGS`` and return its output."""
@@ -152,6 +166,7 @@ class Namespace:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         _remove_namespace(self.name)
+        ownership.release(Kind.NETNS, self.name)
         with _live_lock:
             _live.pop(self.name, None)
 
@@ -165,13 +180,73 @@ class Namespace:
         return f"Namespace({self.name!r})"
 
 
+def _pids_in(name: str) -> list[int]:
+    out = _run(["ip", "netns", "pids", name], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
 def _remove_namespace(name: str) -> None:
-    for pid in _run(["ip", "netns", "pids", name], check=False).stdout.split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
+    """Remove a namespace this process owns, with every process inside it."""
+    for pid in _pids_in(name):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     _run(["ip", "netns", "del", name], check=False)
+
+
+def _namespace_identity(name: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(os.path.join(NETNS_DIR, name))
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _kill_exactly(pid: int) -> None:
+    """SIGKILL ``pid`` through a pidfd, so a pid reused meanwhile is not hit."""
+    start = ownership.process_start_time(pid)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if start is not None and ownership.process_start_time(pid) == start:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _remove_leftover(record: Record) -> CleanupAction | None:
+    """Remove a dead lab's namespace, stopping only the processes that lab started."""
+    name = record.name
+    identity = (record.details.get("dev"), record.details.get("inode"))
+    if _namespace_identity(name) != identity:
+        return CleanupAction(Kind.NETNS, name, Outcome.SKIPPED,
+                             "it is not the namespace the dead lab created (replaced since)")
+    ours, others = ownership.started_by_tunlab(record, _pids_in(name))
+    if others:
+        listed = ", ".join(f"{pid} ({_command(pid)})" for pid in others[:5])
+        return CleanupAction(Kind.NETNS, name, Outcome.SKIPPED,
+                             f"processes tunlab did not start run in it: {listed}; stop them, "
+                             "then run `tunlab cleanup` again")
+    for pid in ours:
+        _kill_exactly(pid)
+    deadline = time.monotonic() + 5
+    while set(ours) & set(_pids_in(name)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _run(["ip", "netns", "del", name], check=False)
+    stopped = f", stopped {len(ours)} process(es) it had started" if ours else ""
+    return CleanupAction(Kind.NETNS, name, Outcome.REMOVED,
+                         f"its owner (pid {record.owner.pid}) is gone{stopped}")
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return "?"
 
 
 def create(label: str = "lab") -> Namespace:
@@ -179,7 +254,17 @@ def create(label: str = "lab") -> Namespace:
     require_privileges("creating a network namespace")
     install_signal_handlers()
     name = unique_name(label)
-    _run(["ip", "netns", "add", name])
+    ownership.claim(Kind.NETNS, name)  # before it exists: a SIGKILL in between leaves no orphan
+    try:
+        _run(["ip", "netns", "add", name])
+        identity = _namespace_identity(name)
+        if identity is None:
+            raise TunlabError(f"namespace {name} vanished right after `ip netns add`")
+        ownership.update(Kind.NETNS, name, details={"dev": identity[0], "inode": identity[1]})
+    except BaseException:
+        _run(["ip", "netns", "del", name], check=False)
+        ownership.release(Kind.NETNS, name)
+        raise
     ns = Namespace(name)
     with _live_lock:
         _live[name] = ns
@@ -199,14 +284,17 @@ def list_lab_namespaces() -> list[str]:
         return []
 
 
-def cleanup_stale() -> list[str]:
-    """Remove namespaces left behind by tunlab runs whose process is gone (SIGKILL, crash)."""
-    removed = []
-    for name in list_lab_namespaces():
-        if not owner_is_alive(name):
-            _remove_namespace(name)
-            removed.append(name)
-    return removed
+def cleanup_stale(report: list[CleanupAction] | None = None) -> list[str]:
+    """Remove namespaces left behind by tunlab runs whose process is gone (SIGKILL, crash).
+
+    Only namespaces with an ownership record whose owner is dead are removed, and only
+    processes that lab started are stopped; see :func:`tunlab.ownership.sweep`. Returns the
+    names removed; ``report`` collects every decision (removed, and skipped with the reason).
+    """
+    actions = ownership.sweep(Kind.NETNS, list_lab_namespaces(), _remove_leftover)
+    if report is not None:
+        report.extend(actions)
+    return [a.name for a in actions if a.outcome is Outcome.REMOVED]
 
 
 def delete_all_owned() -> None:

@@ -39,11 +39,83 @@ LAYER_NAMES = {"pi": "TUN packet info (no IFF_NO_PI)", "tunlab": "tunlab frame h
                "ip": "IPv4 header", "l4": "ICMP/UDP/TCP header", "payload": "payload"}
 
 
-def to_png(fig: Figure, dpi: int = 100) -> bytes:
-    """Render ``fig`` to PNG bytes (for ``ipywidgets.Image(value=...)``)."""
+PRESENTER_MIN_POINTS = 12.0
+"""Smallest text in presenter mode: 12 pt is 16 CSS px when shown at 96 px per inch."""
+PRESENTER_SCALE = 1.45
+"""Presenter mode grows figures and their text by this factor (layout stays the same)."""
+HIDPI = 2
+"""Presenter mode renders this many device pixels per CSS pixel (sharp on a projector/HiDPI)."""
+CSS_DPI = 96
+
+
+class _Mode:
+    presenter = False
+
+
+def set_presenter(on: bool = True) -> None:
+    """Presenter mode on or off for every figure rendered from now on (see :func:`render`)."""
+    _Mode.presenter = bool(on)
+
+
+def presenter_on() -> bool:
+    """True while presenter mode is on."""
+    return _Mode.presenter
+
+
+def _enlarge(fig: Figure) -> None:
+    """Grow ``fig`` and every text in it for presenter mode (once per figure)."""
+    from matplotlib.text import Text
+
+    if getattr(fig, "_tunlab_presenter", False):
+        return
+    fig._tunlab_presenter = True  # type: ignore[attr-defined]
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width * PRESENTER_SCALE, height * PRESENTER_SCALE)
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for label in axis.get_ticklabels(which="both"):
+                label.set_fontsize(max(label.get_fontsize() * PRESENTER_SCALE,
+                                       PRESENTER_MIN_POINTS))
+    for text in fig.findobj(Text):
+        text.set_fontsize(max(text.get_fontsize() * PRESENTER_SCALE, PRESENTER_MIN_POINTS))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A figure as PNG bytes and the width (CSS px) to show it at."""
+
+    png: bytes
+    css_width: int
+
+
+def render(fig: Figure, dpi: int = 100) -> Rendered:
+    """Render ``fig`` for the screen: at ``dpi`` normally; in presenter mode enlarged (text
+    at least 16 CSS px), at :data:`HIDPI` times 96 dpi, to be shown at half its pixel width."""
+    if _Mode.presenter:
+        _enlarge(fig)
+        png = _png(fig, CSS_DPI * HIDPI)
+        return Rendered(png, png_size(png)[0] // HIDPI)
+    png = _png(fig, dpi)
+    return Rendered(png, png_size(png)[0])
+
+
+def _png(fig: Figure, dpi: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels, read from a PNG's header."""
+    if len(png) < 24 or not png.startswith(b"\x89PNG"):
+        return 0, 0
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render ``fig`` to PNG bytes (for ``ipywidgets.Image(value=...)``); presenter mode
+    renders large and high-DPI (see :func:`render`)."""
+    return render(fig, dpi).png
 
 
 def figure_text(fig: Figure) -> list[str]:
@@ -199,15 +271,33 @@ SEED_STEPS: list[Step] = [
 ]
 
 
+def seed_steps(target: str = "10.0.0.2", reverse: bool = False) -> list[Step]:
+    """The seed's path for a ping to ``target``; ``reverse`` for the way back (a ping routed
+    into mytun2: vpn-server reads it, vpn-client releases it into mytun)."""
+    if not reverse:
+        return [Step(f"ping\n{target}", "app"), *SEED_STEPS[1:]]
+    return [Step(f"ping\n{target}", "app"),
+            Step("routing\n10.0.2.0/24\ndev mytun2", "kernel"),
+            Step("mytun2", "device"),
+            Step("vpn-server\nencapsulate", "app"),
+            Step("TCP\n127.0.0.1", "wire"),
+            Step("vpn-client\ndecapsulate", "app"),
+            Step("mytun\n(released)", "device"),
+            Step("kernel\nip_rcv →\nroute input", "kernel"),
+            Step("forward /\ndeliver", "kernel")]
+
+
 def seed_path(fate: Mapping[str, Any] | None = None, title: str = "",
               stopped_at: int | None = None, stop_reason: str = "",
-              stop_word: str = "stopped") -> Figure:
+              stop_word: str = "stopped", target: str = "10.0.0.2",
+              reverse: bool = False) -> Figure:
     """The seed's example goal as a path; with a fate report, the kernel's verdict on it.
 
     ``fate`` is the dict of :meth:`tunlab.fate.FateReport.to_dict` (verdict, drop_reasons,
     ...). A drop is marked at the kernel's input routing step, or at the last step for a
     netfilter or delivery drop. ``stopped_at``/``stop_reason`` mark an earlier stop (e.g. the
-    ping never reached mytun because it went to ``lo``).
+    ping never reached mytun because it went to ``lo``). ``reverse`` draws the way from
+    mytun2 through the vpn-server and the vpn-client into mytun (see :func:`seed_steps`).
     """
     drop_at, reason, verdict, word = stopped_at, stop_reason, "", stop_word
     if fate and drop_at is None:
@@ -217,8 +307,8 @@ def seed_path(fate: Mapping[str, Any] | None = None, title: str = "",
         if verdict == "dropped":
             reason = ", ".join(reasons) if reasons else "(no reason traced)"
             drop_at = 7 if drop_stage(reasons) == "route" else 8
-    return packet_path(SEED_STEPS, drop_at=drop_at, reason=reason, verdict=verdict,
-                       groups=[("one namespace (the seed's host)", 0, 8)],
+    return packet_path(seed_steps(target, reverse), drop_at=drop_at, reason=reason,
+                       verdict=verdict, groups=[("one namespace (the seed's host)", 0, 8)],
                        title=title or "The seed's example goal", stop_word=word)
 
 

@@ -105,7 +105,7 @@ class Session:
             self._nonce = secrets.token_bytes(secure.NONCE_SIZE)
             self.info[secure.NONCE_INFO_KEY] = self._nonce.hex()
         self.offered = frozenset(offered)
-        self.decoder = framing.Decoder(max_payload)
+        self.decoder = framing.Decoder(max_payload, accept_gso=False)
         self.peer: Hello | None = None
         self.features: frozenset[str] = frozenset()
         self._outgoing = bytearray()
@@ -161,10 +161,13 @@ class Session:
         """The bytes that carry one IP packet (with its virtio-net header, if any) to the peer.
 
         Sealed when the session is authenticated. Raises :class:`~tunlab.framing.EncodeError`
-        for something that cannot be sent and RuntimeError before the handshake finished.
+        for something that cannot be sent (including a virtio-net header when both sides did
+        not offer ``vnet_hdr``) and RuntimeError before the handshake finished.
         """
         if not self._established:
             raise RuntimeError("handshake not finished")
+        if vnet_header is not None and framing.VNET_FEATURE not in self.features:
+            raise framing.EncodeError("super-packets were not negotiated with this peer")
         if self._sealer is None:
             if vnet_header is not None:
                 return framing.encode_gso_packet(vnet_header, packet)
@@ -272,7 +275,7 @@ class Session:
                 return [self._fail("auth_failed", f"the {self.peer_role} requires a pre-shared "
                                    "key and this side has none: start both ends with "
                                    "--psk-file")]
-            self._established = True
+            self._establish()
             return [Established(hello, self.features, authenticated=False)]
         if not peer_has_key:
             return [self._fail("auth_failed", f"the {self.peer_role} has no pre-shared key; "
@@ -326,8 +329,16 @@ class Session:
             self._send_proof()
         self._sealer = secure.Sealer(self._keys.sending(self.role))
         self._opener = secure.Opener(self._keys.receiving(self.role))
-        self._established = True
+        # From the next byte on, a frame in the clear ends the session from its header alone:
+        # its payload (a HELLO's JSON, say) is never parsed.
+        self.decoder.only_accept(SecureFrameType.SEALED, "unsealed", "a frame in the clear in "
+                                 "an authenticated session, where every frame must be sealed")
+        self._establish()
         return [Established(self.peer, self.features, authenticated=True)]
+
+    def _establish(self) -> None:
+        self._established = True
+        self.decoder.accept_gso = framing.VNET_FEATURE in self.features
 
     def _open(self, event: Event) -> list[SessionEvent]:
         assert self._opener is not None

@@ -10,7 +10,9 @@ may then let the kernel hand over unchecksummed 64 KiB TCP super-packets instead
 ones: the tunnel's fast path. Those settings belong to the *device*, not to the file
 descriptor, and outlive it; so :meth:`TunDevice.close` puts back what it changed (offloads off,
 the ``vnet_hdr`` flag as it was), and every plain open switches offloads off, because a reader
-without the header could not tell a super-packet from a packet.
+without the header would get packets whose checksums the kernel left for it to finish.
+A fast open of a persistent device is written down (:mod:`tunlab.ownership`), so that after a
+SIGKILL ``tunlab cleanup`` can put the device back for readers that are not tunlab's.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import subprocess
 import threading
 from collections.abc import Callable
 
+from . import ownership
 from .errors import DeviceMissingError, EnvironmentProblem, InvalidPacketError, TunlabError
 from .ippacket import ip_packet_problem
+from .ownership import CleanupAction, Kind, Outcome, OwnerState, Record
 from .vnet import VNET_HDR_SIZE, ZERO_HEADER, OffloadError, needs_work, resolve
 
 TUN_PATH = "/dev/net/tun"
@@ -115,6 +119,16 @@ def _in_namespace(ns_fd: int, fn: Callable[[], None]) -> None:
         raise errors[0]
 
 
+def _namespace_id(path: str) -> str:
+    info = os.stat(path)
+    return f"{info.st_dev}-{info.st_ino}"
+
+
+def _record_name(device: str) -> str:
+    """Ownership-record name of ``device`` in the calling thread's namespace."""
+    return f"{_namespace_id('/proc/thread-self/ns/net')}:{device}"
+
+
 class TunDevice:
     """An open TUN device (IFF_TUN | IFF_NO_PI): one packet per read, one packet per write.
 
@@ -132,6 +146,7 @@ class TunDevice:
         self._ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._ns_fd = -1          # kept to put the vnet_hdr flag back from any thread
         self._restore_flags: int | None = None
+        self._record: str | None = None  # ownership record of a fast open (persistent device)
 
     @classmethod
     def open(cls, name: str, *, create: bool = False, vnet_hdr: bool = False,
@@ -155,6 +170,13 @@ class TunDevice:
         if vnet_hdr and existed:
             info = _tun_link_info(name) or {}
             prior_vnet = bool(info.get("vnet_hdr", False))
+            try:
+                stale = ownership.read(Kind.TUN, _record_name(name))
+            except TunlabError:
+                stale = None  # records we cannot trust say nothing
+            if stale is not None and ownership.owner_state(stale) is OwnerState.DEAD:
+                # vnet_hdr is on because a killed fast reader left it on: not the prior state.
+                prior_vnet = bool(stale.details.get("prior_vnet", 0))
         try:
             fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError as exc:
@@ -185,18 +207,21 @@ class TunDevice:
             raise
         device = cls(fd, name, flags)
         try:
-            if vnet_hdr:
-                device.set_vnet_header_size(VNET_HDR_SIZE)
-                device.set_offload(0)
-                persistent = device.kernel_flags() & IFF_PERSIST
-                if persistent and not prior_vnet:
+            # A fast reader that was killed may have left offloads on (the attach above has
+            # already cleared its vnet_hdr flag): switch them off, or set them to none for now.
+            device.set_offload(0)
+            device.set_vnet_header_size(VNET_HDR_SIZE)
+            if vnet_hdr and device.kernel_flags() & IFF_PERSIST:
+                try:
+                    ownership.claim(Kind.TUN, _record_name(name), device=name,
+                                    prior_vnet=int(prior_vnet))
+                    device._record = _record_name(name)
+                except TunlabError:
+                    pass  # no records directory here: only a later plain open can repair
+                if not prior_vnet:
                     device._restore_flags = IFF_TUN | IFF_NO_PI | (flags & IFF_MULTI_QUEUE)
                     device._ns_fd = os.open("/proc/thread-self/ns/net",
                                             os.O_RDONLY | os.O_CLOEXEC)
-            elif device.offloads_enabled():
-                # Left on by a fast-path reader that was killed: a plain reader would get
-                # unfinished super-packets it cannot recognise.
-                device.set_offload(0)
         except BaseException:
             device.close()
             raise
@@ -350,6 +375,9 @@ class TunDevice:
             finally:
                 os.close(self._ns_fd)
                 self._ns_fd = -1
+        if self._record is not None:
+            ownership.release(Kind.TUN, self._record)
+            self._record = None
 
     @property
     def closed(self) -> bool:
@@ -365,3 +393,73 @@ class TunDevice:
     def __repr__(self) -> str:
         extra = ", vnet_hdr" if self.vnet_hdr else ""
         return f"TunDevice({self.name!r}, fd={self.fd}{extra})"
+
+
+def _find_namespace(namespace_id: str) -> str | None:
+    """A path to the network namespace ``namespace_id``: this thread's or a named one."""
+    candidates = ["/proc/thread-self/ns/net"]
+    try:
+        candidates += [os.path.join("/run/netns", n) for n in sorted(os.listdir("/run/netns"))]
+    except OSError:
+        pass
+    for path in candidates:
+        try:
+            if _namespace_id(path) == namespace_id:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def _restore_device(record: Record) -> CleanupAction | None:
+    """Put a killed fast reader's device back the way a plain open leaves it."""
+    namespace_id, _, device = record.name.partition(":")
+    path = _find_namespace(namespace_id)
+    if path is None:
+        return None  # the namespace, and the device with it, is gone
+    ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    outcome: list[CleanupAction | None] = [None]
+
+    def reopen() -> None:
+        if not device_exists(device):
+            return
+        try:
+            TunDevice.open(device).close()  # a plain open switches the offloads off
+        except TunlabError as exc:
+            outcome[0] = CleanupAction(Kind.TUN, device, Outcome.SKIPPED, exc.message)
+            return
+        outcome[0] = CleanupAction(Kind.TUN, device, Outcome.RESTORED,
+                                   f"offloads off, vnet_hdr off (left on by pid "
+                                   f"{record.owner.pid}, which is gone)")
+
+    try:
+        _in_namespace(ns_fd, reopen)
+    finally:
+        os.close(ns_fd)
+    return outcome[0]
+
+
+def restore_stale_devices(report: list[CleanupAction] | None = None) -> list[str]:
+    """Switch offloads off on TUN devices whose fast-path reader was killed.
+
+    Only devices with an ownership record whose owner is dead, in this namespace or a named
+    one (``/run/netns``); a device someone has attached since is left alone. Returns the
+    devices restored; ``report`` collects every decision.
+    """
+    actions = []
+    for record in ownership.records(Kind.TUN):
+        state = ownership.owner_state(record)
+        if state is OwnerState.ALIVE:
+            continue
+        if state is OwnerState.UNKNOWN:
+            actions.append(CleanupAction(Kind.TUN, record.name, Outcome.SKIPPED,
+                                         "owned by a process in another PID namespace"))
+            continue
+        action = _restore_device(record)
+        if action is None or action.outcome is not Outcome.SKIPPED:
+            ownership.release(Kind.TUN, record.name)
+        if action is not None:
+            actions.append(action)
+    if report is not None:
+        report.extend(actions)
+    return [a.name for a in actions if a.outcome is Outcome.RESTORED]

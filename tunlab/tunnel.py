@@ -51,6 +51,7 @@ from .errors import InvalidPacketError, TunlabError
 from .framing import CloseReceived, FrameRejected, PacketReceived, ProtocolError
 from .netns import Namespace
 from .protocol import Established, Session
+from .runtime import ThreadGroup
 from .tun import OFFLOAD_FAST, TunDevice
 from .vnet import VNET_HDR_SIZE, ZERO_HEADER, OffloadError, resolve
 
@@ -59,7 +60,7 @@ log = logging.getLogger("tunlab.tunnel")
 READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
 RECV_SIZE = 256 * 1024
 SEND_TIMEOUT = 5.0
-VNET_FEATURE = "vnet_hdr"  # HELLO feature: "send me GSO_DATA super-packets with their header"
+VNET_FEATURE = framing.VNET_FEATURE  # HELLO feature: "send me GSO_DATA super-packets"
 _READ_BUFFER = 65535 + VNET_HDR_SIZE + 64
 # Fast path: after sending something read from the device, keep trying (yielding the CPU in
 # between) this long for the peer's answer before sleeping in poll(); see _Endpoint._fast_pump.
@@ -148,9 +149,13 @@ class _Endpoint:
         self.error: str | None = None
         self.writer_tid: int | None = None
         self._events: deque[TunnelEvent] = deque(maxlen=max_events)
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._threads: list[threading.Thread] = []
+        self._group = ThreadGroup(f"tunlab-{self.role}", on_failure=self._thread_failed,
+                                  factory=namespace)
+        self._stop = self._group.cancelled
+        self._wake_fd = self._group.waker.fileno()
+        self._shutdown_lock = threading.RLock()
+        self._shut_down = False
+        self._failure_raised = False
         self._peer: _Peer | None = None
         self._peer_lock = threading.Lock()
         self._device_lock = threading.Lock()  # fast path: who reads the device right now
@@ -169,27 +174,44 @@ class _Endpoint:
         return self
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop all threads and close all sockets; the device stays open and unchanged."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        for callback in self._stop_callbacks:
-            try:
-                callback()
-            except Exception:  # noqa: BLE001 - a listener must not keep the tunnel running
-                log.exception("%s: on_stop callback failed", self.role)
-        self._close_sockets()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._event("stopped")
+        """Stop all threads and close all sockets; the device stays open and unchanged.
+
+        Raises (once, after everything is cleaned up) the first unexpected exception any of the
+        endpoint's threads raised (:attr:`failure`), also one that only cost a connection: a
+        bug must not hide behind a tunnel that kept running.
+        """
+        self._shutdown(timeout)
+        failure = self.failure
+        if failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise failure
+
+    def _shutdown(self, timeout: float = 1.0) -> None:
+        """:meth:`stop` without raising: for the endpoint's own threads (a fatal error)."""
+        with self._shutdown_lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            self._group.cancel()
+            for callback in self._stop_callbacks:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a listener must not keep the tunnel running
+                    log.exception("%s: on_stop callback failed", self.role)
+            self._close_sockets()
+            self._group.join(timeout)
+            self._group.close()
+            self._event("stopped")
+
+    @property
+    def failure(self) -> Exception | None:
+        """The first unexpected exception raised in one of the endpoint's threads, if any.
+
+        A failure inside one connection dropped that peer and the endpoint went on; a failure
+        of the device reader or the accept loop stopped the endpoint (then :attr:`error` says
+        so too). :meth:`stop` re-raises it.
+        """
+        return self._group.first_exception
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from whichever thread stops the endpoint) as soon as it starts
@@ -238,25 +260,33 @@ class _Endpoint:
     def _event(self, kind: str, detail: str = "", size: int = 0, data: bytes | None = None) -> None:
         self._events.append(TunnelEvent(time.monotonic(), kind, detail, size, data))
 
-    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
-        def body() -> None:
-            try:
-                target(*args)
-            except Exception as exc:  # noqa: BLE001 - a thread must report, never vanish silently
-                if not self._stop.is_set():
-                    log.exception("%s %s thread failed", self.role, name)
-                    self.error = f"{name}: {exc}"
-                    self._event("error", self.error)
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any,
+               essential: bool = True) -> threading.Thread:
+        """A thread of this endpoint; ``essential=False`` for one that serves one connection."""
+        return self._group.spawn(target, name, *args, essential=essential)
 
-        full_name = f"tunlab-{self.role}-{name}"
-        if self.namespace is not None:
-            thread = self.namespace.thread(body, name=full_name)
+    def _thread_failed(self, name: str, exc: Exception, essential: bool) -> None:
+        """Called by the thread group for an unexpected exception (the group kept it)."""
+        if essential:
+            self.error = f"{name} failed: {exc!r}"
+            log.error("%s: %s; stopping", self.role, self.error, exc_info=exc)
+            self._event("error", self.error)
+            threading.Thread(target=self._shutdown, daemon=True).start()
         else:
-            thread = threading.Thread(target=body, name=full_name, daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._threads.append(thread)
-        thread.start()
-        return thread
+            log.error("%s: %s failed, that peer is dropped and the %s goes on: %r", self.role,
+                      name, self.role, exc, exc_info=exc)
+            self._event("error", f"{name}: {exc!r}")
+
+    def _connection_failed(self, address: Any, peer: _Peer | None, sock: socket.socket,
+                           exc: Exception) -> None:
+        """An unexpected exception while serving one connection: drop that peer (close its
+        socket, unregister it), keep the exception, and let the endpoint go on."""
+        if peer is not None:
+            self._drop_peer(peer, f"internal error: {exc!r}")
+        else:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._group.fail(f"connection with {address}", exc, essential=False)
 
     def _prepare(self) -> None:
         pass
@@ -271,11 +301,11 @@ class _Endpoint:
         """Block until ``fd`` is readable (True) or stop was requested / timeout (False)."""
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
         ready = poller.poll(None if timeout is None else timeout * 1000)
         if self._stop.is_set():
             return False
-        return any(f != self._wake_r for f, _ in ready)
+        return any(f != self._wake_fd for f, _ in ready)
 
     def _device_reader(self) -> None:
         fd = self.device.fileno()
@@ -302,7 +332,7 @@ class _Endpoint:
             self.error = f"device {self.device.name} was removed or is down ({exc})"
         log.error("%s: %s; stopping", self.role, self.error)
         self._event("device_gone", self.error)
-        threading.Thread(target=self.stop, daemon=True).start()
+        threading.Thread(target=self._shutdown, daemon=True).start()
 
     def _forward_to_peer(self, packets: list[bytes]) -> None:
         stats = self.stats
@@ -500,7 +530,7 @@ class _Endpoint:
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
         iovec = [bytearray(_READ_BUFFER)]
         stats = self.stats
         stop = self._stop
@@ -613,7 +643,7 @@ class _Endpoint:
         poller = select.poll()
         poller.register(device_fd, select.POLLIN)
         poller.register(sock_fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
         stop = self._stop
         pending: list[Any] = []
         fatal = self._deliver(peer.early, stats)
@@ -924,24 +954,28 @@ class TunnelServer(_Endpoint):
                 sock.close()
                 continue
             self._event("accepted", f"{address}")
-            self._spawn(self._serve, "connection", sock, address)
+            self._spawn(self._serve, "connection", sock, address, essential=False)
 
     def _serve(self, sock: socket.socket, address: Any) -> None:
+        peer = None
         try:
-            peer = self._handshake(sock, address, self.handshake_timeout)
-        finally:
-            self._pending.release()
-        if peer is None or self._stop.is_set():
-            if peer:
-                peer.close()
-            return
-        sock.settimeout(SEND_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.stats.connections += 1
-        self._set_peer(peer)
-        self._event("connected", f"client {address}")
-        log.info("server: client %s connected", address)
-        self._receive_loop(peer)
+            try:
+                peer = self._handshake(sock, address, self.handshake_timeout)
+            finally:
+                self._pending.release()
+            if peer is None or self._stop.is_set():
+                if peer:
+                    peer.close()
+                return
+            sock.settimeout(SEND_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.stats.connections += 1
+            self._set_peer(peer)
+            self._event("connected", f"client {address}")
+            log.info("server: client %s connected", address)
+            self._receive_loop(peer)
+        except Exception as exc:  # noqa: BLE001 - one connection's failure ends only that one
+            self._connection_failed(address, peer, sock, exc)
 
 
 class TunnelClient(_Endpoint):
@@ -969,23 +1003,32 @@ class TunnelClient(_Endpoint):
 
     def _connect_loop(self) -> None:
         backoff = self.backoff_initial
-        host, port = self.server_address
         while not self._stop.is_set():
             self.attempts += 1
-            try:
-                sock = socket.create_connection((host, port), timeout=self.connect_timeout)
-            except OSError as exc:
-                self._event("retry", f"{host}:{port}: {exc.strerror or exc}; again in "
-                            f"{backoff:.2f} s")
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
+            if self._connect_once(backoff):
+                backoff = self.backoff_initial
                 continue
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    def _connect_once(self, backoff: float) -> bool:
+        """One connection, served until it ends; False when none was established.
+
+        Whatever goes wrong in it (a refusal, or an unexpected exception, which is kept and
+        logged) costs this connection only: the caller tries again.
+        """
+        host, port = self.server_address
+        try:
+            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        except OSError as exc:
+            self._event("retry", f"{host}:{port}: {exc.strerror or exc}; again in "
+                        f"{backoff:.2f} s")
+            return False
+        peer = None
+        try:
             peer = self._handshake(sock, (host, port), timeout=5.0)
             if peer is None:
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
-                continue
-            backoff = self.backoff_initial
+                return False
             sock.settimeout(SEND_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.stats.connections += 1
@@ -993,3 +1036,7 @@ class TunnelClient(_Endpoint):
             self._event("connected", f"server {host}:{port}")
             log.info("client: connected to %s:%d", host, port)
             self._receive_loop(peer)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one connection's failure ends only that one
+            self._connection_failed((host, port), peer, sock, exc)
+            return False

@@ -29,6 +29,18 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .ippacket import (
+    CHECKSUM_FIELD,
+    IPV6_HEADER,
+    MIN_TRANSPORT_HEADER,
+    TCP,
+    UDP,
+    finished_packet_problem,
+    ip_packet_problem,
+    pseudo_header,
+    transport_offset,
+)
+
 VNET_HDR_SIZE = 10
 HEADER = struct.Struct("<BBHHHH")
 
@@ -97,27 +109,56 @@ def internet_checksum(data: bytes | bytearray | memoryview) -> int:
     return ~(int.from_bytes(raw, "big") % 0xFFFF) & 0xFFFF
 
 
+def _transport(header: VnetHeader, packet: bytes | bytearray | memoryview,
+               protocols: tuple[int, ...]) -> tuple[int, int]:
+    """``(transport offset, protocol)`` of ``packet`` after every check that stands between a
+    peer's virtio-net header and a write into its bytes: a well-formed IP packet, a transport
+    protocol we can finish, a whole transport header, and ``csum_start``/``csum_offset``
+    (when NEEDS_CSUM) naming exactly that header's checksum field."""
+    problem = ip_packet_problem(packet)
+    if problem:
+        raise OffloadError(problem)
+    where = transport_offset(packet)
+    if isinstance(where, str):
+        raise OffloadError(f"cannot finish {where} in software")
+    offset, protocol = where
+    if protocol not in protocols:
+        raise OffloadError(f"cannot finish IP protocol {protocol} in software")
+    name = "TCP" if protocol == TCP else "UDP"
+    if len(packet) < offset + MIN_TRANSPORT_HEADER[protocol]:
+        raise OffloadError(f"{name} header cut short")
+    if header.flags & F_NEEDS_CSUM and (header.csum_start != offset
+                                        or header.csum_offset != CHECKSUM_FIELD[protocol]):
+        raise OffloadError(f"checksum position {header.csum_start}+{header.csum_offset} is not "
+                           f"the {name} checksum field at {offset}+{CHECKSUM_FIELD[protocol]}")
+    return offset, protocol
+
+
+def _finished(packet: bytes) -> bytes:
+    problem = finished_packet_problem(packet)
+    if problem:  # a bug here, not the peer's doing: never let it reach a device
+        raise OffloadError(f"software offload produced a bad packet: {problem}")
+    return packet
+
+
 def complete_checksum(header: VnetHeader, packet: bytes | bytearray | memoryview) -> bytes:
-    """Finish a NEEDS_CSUM packet: the sum over ``csum_start..end`` into its place.
+    """Finish a NEEDS_CSUM packet: its TCP/UDP checksum computed and put in its place.
 
-    The field already holds the pseudo-header sum (that is how the kernel leaves it), so the
-    sum over the rest, complemented, is the final checksum.
+    ``csum_start`` and ``csum_offset`` must name exactly the checksum field of the packet's own
+    TCP or UDP header (anything else raises :class:`OffloadError`), so a peer cannot make us
+    write into the IP header or past the packet. The sum is computed from scratch, pseudo-header
+    included, rather than trusting the partial sum the field is supposed to hold; the result is
+    checked once more (:func:`~tunlab.ippacket.finished_packet_problem`).
     """
-    out = bytearray(packet)
-    start, where = header.csum_start, header.csum_start + header.csum_offset
     if not header.flags & F_NEEDS_CSUM:
-        return bytes(out)
-    if where + 2 > len(out) or start >= len(out):
-        raise OffloadError(f"checksum position {start}+{header.csum_offset} is outside the "
-                           f"{len(out)}-byte packet")
-    out[where:where + 2] = internet_checksum(out[start:]).to_bytes(2, "big")
-    return bytes(out)
-
-
-def _pseudo_header(ip: bytes | bytearray, version: int, length: int) -> bytes:
-    if version == 4:
-        return ip[12:20] + bytes((0, 6)) + length.to_bytes(2, "big")
-    return ip[8:40] + length.to_bytes(4, "big") + bytes((0, 0, 0, 6))
+        return bytes(packet)
+    offset, protocol = _transport(header, packet, (TCP, UDP))
+    out = bytearray(packet)
+    where = offset + CHECKSUM_FIELD[protocol]
+    out[where:where + 2] = b"\0\0"
+    pseudo = pseudo_header(out, protocol, len(out) - offset)
+    out[where:where + 2] = internet_checksum(pseudo + out[offset:]).to_bytes(2, "big")
+    return _finished(bytes(out))
 
 
 def segment_tcp(header: VnetHeader, packet: bytes | bytearray | memoryview) -> list[bytes]:
@@ -125,18 +166,18 @@ def segment_tcp(header: VnetHeader, packet: bytes | bytearray | memoryview) -> l
 
     Per segment: the IP length (and for IPv4 a fresh ID and header checksum), the TCP sequence
     number advanced by the bytes before it, FIN/PSH kept only on the last and CWR only on the
-    first segment, and a full TCP checksum.
+    first segment, and a full TCP checksum. The super-packet must be a well-formed TCP packet
+    of the IP version ``gso_type`` names; every segment is checked before it is returned.
     """
     data = bytes(packet)
-    version = data[0] >> 4
-    if version == 4:
-        l3 = (data[0] & 0x0F) * 4
-    elif version == 6:
-        l3 = header.csum_start if header.flags & F_NEEDS_CSUM and header.csum_start else 40
-    else:
-        raise OffloadError(f"IP version {version} in a TCP super-packet")
-    if len(data) < l3 + 20:
-        raise OffloadError("super-packet shorter than its IP and TCP headers")
+    kind = header.gso_type & ~GSO_ECN
+    wanted = {GSO_TCPV4: 4, GSO_TCPV6: 6}.get(kind)
+    if wanted is None:
+        raise OffloadError(f"gso_type {header.gso_type} is not TCP segmentation")
+    if data[:1] and data[0] >> 4 != wanted:
+        raise OffloadError(f"gso_type TCPv{wanted} on an IPv{data[0] >> 4} packet")
+    l3, _ = _transport(header, data, (TCP,))
+    version = wanted
     thl = (data[l3 + 12] >> 4) * 4
     headers = l3 + thl
     if thl < 20 or len(data) < headers:
@@ -170,10 +211,10 @@ def segment_tcp(header: VnetHeader, packet: bytes | bytearray | memoryview) -> l
             ip[10:12] = b"\0\0"
             ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
         else:
-            ip[4:6] = (headers - 40 + len(chunk)).to_bytes(2, "big")
-        pseudo = _pseudo_header(ip, version, thl + len(chunk))
+            ip[4:6] = (headers - IPV6_HEADER + len(chunk)).to_bytes(2, "big")
+        pseudo = pseudo_header(ip, TCP, thl + len(chunk))
         tcp[16:18] = internet_checksum(pseudo + tcp + chunk).to_bytes(2, "big")
-        segments.append(bytes(ip + tcp + chunk))
+        segments.append(_finished(bytes(ip + tcp + chunk)))
     return segments
 
 
@@ -181,8 +222,11 @@ def resolve(header: bytes | bytearray | memoryview | VnetHeader,
             packet: bytes | bytearray | memoryview) -> list[bytes]:
     """Ordinary, finished IP packets for ``packet`` and its virtio-net ``header``.
 
-    No work asked: the packet itself. NEEDS_CSUM only: the checksum completed. TCP
-    segmentation: the segments. Anything else raises :class:`OffloadError`.
+    No work asked: the packet itself, unchanged. NEEDS_CSUM only: the checksum completed. TCP
+    segmentation: the segments. Whatever software did work on is a well-formed IPv4/IPv6
+    packet of its stated length with right IPv4, TCP and UDP checksums; anything else, and
+    every header that asks for something else, raises :class:`OffloadError`, and nothing is
+    returned.
     """
     parsed = header if isinstance(header, VnetHeader) else VnetHeader.parse(header)
     kind = parsed.gso_type & ~GSO_ECN

@@ -95,14 +95,283 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
 
 def _image(fig: Any | None = None, width: str = "100%") -> w.Image:
     image = w.Image(format="png", layout=w.Layout(width=width, max_width="900px"))
+    image._tunlab_width = width  # type: ignore[attr-defined]
     if fig is not None:
-        image.value = plots.to_png(fig)
+        show_figure(image, fig)
+    else:
+        image.layout.display = "none"
     return image
+
+
+def show_figure(image: w.Image, fig: Any, dpi: int = 80) -> None:
+    """Draw ``fig`` into ``image``; in presenter mode large, sharp and at its natural size."""
+    rendered = plots.render(fig, dpi)
+    image.value = rendered.png
+    if plots.presenter_on():
+        image.layout.width = f"{rendered.css_width}px"
+        image.layout.max_width = "none"
+    else:
+        image.layout.width = getattr(image, "_tunlab_width", "100%")
+        image.layout.max_width = "900px"
+    image.layout.display = None
+
+
+def clear_figure(image: w.Image | None) -> None:
+    """Hide ``image`` so that it never shows a result that is no longer the current one."""
+    if image is None:
+        return
+    image.value = b""
+    image.layout.display = "none"
+
+
+# -- what every lab panel has: an error line, reset lab, the kernel log, presenter mode --------
+
+PRESENTER_CSS = """<style class="tunlab-presenter">
+:root { --jp-widgets-font-size: 16px; --jp-content-font-size1: 16px; --jp-code-font-size: 16px;
+        --jp-ui-font-size1: 16px; --jp-widgets-inline-height: 36px; }
+.jupyter-widgets, .jupyter-widgets *, .jp-RenderedHTMLCommon, .jp-RenderedHTMLCommon *,
+.jp-RenderedText pre { font-size: max(16px, 1em) !important; line-height: 1.4; }
+</style>"""
+"""Presenter mode's stylesheet: no widget or output text smaller than 16 px."""
+
+_STYLE: list[w.HTML] = []
+
+
+def presenter_style() -> w.HTML:
+    """One shared widget holding the presenter stylesheet (empty when presenter mode is off);
+    every panel shows it, so switching it changes every view at once."""
+    if not _STYLE:
+        _STYLE.append(w.HTML(PRESENTER_CSS if plots.presenter_on() else "",
+                             layout=w.Layout(margin="0", height="auto")))
+    return _STYLE[0]
+
+
+def set_presenter(on: bool = True) -> w.HTML:
+    """Presenter mode on/off: text of at least 16 px in widgets and outputs, figures large and
+    high-DPI from the next drawing on. Returns the stylesheet widget (display it once)."""
+    plots.set_presenter(on)
+    style = presenter_style()
+    style.value = PRESENTER_CSS if on else ""
+    return style
+
+
+def read_kernel_log(pattern: str = "martian", limit: int = 40,
+                    path: str = "/dev/kmsg") -> list[str]:
+    """The last ``limit`` kernel log lines containing ``pattern``, as ``[seconds] message``.
+
+    The kernel log is the machine's, not a namespace's: martian lines of every lab are here.
+    Raises OSError when it cannot be read (it needs root where dmesg is restricted).
+    """
+    import os
+
+    lines: list[str] = []
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for _ in range(100_000):  # the ring buffer holds far fewer records
+            try:
+                record = os.read(fd, 8192).decode("utf-8", "replace")
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # a record was overwritten while we read: go on
+                continue
+            head, _, message = record.partition(";")
+            message = message.splitlines()[0].strip() if message else ""
+            if pattern and pattern not in message:
+                continue
+            fields = head.split(",")
+            seconds = int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else 0.0
+            lines.append(f"[{seconds:12.6f}] {message}")
+    finally:
+        os.close(fd)
+    return lines[-limit:]
+
+
+class KernelLogView(w.VBox):
+    """The kernel's martian lines (``dmesg | grep martian``), for an instructor to show.
+
+    Headless: ``view.refresh_button.click()``, then ``view.lines``.
+    """
+
+    def __init__(self, pattern: str = "martian", limit: int = 20) -> None:
+        self.pattern = pattern
+        self.limit = limit
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.refresh_button = w.Button(description="read the kernel log", icon="refresh",
+                                       layout=w.Layout(width="200px"))
+        self.text = w.HTML()
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        super().__init__([w.HBox([self.refresh_button, w.HTML(
+            f"last {limit} lines with <code>{html.escape(pattern)}</code> in the kernel log "
+            "(<code>journalctl -k -g martian</code>); the log is the machine's, shared by "
+            "every namespace")]), self.text])
+        self.add_class("tunlab-kernel-log")
+
+    def refresh(self) -> list[str]:
+        """Read the log again and show it."""
+        try:
+            self.lines = read_kernel_log(self.pattern, self.limit)
+        except OSError as exc:
+            self.lines = []
+            self.text.value = (f'<div style="color:#7a5b00">cannot read the kernel log here '
+                               f"({html.escape(exc.strerror or str(exc))}): it needs root "
+                               "where dmesg is restricted.</div>")
+            return self.lines
+        body = "\n".join(self.lines) if self.lines else (
+            f"(no {self.pattern} lines yet: they appear when log_martians=1 and the kernel "
+            "meets a martian packet)")
+        self.text.value = _pre(body)
+        return self.lines
+
+
+def kernel_log(pattern: str = "martian", limit: int = 20) -> KernelLogView:
+    """A kernel log view, already read once (``widgets.kernel_log()`` in any cell)."""
+    view = KernelLogView(pattern, limit)
+    view.refresh()
+    return view
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    fix = getattr(exc, "fix", "")
+    return f"{text} ({fix})" if fix and fix not in text else text
+
+
+class LabBar(w.VBox):
+    """The footer of every lab panel: *reset lab*, *kernel log*, *presenter mode*, and the
+    panel's error line (any exception in a handler or a background thread lands there)."""
+
+    def __init__(self, panel: LabPanel) -> None:
+        self.panel = panel
+        small = w.Layout(width="auto")
+        self.reset_button = w.Button(description="reset lab", icon="undo", layout=small,
+                                     tooltip="remove the lab's namespaces, build fresh ones "
+                                             "and clear this panel (no kernel restart)")
+        self.log_button = w.Button(description="kernel log", icon="list", layout=small,
+                                   tooltip="show the kernel's martian lines")
+        self.presenter_button = w.Button(description="presenter mode", icon="desktop",
+                                         layout=small, tooltip="text of 16 px and large, "
+                                         "sharp figures, for a projector")
+        self.status = w.HTML()
+        self.error = w.HTML()
+        self.error.add_class("tunlab-error")
+        self.log_view: KernelLogView | None = None
+        self.log_box = w.VBox()
+        self.reset_button.on_click(panel.guarded(lambda _b: panel.reset_lab()))
+        self.log_button.on_click(panel.guarded(lambda _b: self.toggle_log()))
+        self.presenter_button.on_click(panel.guarded(lambda _b: self.toggle_presenter()))
+        super().__init__([self.error, w.HBox([self.reset_button, self.log_button,
+                                              self.presenter_button, self.status]),
+                          self.log_box, presenter_style()])
+        self.add_class("tunlab-lab-bar")
+
+    def show_error(self, text: str) -> None:
+        self.error.value = (f'<div style="color:#d62728;border-left:4px solid #d62728;'
+                            f'padding:2px 8px"><b>error:</b> {html.escape(text)} '
+                            "<i>(press <b>reset lab</b> to start from a fresh lab)</i></div>")
+
+    def clear_error(self) -> None:
+        self.error.value = ""
+
+    def toggle_log(self) -> None:
+        """Show (and read) or hide the kernel log view."""
+        if self.log_view is None or not self.log_box.children:
+            self.log_view = self.log_view or KernelLogView()
+            self.log_view.refresh()
+            self.log_box.children = (self.log_view,)
+        else:
+            self.log_box.children = ()
+
+    def toggle_presenter(self) -> None:
+        on = not plots.presenter_on()
+        set_presenter(on)
+        self.panel.redraw()
+        self.status.value = ("presenter mode on: figures redraw large on the next result"
+                             if on else "presenter mode off")
+
+
+class LabPanel:
+    """Mixin for the lessons' panels: the :class:`LabBar`, guarded handlers that show their
+    errors in the panel, and a reset that clears what the panel showed.
+
+    Subclasses call :meth:`_setup_panel` in ``__init__`` and put ``self.bar`` last in their
+    children; they override :meth:`reset_view` (and :meth:`redraw` when they draw figures).
+    """
+
+    lesson: Any
+    bar: LabBar
+    errors: list[str]
+    last_exception: BaseException | None
+
+    def _setup_panel(self, lesson: Any, use_current: bool = True) -> None:
+        if lesson is None and use_current:
+            from .course import current_lesson
+
+            lesson = current_lesson()
+        self.lesson = lesson
+        self.errors = []
+        self.last_exception = None
+        self.bar = LabBar(self)
+        if lesson is not None and hasattr(lesson, "on_rebuild"):
+            lesson.on_rebuild(self.reset_view)
+
+    def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a widget handler: its exceptions are shown in the panel, never lost."""
+        def handler(*args: Any) -> Any:
+            self.bar.clear_error()
+            try:
+                return fn(*args)
+            except Exception as exc:  # noqa: BLE001 - the panel shows it; the kernel goes on
+                self.fail(exc)
+                return None
+        return handler
+
+    def fail(self, exc: BaseException | str) -> None:
+        """Show an error in the panel's error line and remember it (``errors``)."""
+        text = exc if isinstance(exc, str) else _error_text(exc)
+        if not isinstance(exc, str):
+            self.last_exception = exc
+        self.errors.append(text)
+        self.bar.show_error(text)
+
+    def reset_lab(self) -> None:
+        """What *reset lab* does: a fresh lab for the lesson, and a clean panel."""
+        if self.lesson is not None and hasattr(self.lesson, "reset"):
+            self.lesson.reset()  # calls reset_view of every panel of the lesson
+            lab = getattr(self.lesson, "lab", None)
+            names = ", ".join(ns.name for ns in getattr(lab, "namespaces", []))
+            self.bar.status.value = (f"fresh lab: <code>{html.escape(names)}</code>" if names
+                                     else "panel reset (no lab here)")
+        else:
+            self.reset_view()
+            self.bar.status.value = "panel reset"
+        self.bar.clear_error()
+
+    def reset_view(self) -> None:
+        """Forget and hide the results shown (the lab was rebuilt)."""
+
+    def redraw(self) -> None:
+        """Draw the current result again (presenter mode changed)."""
+
+
+def _invalid(text: str) -> str:
+    return (f'<div style="{_CSS_BOX};color:#7a5b00"><b>invalid input:</b> '
+            f"{html.escape(text)}</div>")
+
+
+def _ipv4(value: str) -> str | None:
+    """``value`` as a dotted IPv4 address, or None when it is not one."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        return None
 
 
 # -- the packet builder ------------------------------------------------------------------------
 
-class PacketBuilder(w.VBox):
+class PacketBuilder(LabPanel, w.VBox):
     """Craft one IPv4 packet, choose kernel settings, press Send: the kernel's verdict appears.
 
     The packet is written into ``mytun2`` (or ``mytun``) in a fresh namespace of the seed's
@@ -117,7 +386,7 @@ class PacketBuilder(w.VBox):
                  dst: str = "10.0.0.2", proto: str | int = "icmp", ttl: int = 64,
                  dport: int = 9, dev: str = "mytun2", ip_forward: bool = True,
                  rp_filter: int = 0, accept_local: bool = False, log_martians: bool = True,
-                 firewall: bool = False, show_path: bool = True) -> None:
+                 firewall: bool = False, show_path: bool = True, lesson: Any = None) -> None:
         if fate_fn is None:
             from .course import fate as fate_fn
         self.fate_fn = fate_fn
@@ -157,7 +426,8 @@ class PacketBuilder(w.VBox):
         self.result = w.HTML(value='<div style="color:#888">press Send: the kernel answers '
                                    'within a second or two</div>')
         self.path = _image() if show_path else None
-        self.send.on_click(lambda _button: self.run())
+        self._setup_panel(lesson)
+        self.send.on_click(self.guarded(lambda _button: self.run()))
         packet = w.VBox([w.HTML("<b>packet</b>"), self.src, self.dst, self.proto, self.ttl,
                          self.dport, self.dev])
         rp_row = w.HBox([w.Label("rp_filter", layout=w.Layout(width="70px")), self.rp_filter])
@@ -165,12 +435,16 @@ class PacketBuilder(w.VBox):
                          self.ip_forward, rp_row, self.accept_local, self.log_martians,
                          self.firewall, w.HBox([self.send, self.status])],
                         layout=w.Layout(margin="0 0 0 24px"))
-        self.proto.observe(lambda change: self._port_enabled(), "value")
+        self.proto.observe(self.guarded(lambda change: self._port_enabled()), "value")
         self._port_enabled()
+        for control in (self.src, self.dst, self.proto, self.ttl, self.dport, self.dev,
+                        self.ip_forward, self.rp_filter, self.accept_local, self.log_martians,
+                        self.firewall):
+            control.observe(self.guarded(lambda change: self._inputs_changed()), "value")
         children: list[w.Widget] = [w.HBox([packet, kernel]), self.result]
         if self.path is not None:
             children.append(self.path)
-        super().__init__(children)
+        super().__init__([*children, self.bar])
         self.add_class("tunlab-packet-builder")
         for widget, name in ((self.src, "tunlab-src"), (self.dst, "tunlab-dst"),
                              (self.rp_filter, "tunlab-rp-filter"), (self.send, "tunlab-send"),
@@ -179,6 +453,29 @@ class PacketBuilder(w.VBox):
 
     def _port_enabled(self) -> None:
         self.dport.disabled = self.proto.value not in ("udp", "tcp")
+
+    def _inputs_changed(self) -> None:
+        """The shown verdict is for other inputs now: say so and hide its figure."""
+        if self.last_report is None:
+            return
+        clear_figure(self.path)
+        self.result.value = ('<div style="color:#888">inputs changed: press <b>Send</b> for '
+                             "the kernel's verdict on this packet</div>")
+
+    def reset_view(self) -> None:
+        self.last_report = None
+        self.last_params = None
+        self.last_error = None
+        self.history.clear()
+        clear_figure(self.path)
+        self.result.value = '<div style="color:#888">press Send: the kernel answers</div>'
+
+    def redraw(self) -> None:
+        if self.last_report is not None and self.last_params is not None and \
+                self.path is not None:
+            p = self.last_params
+            show_figure(self.path, plots.fate_path(self.last_report, p["src"], p["dst"],
+                                                   p["dev"]))
 
     def params(self) -> dict[str, Any]:
         """The packet_fate arguments the controls describe."""
@@ -203,6 +500,14 @@ class PacketBuilder(w.VBox):
         params = self.params()
         self.last_params = params
         self.last_error = None
+        self.last_report = None
+        clear_figure(self.path)
+        bad = [f"{name} {value!r} is not an IPv4 address (write it like 10.0.2.33)"
+               for name, value in (("source", params["src"]), ("destination", params["dst"]))
+               if _ipv4(value) is None]
+        if bad:
+            self.result.value = _invalid("; ".join(bad))
+            return None
         self.send.disabled = True
         self.status.value = '<span style="color:#888">asking the kernel…</span>'
         started = time.monotonic()
@@ -212,8 +517,8 @@ class PacketBuilder(w.VBox):
         except Exception as exc:  # noqa: BLE001 - show it in the panel, keep the widget alive
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.last_report = None
-            self.result.value = (f'<div style="{_CSS_BOX};color:#d62728"><b>error:</b> '
-                                 f"{html.escape(self.last_error)}</div>")
+            self.result.value = ""
+            self.fail(exc)
             return None
         finally:
             self.send.disabled = False
@@ -223,8 +528,8 @@ class PacketBuilder(w.VBox):
         self.history.append((params, report))
         self.result.value = fate_html(report, elapsed)
         if self.path is not None:
-            self.path.value = plots.to_png(plots.fate_path(report, params["src"], params["dst"],
-                                                            params["dev"]), dpi=80)
+            show_figure(self.path, plots.fate_path(report, params["src"], params["dst"],
+                                                   params["dev"]))
         return report
 
     def drop_counts(self) -> dict[str, int]:
@@ -319,19 +624,20 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
 
 # -- the routing view --------------------------------------------------------------------------
 
-class RouteView(w.VBox):
+class RouteView(LabPanel, w.VBox):
     """The lab's routing tables (main and local) and ``ip route get`` for a typed address.
 
     ``lesson`` is a :class:`tunlab.course.Lesson`; without a live lab, recorded lookups are
     shown. Headless: ``view.address.value = "10.0.0.1"; view.lookup.click()``, then
-    ``view.last_output`` / ``view.last_device`` / ``view.last_table``.
+    ``view.last_output`` / ``view.last_device`` / ``view.last_table`` / ``view.last_type``.
     """
 
     def __init__(self, lesson: Any, address: str = "10.0.0.2") -> None:
-        self.lesson = lesson
         self.last_output = ""
         self.last_device = ""
         self.last_table = ""
+        self.last_type = ""
+        self.last_address = ""
         self.address = w.Text(value=address, description="address", continuous_update=False,
                               layout=w.Layout(width="240px"))
         self.lookup = w.Button(description="ip route get", button_style="primary",
@@ -339,14 +645,20 @@ class RouteView(w.VBox):
         self.tables = w.HTML()
         self.result = w.HTML()
         self.path = _image()
-        self.lookup.on_click(lambda _b: self.route_get())
-        self.address.observe(lambda _change: self.route_get(), "value")
+        self._setup_panel(lesson)
+        self.lookup.on_click(self.guarded(lambda _b: self.route_get()))
+        self.address.observe(self.guarded(lambda _change: self.route_get()), "value")
         super().__init__([self.tables, w.HBox([self.address, self.lookup]), self.result,
-                          self.path])
+                          self.path, self.bar])
         self.refresh_tables()
 
     def _ip(self, key: str, *args: str) -> str:
-        value = self.lesson.run(key, lambda: self.lesson.ns.ip(*args, check=False))
+        """``ip ARGS`` in the lab (stdout and stderr), or the recorded answer."""
+        def live() -> str:
+            result = self.lesson.ns.exec(["ip", *args], check=False)
+            return (result.stdout + result.stderr).strip()
+
+        value = self.lesson.run(key, live)
         return value if isinstance(value, str) else ""
 
     def refresh_tables(self) -> None:
@@ -359,40 +671,91 @@ class RouteView(w.VBox):
             f'<div style="flex:1"><b>table local</b> (<code>ip route show table local</code>)'
             f'{_pre(local)}</div></div>')
 
+    def reset_view(self) -> None:
+        self.last_output = self.last_device = self.last_table = self.last_type = ""
+        self.last_address = ""
+        self.result.value = ""
+        clear_figure(self.path)
+        self.tables.value = ""
+
+    def redraw(self) -> None:
+        if self.last_device:
+            show_figure(self.path, route_figure(self.last_address, self.last_device,
+                                                self.last_table, self.last_type))
+
     def route_get(self, address: str | None = None) -> str:
         """``ip route get ADDRESS`` in the lab; shows and returns the kernel's answer."""
-        address = (address or self.address.value).strip()
-        out = self._ip(f"route_get {address}", "route", "get", address)
+        typed = (address if address is not None else self.address.value).strip()
+        self.reset_view()
+        valid = _ipv4(typed)
+        if valid is None:
+            self.result.value = _invalid(f"{typed!r} is not an IPv4 address: type four numbers "
+                                         "0-255 with dots, like 10.0.0.1")
+            self.refresh_tables()
+            return ""
+        self.refresh_tables()
+        out = self._ip(f"route_get {valid}", "route", "get", valid)
         if not out:
             out = ("(no recorded answer for this address; start the lab with "
                    "`sudo make lab` to ask the kernel)") if not self.lesson.live else \
-                "(the kernel gave no route)"
+                "(the kernel printed nothing)"
         self.last_output = out
-        words = out.split()
-        self.last_device = words[words.index("dev") + 1] if "dev" in words else ""
-        self.last_table = "local" if out.startswith("local ") else ("main" if words else "")
-        self.result.value = _pre(f"$ ip route get {address}\n{out.strip()}")
+        self.last_address = valid
+        self.last_device, self.last_table, self.last_type = parse_route_get(out)
+        self.result.value = _pre(f"$ ip route get {valid}\n{out.strip()}")
         if self.last_device:
-            self.path.value = plots.to_png(route_figure(address, self.last_device,
-                                                        self.last_table), dpi=80)
+            show_figure(self.path, route_figure(valid, self.last_device, self.last_table,
+                                                self.last_type))
         return out
 
 
-def route_figure(address: str, device: str, table: str) -> Any:
-    """A small path: ping → routing decision → device (and back via lo for local addresses)."""
-    if table == "local":
+ROUTE_TYPES = ("local", "broadcast", "multicast", "unreachable", "prohibit", "blackhole",
+               "throw", "anycast")
+
+
+def parse_route_get(out: str) -> tuple[str, str, str]:
+    """``(device, table, type)`` from ``ip route get`` output; ``("", "", "")`` for an error
+    such as "RTNETLINK answers: Network is unreachable".
+
+    The table is the one the kernel names (``table local``), else main; the type is the
+    route's first word when it is one (local, broadcast, ...), else unicast.
+    """
+    words = out.split()
+    if not words or "dev" not in words or out.startswith("RTNETLINK"):
+        return "", "", ""
+    device = words[words.index("dev") + 1]
+    kind = words[0] if words[0] in ROUTE_TYPES else "unicast"
+    if "table" in words:
+        table = words[words.index("table") + 1]
+    else:
+        table = "local" if kind in ("local", "broadcast") else "main"
+    return device, table, kind
+
+
+def route_figure(address: str, device: str, table: str, kind: str = "") -> Any:
+    """A small path: ping → routing decision → device (and back via lo for local addresses,
+    out and back in for a broadcast address)."""
+    if kind == "broadcast":
         steps = [plots.Step(f"ping\n{address}", "app"),
-                 plots.Step("route lookup\ntable local\n(wins first)", "kernel"),
+                 plots.Step(f"route lookup\ntable {table}\n(broadcast)", "kernel"),
+                 plots.Step(f"{device}\n(broadcast)", "device"),
+                 plots.Step("everyone on\nthe link", "app")]
+        return plots.packet_path(steps, verdict=f"broadcast out of {device}",
+                                 title=f"ip route get {address}: broadcast, dev {device}, "
+                                       f"table {table}")
+    if table == "local" or kind == "local":
+        steps = [plots.Step(f"ping\n{address}", "app"),
+                 plots.Step(f"route lookup\ntable {table}\n(wins first)", "kernel"),
                  plots.Step(f"{device}\n(loopback)", "device"),
                  plots.Step("delivered to\nthis host", "kernel")]
         return plots.packet_path(steps, verdict="answered by this host, never leaves",
-                                 title=f"ip route get {address}: dev {device}")
+                                 title=f"ip route get {address}: dev {device}, table {table}")
     steps = [plots.Step(f"ping\n{address}", "app"),
              plots.Step(f"route lookup\ntable {table}", "kernel"),
              plots.Step(device, "device"),
              plots.Step("whoever reads\nthe device", "app")]
     return plots.packet_path(steps, verdict=f"sent out of {device}",
-                             title=f"ip route get {address}: dev {device}")
+                             title=f"ip route get {address}: dev {device}, table {table}")
 
 
 # -- reading a TUN device by hand (lesson 01) --------------------------------------------------
@@ -458,7 +821,7 @@ def hexdump(data: bytes, highlight: int = 0, width: int = 16) -> str:
             + "\n".join(lines) + "</pre>")
 
 
-class PiReader(w.VBox):
+class PiReader(LabPanel, w.VBox):
     """Lesson 01: read a ping from mytun's raw fd, with IFF_NO_PI on or off, and see the bytes.
 
     Headless: ``reader.no_pi.value = False; reader.read.click()``, then ``reader.last_read``.
@@ -477,20 +840,34 @@ class PiReader(w.VBox):
                              layout=w.Layout(width="200px"))
         self.result = w.HTML()
         self.layout_image = _image(width="80%")
-        self.read.on_click(lambda _b: self.read_packet())
-        super().__init__([w.HBox([self.no_pi, self.read]), self.result, self.layout_image])
+        self._setup_panel(lesson)
+        self.read.on_click(self.guarded(lambda _b: self.read_packet()))
+        self.no_pi.observe(self.guarded(lambda _change: self.reset_view()), "value")
+        super().__init__([w.HBox([self.no_pi, self.read]), self.result, self.layout_image,
+                          self.bar])
+
+    def reset_view(self) -> None:
+        self.last_read = None
+        self.last_error = None
+        self.result.value = ""
+        clear_figure(self.layout_image)
+
+    def redraw(self) -> None:
+        if self.last_read is not None:
+            show_figure(self.layout_image, plots.read_layout(self.last_read,
+                                                             pi=not self.last_no_pi))
 
     def read_packet(self) -> bytes | None:
         """Attach, ping, read one packet; show its bytes and their meaning."""
         no_pi = bool(self.no_pi.value)
         key = f"read no_pi={int(no_pi)}"
-        self.last_error = None
+        self.reset_view()
         try:
             data = self.lesson.run(key, lambda: read_one_ping(self.lesson.ns, self.device,
                                                               self.target, no_pi))
         except (OSError, TimeoutError) as exc:
             self.last_error = str(exc)
-            self.result.value = f'<div style="color:#d62728">{html.escape(str(exc))}</div>'
+            self.fail(exc)
             return None
         if data is None:
             self.result.value = "(no recording: start the lab with `sudo make lab`)"
@@ -503,13 +880,13 @@ class PiReader(w.VBox):
         self.result.value = (f"<div><b>read() returned {len(data)} bytes</b>"
                              f"{' (recorded)' if not self.lesson.live else ''}: {verdict}</div>"
                              + hexdump(data, highlight=0 if no_pi else 4))
-        self.layout_image.value = plots.to_png(plots.read_layout(data, pi=not no_pi), dpi=80)
+        show_figure(self.layout_image, plots.read_layout(data, pi=not no_pi))
         return data
 
 
 # -- frames on the wire (lesson 03) ------------------------------------------------------------
 
-class FrameExplorer(w.VBox):
+class FrameExplorer(LabPanel, w.VBox):
     """Lesson 03: send a ping of a chosen size through a running tunnel, capture the TCP
     traffic on ``lo`` with tcpdump, and dissect the tunlab frame with scapy.
 
@@ -531,15 +908,33 @@ class FrameExplorer(w.VBox):
         self.summary = w.HTML()
         self.layout_image = _image(width="80%")
         self.dissection = w.HTML()
-        self.send.on_click(lambda _b: self.capture())
+        self._setup_panel(lesson)
+        self.send.on_click(self.guarded(lambda _b: self.capture()))
+        self.size.observe(self.guarded(lambda _change: self.reset_view()), "value")
         super().__init__([w.HBox([self.size, self.send]), self.summary, self.layout_image,
-                          self.dissection])
+                          self.dissection, self.bar])
+
+    def reset_view(self) -> None:
+        self.last_frame = None
+        self.last_dissection = ""
+        self.last_frames = []
+        self.summary.value = self.dissection.value = ""
+        clear_figure(self.layout_image)
+
+    def redraw(self) -> None:
+        if self.last_frame is not None:
+            show_figure(self.layout_image, plots.frame_layout(self.last_frame))
 
     def capture(self) -> bytes | None:
         """Capture one ping's frame and show it."""
         size = int(self.size.value)
+        self.reset_view()
 
         def live() -> dict[str, Any]:
+            tunnel = seed_tunnel(self.lesson, self.server)
+            if tunnel is None:
+                raise RuntimeError("no tunnel: this lesson has no seed lab")
+            self.server = tunnel.ensure().server
             return capture_ping_frames(self.lesson.ns, self.server.address[1], size)
 
         result = self.lesson.run(f"capture size={size}", live)
@@ -565,7 +960,7 @@ class FrameExplorer(w.VBox):
         self.summary.value = (f"<div><b>{len(self.last_frames)} tunlab frame(s) in the capture"
                               f"</b>{' (recorded)' if not self.lesson.live else ''}:</div>"
                               + _pre(rows))
-        self.layout_image.value = plots.to_png(plots.frame_layout(frame), dpi=80)
+        show_figure(self.layout_image, plots.frame_layout(frame))
         self.dissection.value = ("<b>scapy: TunlabFrame(frame).show()</b>"
                                  + _pre(self.last_dissection))
 
@@ -616,14 +1011,22 @@ class SeedTunnel:
         self.client: Any = None
         self.session: list[dict[str, Any]] = []
         self.session_error = ""
+        self.generation = 0
+        self._lock = threading.RLock()
         if not lesson.live or lesson.lab is None:
             return
+        if hasattr(lesson, "attach"):
+            lesson.attach(self)  # stopped before the lab goes, restarted by ensure()
+        self._start(capture, pings)
+
+    def _start(self, capture: bool = False, pings: int = 2) -> None:
         from .course import register_cleanup
         from .tunnel import TunnelServer
 
-        lab = lesson.lab
+        lab = self.lesson.lab
         self.server = TunnelServer(lab.device("mytun2"), ("127.0.0.1", 0), namespace=lab.ns,
                                    record_packets=True).start()
+        self.generation = getattr(self.lesson, "generation", 0)
         register_cleanup(self)
         if capture:
             from .scapy_frame import capture as tcpdump
@@ -649,17 +1052,60 @@ class SeedTunnel:
             raise TimeoutError("the vpn-client could not connect to the vpn-server in 5 s")
 
     @property
+    def running(self) -> bool:
+        """Both ends run, connected, in the lesson's current lab."""
+        return (self.server is not None and self.client is not None
+                and self.server.running and self.client.running
+                and self.client.connected
+                and self.generation == getattr(self.lesson, "generation", 0)
+                and getattr(self.lesson, "lab_ready", True))
+
+    def ensure(self) -> SeedTunnel:
+        """Running again in a live lab: after :meth:`close`, ``lesson.finish()`` or a reset,
+        the lab is rebuilt when needed and a new server and client start in it."""
+        if not self.lesson.live or getattr(self.lesson, "kind", "seed") is None:
+            return self
+        with self._lock:
+            if self.running:
+                return self
+            self.close()
+            if hasattr(self.lesson, "ensure_lab"):
+                self.lesson.ensure_lab()
+                if self not in getattr(self.lesson, "_attached", [self]):
+                    self.lesson.attach(self)
+            self._start()
+        return self
+
+    @property
     def port(self) -> int | None:
         return self.server.address[1] if self.server is not None else None
 
     def close(self) -> None:
-        """Stop client and server (the devices stay; the lab removes them)."""
+        """Stop client and server and let go of the devices (they stay; the lab removes
+        them), so that a new tunnel can attach to them."""
         for endpoint in (self.client, self.server):
             if endpoint is not None:
                 endpoint.stop()
+                endpoint.device.close()
         from .course import unregister_cleanup
 
         unregister_cleanup(self)
+
+
+def seed_tunnel(lesson: Any, server: Any = None) -> SeedTunnel | None:
+    """The lesson's :class:`SeedTunnel` (the one whose server is ``server`` when given), or a
+    new one; None without a live lab. Panels call ``.ensure()`` on it before each use."""
+    if not getattr(lesson, "live", False) or getattr(lesson, "kind", "seed") != "seed":
+        return None
+    tunnels = lesson.attached(SeedTunnel) if hasattr(lesson, "attached") else []
+    for tunnel in tunnels:
+        if server is None or tunnel.server is server:
+            return tunnel
+    if tunnels:
+        return tunnels[-1]
+    if lesson.lab is None or not getattr(lesson, "lab_ready", True):
+        lesson.ensure_lab()
+    return SeedTunnel(lesson)
 
 
 def ping_bound(lesson: Any, tunnel: SeedTunnel, device: str = "mytun",
@@ -788,26 +1234,38 @@ def ping_through_seed(ns: Any, server: Any, client: Any, target: str = "10.0.0.2
     n0 = snmp_counters(ns)
     started = time.monotonic()
     ping = ns.exec(["ping", "-c1", "-W1", target], check=False, timeout=5)
-    server.wait_until(lambda: server.stats.written_packets > s0["written_packets"], wait)
+    server.wait_until(lambda: server.stats.written_packets > s0["written_packets"]
+                      or client.stats.written_packets > c0["written_packets"], wait)
     time.sleep(0.05)
     c1, s1 = client.stats.snapshot(), server.stats.snapshot()
     counters = counter_delta(n0, snmp_counters(ns))
     since = started - 0.01
-    read = [e for e in client.events({"read"}) if e.time >= since and e.data is not None
-            and _is_echo_to(e.data, target)]
-    sent = [e for e in client.events({"sent"}) if e.time >= since and e.data is not None
-            and _is_echo_to(e.data[8:], target)]
-    written = [e for e in server.events({"written"}) if e.time >= since and e.data is not None
-               and _is_echo_to(e.data, target)]
+
+    def echoes(endpoint: Any, kind: str, offset: int = 0) -> list[Any]:
+        return [e for e in endpoint.events({kind}) if e.time >= since and e.data is not None
+                and _is_echo_to(e.data[offset:], target)]
+
+    read, sent, written = echoes(client, "read"), echoes(client, "sent", 8), \
+        echoes(server, "written")
+    back_read, back_written = echoes(server, "read"), echoes(client, "written")
+    direction = "mytun → mytun2" if read else ("mytun2 → mytun" if back_read else "")
+    first_read = read or back_read
+    first_written = written or back_written
     return {
         "target": target, "ping_rc": ping.returncode, "ping_output": ping.stdout + ping.stderr,
         "client_read": c1["read_packets"] - c0["read_packets"],
         "frames_sent": c1["frames_sent"] - c0["frames_sent"],
         "server_written": s1["written_packets"] - s0["written_packets"],
+        "server_read": s1["read_packets"] - s0["read_packets"],
+        "server_frames_sent": s1["frames_sent"] - s0["frames_sent"],
+        "client_written": c1["written_packets"] - c0["written_packets"],
         "echo_read": len(read), "echo_written": len(written),
-        "sent_hex": read[0].data.hex() if read and read[0].data else "",
+        "echo_server_read": len(back_read), "echo_client_written": len(back_written),
+        "direction": direction,
+        "sent_hex": first_read[0].data.hex() if first_read and first_read[0].data else "",
         "frame_hex": sent[0].data.hex() if sent and sent[0].data else "",
-        "released_hex": written[0].data.hex() if written and written[0].data else "",
+        "released_hex": (first_written[0].data.hex() if first_written and first_written[0].data
+                         else ""),
         "counters": counters,
     }
 
@@ -834,16 +1292,15 @@ def explain_counters(counters: Mapping[str, int]) -> list[str]:
     return lines
 
 
-class SeedGoalPanel(w.VBox):
+class SeedGoalPanel(LabPanel, w.VBox):
     """Lesson 04: choose a destination, ping it once, see every hop and the kernel's verdict.
 
     Headless: ``panel.target.value = "10.0.0.1"; panel.ping.click()``, then ``last_result``.
     """
 
-    TARGETS = ["10.0.0.2", "10.0.0.1", "10.0.0.77", "10.0.2.1"]
+    TARGETS = ["10.0.0.2", "10.0.0.1", "10.0.0.77", "10.0.2.1", "10.0.2.33"]
 
     def __init__(self, lesson: Any, server: Any = None, client: Any = None) -> None:
-        self.lesson = lesson
         self.server = server
         self.client = client
         self.last_result: dict[str, Any] | None = None
@@ -854,50 +1311,99 @@ class SeedGoalPanel(w.VBox):
                              layout=w.Layout(width="120px"))
         self.result = w.HTML()
         self.path = _image()
-        self.ping.on_click(lambda _b: self.run())
-        super().__init__([w.HBox([self.target, self.ping]), self.result, self.path])
+        self._setup_panel(lesson)
+        self.ping.on_click(self.guarded(lambda _b: self.run()))
+        self.target.observe(self.guarded(lambda _change: self.reset_view()), "value")
+        super().__init__([w.HBox([self.target, self.ping]), self.result, self.path, self.bar])
+
+    def reset_view(self) -> None:
+        self.last_result = None
+        self.result.value = ""
+        clear_figure(self.path)
+
+    def redraw(self) -> None:
+        if self.last_result is not None:
+            show_figure(self.path, self.figure(self.last_result))
+
+    def _endpoints(self) -> tuple[Any, Any]:
+        """The running server and client (restarted in a rebuilt lab when needed)."""
+        tunnel = seed_tunnel(self.lesson, self.server)
+        if tunnel is None:
+            raise RuntimeError("no tunnel: this lesson has no seed lab")
+        tunnel.ensure()
+        self.server, self.client = tunnel.server, tunnel.client
+        return tunnel.server, tunnel.client
 
     def run(self, target: str | None = None) -> dict[str, Any] | None:
         """Ping once and show the hops."""
-        target = (target or self.target.value).strip()
-        result = self.lesson.run(f"ping {target}", lambda: ping_through_seed(
-            self.lesson.ns, self.server, self.client, target))
+        typed = (target or self.target.value).strip()
+        self.reset_view()
+        valid = _ipv4(typed)
+        if valid is None:
+            self.result.value = _invalid(f"{typed!r} is not an IPv4 address")
+            return None
+
+        def live() -> dict[str, Any]:
+            server, client = self._endpoints()
+            return ping_through_seed(self.lesson.ns, server, client, valid)
+
+        result = self.lesson.run(f"ping {valid}", live)
         if result is None:
             self.result.value = ("(no recording for this address: start the lab with "
                                  "`sudo make lab`)")
             return None
         self.last_result = result
         self.result.value = self.hops_html(result)
-        self.path.value = plots.to_png(self.figure(result), dpi=80)
+        show_figure(self.path, self.figure(result))
         return result
 
     @staticmethod
     def figure(result: Mapping[str, Any]) -> Any:
-        """The seed path with where this ping stopped."""
+        """The seed path (or its way back, mytun2 → mytun) with where this ping stopped."""
         counters = result.get("counters", {})
-        if not result.get("client_read"):
+        target = str(result["target"])
+        reverse = bool(result.get("echo_server_read")) and not result.get("echo_read")
+        if not result.get("client_read") and not reverse:
             if result.get("ping_rc") == 0:
-                return route_figure(result["target"], "lo", "local")
-            return plots.seed_path(stopped_at=2, stop_reason="nothing entered mytun",
-                                   title=f"ping {result['target']}")
+                return route_figure(target, "lo", "local")
+            return plots.seed_path(stopped_at=2, stop_reason="nothing entered mytun or mytun2",
+                                   title=f"ping {target}", target=target)
+        if reverse and not result.get("client_written"):
+            return plots.seed_path(stopped_at=5, stop_reason="the vpn-client wrote nothing",
+                                   title=f"ping {target}", target=target, reverse=True)
         reasons = [COUNTER_MEANINGS[k][0] for k in COUNTER_MEANINGS
                    if counters.get(k) and COUNTER_MEANINGS[k][0]]
         verdict = "forwarded" if counters.get("IpForwDatagrams") else (
             "delivered" if counters.get("IcmpInEchos") else "dropped")
         fate = {"verdict": "dropped" if reasons else verdict, "drop_reasons": reasons}
-        return plots.seed_path(fate, title=f"ping {result['target']}")
+        way = "mytun2 → vpn-server → vpn-client → mytun" if reverse else \
+            "mytun → vpn-client → vpn-server → mytun2"
+        return plots.seed_path(fate, title=f"ping {target}: {way}", target=target,
+                               reverse=reverse)
 
     def hops_html(self, r: Mapping[str, Any]) -> str:
-        """The hops as an HTML list."""
+        """The hops as an HTML list, in the direction the packet really went."""
         rows = [f"<li><code>ping -c1 {html.escape(r['target'])}</code> exit code "
                 f"{r['ping_rc']} ({'a reply came back' if r['ping_rc'] == 0 else 'no reply'})"
-                "</li>",
-                f"<li>vpn-client read <b>{r['client_read']}</b> packet(s) from mytun, "
-                f"of them {r['echo_read']} this echo request</li>",
-                f"<li>vpn-client sent <b>{r['frames_sent']}</b> frame(s) over TCP</li>",
-                f"<li>vpn-server wrote <b>{r['server_written']}</b> packet(s) into mytun2"
-                + (" — byte for byte the packet that was sent" if r["sent_hex"]
-                   and r["sent_hex"] == r["released_hex"] else "") + "</li>"]
+                "</li>"]
+        reverse = bool(r.get("echo_server_read")) and not r.get("echo_read")
+        if reverse:
+            rows += [f"<li>the route to {html.escape(r['target'])} is <code>10.0.2.0/24 dev "
+                     "mytun2</code>: nothing entered mytun; the packet went the other way</li>",
+                     f"<li>vpn-server read <b>{r.get('server_read', 0)}</b> packet(s) from "
+                     f"mytun2, of them {r.get('echo_server_read', 0)} this echo request</li>",
+                     f"<li>vpn-server sent <b>{r.get('server_frames_sent', 0)}</b> frame(s) "
+                     "over TCP</li>",
+                     f"<li>vpn-client wrote <b>{r.get('client_written', 0)}</b> packet(s) into "
+                     "mytun" + (" — byte for byte the packet that was sent" if r["sent_hex"]
+                                and r["sent_hex"] == r["released_hex"] else "") + "</li>"]
+        else:
+            rows += [f"<li>vpn-client read <b>{r['client_read']}</b> packet(s) from mytun, "
+                     f"of them {r['echo_read']} this echo request</li>",
+                     f"<li>vpn-client sent <b>{r['frames_sent']}</b> frame(s) over TCP</li>",
+                     f"<li>vpn-server wrote <b>{r['server_written']}</b> packet(s) into mytun2"
+                     + (" — byte for byte the packet that was sent" if r["sent_hex"]
+                        and r["sent_hex"] == r["released_hex"] else "") + "</li>"]
         lines = explain_counters(r.get("counters", {}))
         if lines:
             rows.append("<li>then the kernel (nstat counters that moved):<ul>"
@@ -909,13 +1415,14 @@ class SeedGoalPanel(w.VBox):
 
 # -- the live tunnel panel ---------------------------------------------------------------------
 
-class TunnelPanel(w.VBox):
+class TunnelPanel(LabPanel, w.VBox):
     """Start/stop a tunnel, push traffic through it, and watch packets/s and Mbit/s live.
 
     ``lab`` is a :class:`tunlab.lab.TwoHostLab` (lesson 08). A background thread samples the
     client's counters every ``interval`` seconds and renders :func:`tunlab.plots.throughput`
     into an ``ipywidgets.Image`` (it never prints; it stops with :meth:`stop` or after
-    ``max_seconds``). Traffic: ``iperf3`` from host a to the far tunnel end.
+    ``max_seconds``). Traffic: ``iperf3`` from host a to the far tunnel end. When the lab
+    belongs to a lesson and is gone (``lesson.finish()``), *start tunnel* builds a new one.
 
     Headless: ``panel.start_button.click()``, ``panel.traffic(seconds=2)``, then ``samples``,
     ``results``; ``panel.stop_button.click()``.
@@ -923,7 +1430,9 @@ class TunnelPanel(w.VBox):
 
     def __init__(self, lab: Any, interval: float = 0.5, max_seconds: float = 300.0,
                  window: float = 20.0) -> None:
-        self.lab = lab
+        from .course import lesson_of
+
+        self._lab = lab
         self.interval = interval
         self.max_seconds = max_seconds
         self.window = window
@@ -935,6 +1444,7 @@ class TunnelPanel(w.VBox):
         self._stop = threading.Event()
         self._t0 = 0.0
         self._traffic: threading.Thread | None = None
+        self._state_lock = threading.RLock()
         self.start_button = w.Button(description="start tunnel", button_style="success",
                                      icon="play")
         self.stop_button = w.Button(description="stop tunnel", button_style="danger",
@@ -945,27 +1455,76 @@ class TunnelPanel(w.VBox):
                                        layout=w.Layout(width="200px"))
         self.loss = w.IntSlider(value=0, min=0, max=10, description="loss %",
                                 continuous_update=False, disabled=lab is None)
-        self.loss.observe(lambda change: self.set_loss(change["new"]), "value")
         self.status = w.HTML(value="tunnel stopped")
         self.image = _image()
-        self.start_button.on_click(lambda _b: self.start())
-        self.stop_button.on_click(lambda _b: self.stop())
-        self.traffic_button.on_click(lambda _b: self.traffic(int(self.seconds.value),
-                                                             wait=False))
+        self._setup_panel(lesson_of(lab) if lab is not None else None,
+                          use_current=lab is None)
+        self.loss.observe(self.guarded(lambda change: self.set_loss(change["new"])), "value")
+        self.start_button.on_click(self.guarded(lambda _b: self.start()))
+        self.stop_button.on_click(self.guarded(lambda _b: self.stop()))
+        self.traffic_button.on_click(self.guarded(
+            lambda _b: self.traffic(int(self.seconds.value), wait=False)))
         super().__init__([w.HBox([self.start_button, self.stop_button]),
                           w.HBox([self.seconds, self.traffic_button]),
                           w.HBox([self.loss, w.HTML("on a's underlay (veth0), by nftables")]),
-                          self.status, self.image])
-        self.image.value = plots.to_png(plots.throughput([], title="Tunnel traffic"), dpi=80)
+                          self.status, self.image, self.bar])
+        show_figure(self.image, plots.throughput([], title="Tunnel traffic"))
         if lab is None:
             self.start_button.disabled = True
             self.status.value = ("read-only: no lab here (start it with <code>sudo make lab"
                                  "</code>); below, samples recorded from a real run")
 
+    @property
+    def lab(self) -> Any:
+        """The lab the tunnel runs in: the lesson's current one when the panel has a lesson."""
+        if self._lab is not None and self.lesson is not None and \
+                getattr(self.lesson, "lab", None) is not None:
+            return self.lesson.lab
+        return self._lab
+
+    def _lab_ready(self) -> bool:
+        if self._lab is None:
+            return False
+        if self.lesson is not None and hasattr(self.lesson, "lab_ready") and \
+                getattr(self.lesson, "lab", None) is not None:
+            return bool(self.lesson.lab_ready)
+        return bool(getattr(self._lab, "namespaces", [None]))
+
+    def _ensure_lab(self) -> Any:
+        if self.lesson is not None and hasattr(self.lesson, "ensure_lab") and \
+                (self.lesson.lab is self._lab or self._lab in self.lesson._past_labs):
+            return self.lesson.ensure_lab()
+        return self._lab
+
     def set_loss(self, percent: float) -> None:
         """Drop ``percent`` % of what host a sends on the underlay (see :func:`set_loss`)."""
-        if self.lab is not None:
-            set_loss(self.lab.a, percent)
+        if self._lab is None or getattr(self, "_quiet_loss", False):
+            return
+        if not self._lab_ready():
+            if percent:
+                self._ensure_lab()
+            else:
+                return  # no lab, no loss rule to remove
+        set_loss(self.lab.a, percent)
+
+    def reset_view(self) -> None:
+        """The lab was rebuilt: the tunnel is gone, so is its loss rule; start from zero."""
+        with self._state_lock:
+            self._stop_threads()
+        self.samples = []
+        self.results = {}
+        self.error = None
+        self._quiet_loss = True  # the old lab took its loss rule with it
+        try:
+            self.loss.value = 0
+        finally:
+            self._quiet_loss = False
+        self._buttons(running=False)
+        self.status.value = "tunnel stopped (new lab)"
+        show_figure(self.image, plots.throughput([], title="Tunnel traffic"))
+
+    def redraw(self) -> None:
+        self.render()
 
     def run_demo(self, lesson: Any, seconds: int = 3) -> Any:
         """Start, push ``seconds`` of iperf3 through the tunnel, and return the throughput
@@ -993,25 +1552,34 @@ class TunnelPanel(w.VBox):
     def running(self) -> bool:
         return self._sampler is not None and self._sampler.is_alive()
 
+    def _buttons(self, running: bool) -> None:
+        self.start_button.disabled = running or self._lab is None
+        self.stop_button.disabled = not running
+        self.traffic_button.disabled = not running
+
     def start(self) -> None:
-        """Start server + client (``lab.start_tunnel()``) and the sampling thread."""
-        if self.running:
-            return
+        """Start server + client (``lab.start_tunnel()``) and the sampling thread; in a new
+        lab when the lesson's lab was removed."""
         from .course import register_cleanup
 
-        register_cleanup(self)
-        if getattr(self.lab, "client", None) is None:
-            self.lab.start_tunnel()
-        self.samples = []
-        self._stop.clear()
-        self._t0 = time.monotonic()
-        self._sampler = threading.Thread(target=self._sample_loop, name="tunlab-panel",
-                                         daemon=True)
-        self._sampler.start()
-        self.start_button.disabled = True
-        self.stop_button.disabled = False
-        self.traffic_button.disabled = False
-        self.status.value = "tunnel running: client in a, server in b"
+        with self._state_lock:
+            if self.running and self._lab_ready() and \
+                    getattr(self.lab, "client", None) is not None:
+                return
+            self._stop_threads()
+            lab = self._ensure_lab()
+            register_cleanup(self)
+            if getattr(lab, "client", None) is None:
+                lab.close_devices()  # a stopped tunnel's devices: let the new one attach
+                lab.start_tunnel()
+            self.samples = []
+            self._stop.clear()
+            self._t0 = time.monotonic()
+            self._sampler = threading.Thread(target=self._sample_loop, name="tunlab-panel",
+                                             daemon=True)
+            self._sampler.start()
+            self._buttons(running=True)
+            self.status.value = "tunnel running: client in a, server in b"
 
     def _sample(self) -> dict[str, float] | None:
         client = getattr(self.lab, "client", None)
@@ -1020,6 +1588,11 @@ class TunnelPanel(w.VBox):
         snap = client.stats.snapshot()
         return {"t": time.monotonic() - self._t0, "packets": snap["read_packets"],
                 "bytes": snap["read_bytes"]}
+
+    def _thread_failed(self, exc: BaseException) -> None:
+        self.error = _error_text(exc)
+        self.status.value = f'<span style="color:#d62728">{html.escape(self.error)}</span>'
+        self.fail(exc)
 
     def _sample_loop(self) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -1030,31 +1603,34 @@ class TunnelPanel(w.VBox):
                     self.samples.append(sample)
                     self.render()
             except Exception as exc:  # noqa: BLE001 - report in the panel, never print
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.status.value = f'<span style="color:#d62728">{html.escape(self.error)}</span>'
+                self._thread_failed(exc)
+                return
             self._stop.wait(self.interval)
 
     def render(self) -> None:
         """Draw the current samples into the image (called by the sampler thread)."""
         fig = plots.throughput(self.samples[-200:], title="Tunnel traffic (client → server)",
                                window=self.window)
-        self.image.value = plots.to_png(fig, dpi=80)
+        show_figure(self.image, fig)
         self.frames_rendered += 1
 
     def traffic(self, seconds: int = 3, wait: bool = True) -> float | None:
         """iperf3 from a to b through the tunnel for ``seconds``; returns Mbit/s when waited."""
         if self._traffic is not None and self._traffic.is_alive():
             return None
+        if getattr(self.lab, "client", None) is None:
+            self.status.value = "start the tunnel first"
+            return None
         label = f"iperf3 {seconds}s #{len(self.results) + 1}"
+        lab = self.lab
 
         def body() -> None:
             try:
-                mbps = lab_iperf3(self.lab, "10.9.0.2", seconds)
+                mbps = lab_iperf3(lab, "10.9.0.2", seconds)
                 self.results[label] = mbps
                 self.status.value = f"{label}: {mbps:,.0f} Mbit/s through the tunnel"
-            except Exception as exc:  # noqa: BLE001
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.status.value = f'<span style="color:#d62728">{html.escape(self.error)}</span>'
+            except Exception as exc:  # noqa: BLE001 - report in the panel, never print
+                self._thread_failed(exc)
 
         self.status.value = f"{label}: running…"
         self._traffic = threading.Thread(target=body, name="tunlab-iperf3", daemon=True)
@@ -1064,31 +1640,35 @@ class TunnelPanel(w.VBox):
             return self.results.get(label)
         return None
 
-    def stop(self) -> None:
-        """Stop sampling and the tunnel (the lab stays); remove the loss rule."""
+    def _stop_threads(self) -> None:
         self._stop.set()
-        if self.lab is not None and self.loss.value:
-            self.loss.value = 0
         if self._traffic is not None:
             self._traffic.join(20)
         if self._sampler is not None:
             self._sampler.join(5)
         self._sampler = None
-        if hasattr(self.lab, "stop_tunnel"):
-            self.lab.stop_tunnel()
-        self.start_button.disabled = False
-        self.stop_button.disabled = True
-        self.traffic_button.disabled = True
-        self.status.value = "tunnel stopped"
+
+    def stop(self) -> None:
+        """Stop sampling and the tunnel (the lab stays); remove the loss rule."""
+        with self._state_lock:
+            self._stop_threads()
+            if self.loss.value:
+                self.loss.value = 0
+            lab = self.lab
+            if lab is not None and hasattr(lab, "stop_tunnel"):
+                lab.stop_tunnel()
+                lab.close_devices()  # so that start can attach to tun0 again
+            self._buttons(running=False)
+            self.status.value = "tunnel stopped"
 
     def close(self) -> None:  # type: ignore[override]
-        """Stop everything this panel started, then close the widgets."""
+        """Stop everything this panel started. The widgets stay usable: *start tunnel*
+        starts again (in a new lab when the lesson's lab was removed)."""
         from .course import unregister_cleanup
 
-        if self.lab is not None:
+        if self._lab is not None:
             self.stop()
         unregister_cleanup(self)
-        super().close()
 
 
 # -- lesson 07: a VPN between two hosts, one fix at a time -------------------------------------
@@ -1114,42 +1694,115 @@ def vpn_figure(result: Mapping[str, Any]) -> Any:
                              title="ping 192.168.50.2 from host a", stop_word="stopped")
 
 
-class FixPanel(w.VBox):
-    """Lesson 07: one checkbox per fix, a ping button, and where the packet stopped.
+class FixPanel(LabPanel, w.VBox):
+    """Lesson 07: one checkbox per fix, a source field, a ping button, and where the packet
+    stopped.
 
     ``scenario`` is a :class:`VpnScenario` (None without root: recorded results are shown,
-    looked up by the set of fixes). Headless: ``panel.boxes["route_a"].value = True;
-    panel.ping_button.click()``, then ``panel.last_result``.
+    looked up by the set of fixes). When the lesson's lab was rebuilt (after
+    ``lesson.finish()`` or *reset lab*), the panel builds the scenario again in the new lab
+    with the ticked fixes. Headless: ``panel.boxes["route_a"].value = True;
+    panel.source.value = "198.18.0.1"; panel.ping_button.click()``, then ``last_result``.
     """
 
     def __init__(self, lesson: Any, scenario: VpnScenario | None) -> None:
-        self.lesson = lesson
         self.scenario = scenario
+        self._generation = getattr(lesson, "generation", 0)
+        self._quiet = False
         self.last_result: dict[str, Any] | None = None
         self.boxes = {name: w.Checkbox(value=False, description=text, indent=False,
                                        layout=w.Layout(width="560px"))
                       for name, text in VpnScenario.FIXES.items()}
-        for name, box in self.boxes.items():
-            box.observe(lambda change, name=name: self._toggle(name, change["new"]), "value")
+        self.source = w.Text(value="", placeholder="default: 10.9.0.1 (tun0)",
+                             description="ping -I", layout=w.Layout(width="300px"),
+                             tooltip="source address for the ping, e.g. 198.18.0.1 (veth0)")
         self.ping_button = w.Button(description="ping 192.168.50.2 from a",
                                     button_style="primary", layout=w.Layout(width="240px"))
         self.result = w.HTML()
         self.path = _image()
-        self.ping_button.on_click(lambda _b: self.run())
+        self._setup_panel(lesson)
+        for name, box in self.boxes.items():
+            box.observe(self.guarded(lambda change, name=name: self._toggle(name,
+                                                                            change["new"])),
+                        "value")
+        self.source.observe(self.guarded(lambda _change: self._clear_result()), "value")
+        self.ping_button.on_click(self.guarded(lambda _b: self.run()))
         super().__init__([w.HTML("<b>fixes</b> (tick to apply, untick to revert)"),
-                          *self.boxes.values(), self.ping_button, self.result, self.path])
+                          *self.boxes.values(),
+                          w.HBox([self.source, self.ping_button]), self.result, self.path,
+                          self.bar])
+
+    def _live_scenario(self) -> VpnScenario | None:
+        """The scenario in the lesson's current lab (rebuilt with the ticked fixes when the
+        lab is new); None without a live lab."""
+        if not getattr(self.lesson, "live", False) or getattr(self.lesson, "lab", None) is None:
+            return self.scenario
+        if hasattr(self.lesson, "ensure_lab"):
+            self.lesson.ensure_lab()
+        generation = getattr(self.lesson, "generation", 0)
+        if self.scenario is None or generation != self._generation:
+            self.scenario = VpnScenario.for_lesson(self.lesson)
+            self._generation = generation
+            if self.scenario is not None:
+                self.scenario.set_fixes(set(self.fixes()))
+        return self.scenario
 
     def _toggle(self, name: str, on: bool) -> None:
-        if self.scenario is not None:
-            self.scenario.apply(name, on)
+        if self._quiet:
+            return
+        self._clear_result()
+        scenario = self._live_scenario()
+        if scenario is not None:
+            scenario.apply(name, on)
+
+    def _clear_result(self) -> None:
+        self.last_result = None
+        self.result.value = ""
+        clear_figure(self.path)
+
+    def reset_view(self) -> None:
+        """Fresh lab: untick every box (the new lab has none of the fixes)."""
+        self._quiet = True
+        try:
+            for box in self.boxes.values():
+                box.value = False
+        finally:
+            self._quiet = False
+        self._clear_result()
+
+    def redraw(self) -> None:
+        if self.last_result is not None:
+            show_figure(self.path, vpn_figure(self.last_result))
 
     def fixes(self) -> list[str]:
         return sorted(n for n, box in self.boxes.items() if box.value)
 
-    def run(self) -> dict[str, Any] | None:
-        """Ping once with the fixes ticked now; show where it stopped."""
-        key = "vpn " + ",".join(self.fixes())
-        result = self.lesson.run(key, lambda: self.scenario.ping())
+    def _source(self, source: str | None) -> str | None:
+        text = (source if source is not None else self.source.value).strip()
+        if not text:
+            return None
+        if _ipv4(text) is None:
+            raise ValueError(f"source {text!r} is not an IPv4 address (try 198.18.0.1)")
+        return _ipv4(text)
+
+    def run(self, source: str | None = None) -> dict[str, Any] | None:
+        """Ping once with the fixes ticked now (from ``source``, default the source field);
+        show where it stopped."""
+        self._clear_result()
+        try:
+            src = self._source(source)
+        except ValueError as exc:
+            self.result.value = _invalid(str(exc))
+            return None
+        key = "vpn " + ",".join(self.fixes()) + (f" -I {src}" if src else "")
+
+        def live() -> dict[str, Any]:
+            scenario = self._live_scenario()
+            if scenario is None:
+                raise RuntimeError("no scenario: the lesson's two-host lab is missing")
+            return scenario.ping(src)
+
+        result = self.lesson.run(key, live)
         if result is None:
             self.result.value = ("(no recording for this combination: start the lab with "
                                  "`sudo make lab`)")
@@ -1160,33 +1813,30 @@ class FixPanel(w.VBox):
         moved = "; ".join(f"{h}: " + ", ".join(f"{k} +{v}" for k, v in d.items())
                           for h, d in result["counters"].items() if d)
         recorded = " <i>(recorded example)</i>" if not self.lesson.live else ""
-        self.result.value = (f'<div style="{_CSS_BOX}">{verdict} {html.escape(result["reason"])}'
+        where = f" (from {html.escape(src)})" if src else ""
+        self.result.value = (f'<div style="{_CSS_BOX}">{verdict}{where} '
+                             f'{html.escape(result["reason"])}'
                              f"{recorded}{_pre(result['output'])}"
                              f"<b>counters that moved:</b> {html.escape(moved or 'none')}</div>")
-        self.path.value = plots.to_png(vpn_figure(result), dpi=80)
+        show_figure(self.path, vpn_figure(result))
         return result
 
     def step(self, fix: str | None = None, source: str | None = None) -> Any:
-        """Tick ``fix`` (if given), ping once, and return this state as a displayable summary
-        (verdict line + path figure), so that a notebook keeps a record of every step."""
+        """Tick ``fix`` (if given), ping once (from ``source`` when given), and return this
+        state as a displayable summary (verdict line + path figure), so that a notebook keeps
+        a record of every step."""
         if fix is not None:
             self.boxes[fix].value = True
-        if source is None:
-            result = self.run()
-        else:
-            key = "vpn " + ",".join(self.fixes()) + f" -I {source}"
-            result = self.lesson.run(key, lambda: self.scenario.ping(source))
-            if result is not None:
-                self.last_result = result
-        return StepView(result, fix)
+        return StepView(self.run(source if source is not None else ""), fix)
 
     def verify_fix_set(self, fixes: set[str]) -> tuple[bool, str] | None:
         """For :func:`tunlab.course.check`: test the set against the kernels (live only)."""
-        if self.scenario is None:
+        scenario = self._live_scenario()
+        if scenario is None:
             return None
-        ok, message = self.scenario.verify_fix_set(fixes)
+        ok, message = scenario.verify_fix_set(fixes)
         # put the checkboxes' state back in the scenario
-        self.scenario.set_fixes(set(self.fixes()))
+        scenario.set_fixes(set(self.fixes()))
         return ok, message
 
 
@@ -1205,11 +1855,16 @@ class StepView:
                    "</code>)</p>"
         r = self.result
         head = f"after <code>{html.escape(self.fix)}</code>: " if self.fix else ""
+        if r.get("source"):
+            head += f"from <code>{html.escape(str(r['source']))}</code>: "
         verdict = _badge("reply received", "#2ca02c") if r["ok"] else _badge("no reply",
                                                                             "#d62728")
-        png = base64.b64encode(plots.to_png(vpn_figure(r), dpi=72)).decode()
+        rendered = plots.render(vpn_figure(r), dpi=72)
+        png = base64.b64encode(rendered.png).decode()
+        size = (f"width:{rendered.css_width}px" if plots.presenter_on() else
+                "max-width:900px;width:100%")
         return (f"<div>{head}{verdict} {html.escape(str(r.get('reason', '')))}</div>"
-                f'<img src="data:image/png;base64,{png}" style="max-width:900px;width:100%">')
+                f'<img src="data:image/png;base64,{png}" style="{size}">')
 
     def __repr__(self) -> str:
         if self.result is None:
@@ -1268,20 +1923,26 @@ def run_doctor() -> list[dict[str, Any]]:
     return [normalize_check(c) for c in result]
 
 
-class DoctorPanel(w.VBox):
+class DoctorPanel(LabPanel, w.VBox):
     """Lesson 00: the doctor's checks as a table, re-run with a button.
 
     Headless: ``panel.rerun.click()``, then ``panel.last_checks``.
     """
 
-    def __init__(self, checks_fn: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+    def __init__(self, checks_fn: Callable[[], list[dict[str, Any]]] | None = None,
+                 lesson: Any = None) -> None:
         self.checks_fn = checks_fn or run_doctor
         self.last_checks: list[dict[str, Any]] = []
         self.rerun = w.Button(description="run the checks again", icon="refresh")
         self.table = w.HTML()
-        self.rerun.on_click(lambda _b: self.run())
-        super().__init__([self.rerun, self.table])
+        self._setup_panel(lesson)
+        self.rerun.on_click(self.guarded(lambda _b: self.run()))
+        super().__init__([self.rerun, self.table, self.bar])
         self.run()
+
+    def reset_view(self) -> None:
+        self.last_checks = []
+        self.table.value = ""
 
     def run(self) -> list[dict[str, Any]]:
         """Run the checks and show them."""

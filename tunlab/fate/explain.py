@@ -1,0 +1,450 @@
+"""The verdict in plain words, and the changes that might let the packet through.
+
+:func:`diagnose` turns a report's facts into a cause (sentences that state only what the
+kernel showed, with the settings it really applied) and candidate fixes. Candidates are not
+shown to anyone until :mod:`tunlab.fate.fixes` has tried each in a fresh lab; :func:`render`
+then writes the paragraph a participant reads, naming only the fixes the kernel confirmed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import reasons as catalogue
+from .report import Evidence, FateReport, Fix, Verdict
+from .request import FateRequest
+
+COUNTER_MEANINGS = {
+    "IpInAddrErrors": "the destination is not this host's and the arrival device does not "
+                      "forward",
+    "IpInHdrErrors": "a bad IP header, or a TTL that ran out",
+    "IpInUnknownProtos": "no handler for the IP protocol",
+    "IpInNoRoutes": "no route to the destination",
+    "TcpExtIPReversePathFilter": "the reverse-path filter refused the source",
+    "UdpNoPorts": "no socket on the UDP port",
+    "TcpOutRsts": "a TCP reset was sent (closed port)",
+    "IcmpOutDestUnreachs": "an ICMP destination unreachable was sent",
+    "IcmpOutTimeExcds": "an ICMP time exceeded was sent",
+    "Ip6InAddrErrors": "the destination is not this host's and IPv6 forwarding is off",
+    "Ip6InNoRoutes": "no IPv6 route to the destination",
+    "Ip6InUnknownProtos": "no handler for the next header",
+    "Ip6InTooBigErrors": "the packet is larger than the way out allows",
+    "Ip6InHdrErrors": "a bad IPv6 header, or a hop limit that ran out",
+    "Udp6NoPorts": "no socket on the UDP port",
+}
+
+
+@dataclass
+class Diagnosis:
+    """What happened and why (facts only), and what might help (to be verified)."""
+
+    cause: list[str] = field(default_factory=list)
+    candidates: list[Fix] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)   # for the sender, not the host
+
+
+def sysctl_fix(key: str, value: int | str, summary: str) -> Fix:
+    """A fix that is one setting."""
+    return Fix(summary=summary, commands=[f"sysctl -w {key}={value}"],
+               fate_args=["--set", f"{key}={value}"])
+
+
+def _family(request: FateRequest) -> int:
+    return request.family
+
+
+def _is_local_src(report: FateReport) -> bool:
+    return report.route_back.startswith("local ")
+
+
+def _dst_kind(report: FateReport, request: FateRequest) -> str:
+    """"broadcast", "multicast", "local" or "" for the destination, as the kernel routes it."""
+    address = ipaddress.ip_address(request.dst)
+    if address.is_multicast:
+        return "multicast"
+    if request.dst == "255.255.255.255" or report.route_in.startswith("broadcast "):
+        return "broadcast"
+    if report.route_in.startswith("local "):
+        return "local"
+    return ""
+
+
+def _listen_fix(proto: str, port: int) -> Fix:
+    flag = "u" if proto == "udp" else ""
+    return Fix(summary=f"run a program that listens on {proto} port {port}",
+               commands=[f"nc -l{flag} {port}   # or any server bound to {proto} port {port}"],
+               fate_args=["--listen", proto, str(port)])
+
+
+def diagnose(report: FateReport, request: FateRequest) -> Diagnosis:
+    """The cause of the verdict in words, and candidate fixes to try."""
+    diagnosis = Diagnosis()
+    if report.verdict != Verdict.DROPPED:
+        return diagnosis
+    if not report.drop_reasons:
+        diagnosis.cause.append(_counter_cause(report))
+        return diagnosis
+    for reason in report.drop_reasons:
+        _diagnose_reason(reason, report, request, diagnosis)
+    return diagnosis
+
+
+def _counter_cause(report: FateReport) -> str:
+    from .experiment import counter_drops
+
+    seen = counter_drops(report.counters)
+    forwarding = report.counters.get("IpForwDatagrams", 0) + report.counters.get(
+        "Ip6OutForwDatagrams", 0)
+    lacking = "; ".join(f"{what}: {why}" for what, why in report.missing_evidence.items())
+    if seen:
+        said = ", ".join(f"{name} +{report.counters[name]} ({COUNTER_MEANINGS.get(name, '')})"
+                         for name in seen)
+        text = f"The counters say: {said}."
+    elif forwarding and Evidence.CAPTURE in report.evidence:
+        text = ("The counters say the kernel began to forward it (IpForwDatagrams +1), yet it "
+                "left through none of the lab's devices: something on the way out dropped it "
+                "without counting, and a firewall's forward chain is the usual suspect "
+                "(`nft list ruleset`).")
+    else:
+        text = ("The counters say it arrived (IpInReceives) but was neither delivered nor "
+                "forwarded; no counter of this namespace names the cause (martian sources "
+                "are counted only machine-wide, in /proc/net/stat/rt_cache in_martian_src).")
+    if lacking:
+        text += f" Drop reasons were not available ({lacking})."
+    return text
+
+
+def _diagnose_reason(reason: str, report: FateReport, request: FateRequest,
+                     diagnosis: Diagnosis) -> None:
+    eff = report.effective_settings
+    dev = request.dev
+    src, dst = request.src, request.dst
+    v6 = _family(request) == 6
+    add = diagnosis.cause.append
+    if reason == "IP_INADDRERRORS":
+        if v6:
+            add(f"{dst} is not an address of this host, and IPv6 forwarding is off "
+                f"(net.ipv6.conf.all.forwarding=0), so the kernel has nowhere to take it.")
+            diagnosis.candidates.append(sysctl_fix(
+                "net.ipv6.conf.all.forwarding", 1, "turn on IPv6 forwarding"))
+        elif eff.get("ip_forward") == 0:
+            add(f"{dst} is not an address of this host, and IP forwarding is off "
+                f"(net.ipv4.ip_forward=0), so the kernel has nowhere to take it.")
+            diagnosis.candidates.append(sysctl_fix(
+                "net.ipv4.ip_forward", 1, "turn on IP forwarding"))
+        elif eff.get("forwarding") == 0:
+            add(f"{dst} is not an address of this host, and although net.ipv4.ip_forward=1, "
+                f"forwarding is off on the device it came in on "
+                f"(net.ipv4.conf.{dev}.forwarding=0): the kernel asks the arrival device.")
+            diagnosis.candidates.append(sysctl_fix(
+                f"net.ipv4.conf.{dev}.forwarding", 1, f"turn on forwarding on {dev}"))
+        else:
+            add(f"{dst} is not an address of this host and the kernel's lookup gave no way to "
+                f"forward it (`ip route get {dst} from {src} iif {dev}` says: "
+                f"{report.route_in or 'nothing'}).")
+        diagnosis.advice.append("to deliver it here instead, address it to one of this "
+                                "host's addresses")
+    elif reason == "IP_LOCAL_SOURCE":
+        add(f"The packet claims to come from {src}, an address of this very host, yet it "
+            f"arrived from outside on {dev}. The kernel calls that a martian source "
+            f"(accept_local={eff.get('accept_local', 0)}).")
+        diagnosis.candidates.append(sysctl_fix(
+            "net.ipv4.conf.all.accept_local", 1,
+            "let the host accept packets from its own addresses"))
+        diagnosis.advice.append("the real fix is what a VPN has: two hosts, so the source is "
+                                "not local to the receiver")
+    elif reason == "IP_RPFILTER":
+        _diagnose_rpfilter(report, request, diagnosis)
+    elif reason == "IP_INVALID_SOURCE":
+        add(f"{src} can never be a sender's address (zero, multicast or broadcast), so the "
+            f"kernel drops it as a martian source.")
+        diagnosis.advice.append("the sender must use a real unicast source address")
+    elif reason == "IP_LOCALNET":
+        add(f"A loopback (127/8) address arrived on {dev}, which is not the loopback device "
+            f"(route_localnet={eff.get('route_localnet', 0)}).")
+        diagnosis.candidates.append(sysctl_fix(
+            "net.ipv4.conf.all.route_localnet", 1, "let 127/8 addresses be routed"))
+    elif reason == "NETFILTER_DROP":
+        _diagnose_firewall(report, request, diagnosis)
+    elif reason == "IP_NOPROTO":
+        add(f"The packet reached local delivery at {dst}, but no handler is registered for "
+            f"IP protocol {request.proto}, so the kernel drops it.")
+        diagnosis.advice.append(f"send a protocol the host handles (ICMP 1, TCP 6, UDP 17) or "
+                                f"run a program with a raw socket for protocol "
+                                f"{request.proto}; if you did not mean protocol "
+                                f"{request.proto}, check byte 9 of the IP header your "
+                                f"tunnel writes")
+    elif reason == "IP_INHDR":
+        loopback = [a for a in (src, dst) if ipaddress.ip_address(a).is_loopback]
+        ttl_word = "hop limit" if v6 else "TTL"
+        if v6 and loopback:
+            add(f"{loopback[0]} is the loopback address, which may only appear on lo; arriving "
+                f"on {dev} it makes the header invalid (Ip6InHdrErrors).")
+            diagnosis.advice.append("the sender must use a real source address")
+        elif request.ttl <= 1:
+            add(f"The {ttl_word} ran out: the packet arrived with {ttl_word} {request.ttl} and "
+                f"forwarding would take it below 1, so the kernel drops it instead of "
+                f"forwarding (this is how traceroute works).")
+            ping = f"ping -6 -t 64 {dst}" if v6 else f"ping -t 64 {dst}"
+            diagnosis.candidates.append(Fix(
+                summary=f"send it with a larger {ttl_word} (the sender's setting)",
+                commands=[f"{ping}   # on the sender"], fate_args=["--ttl", "64"]))
+        else:
+            add("The kernel found the IP header invalid (length, version, options or "
+                "checksum).")
+    elif reason == "NO_SOCKET":
+        proto = str(request.proto)
+        port = request.dport or (80 if proto == "tcp" else 9)
+        add(f"Nothing listens on {proto} port {port} at {dst}, so the kernel refuses it.")
+        if proto in ("udp", "tcp"):
+            diagnosis.candidates.append(_listen_fix(proto, port))
+    elif reason == "INVALID_PROTO" and str(request.proto) in ("icmp", "1"):
+        kind = _dst_kind(report, request) or "broadcast or multicast"
+        add(f"{dst} is a {kind} address, and this host ignores echo requests to broadcast "
+            f"and multicast addresses (net.ipv4.icmp_echo_ignore_broadcasts="
+            f"{eff.get('icmp_echo_ignore_broadcasts', 1)}, the default).")
+        diagnosis.candidates.append(sysctl_fix(
+            "net.ipv4.icmp_echo_ignore_broadcasts", 0,
+            "answer echo requests to broadcast and multicast addresses"))
+    elif reason == "NOT_SPECIFIED" and str(request.proto) in ("udp", "17") \
+            and _dst_kind(report, request) in ("broadcast", "multicast"):
+        port = request.dport or 9
+        add(f"{dst} is a {_dst_kind(report, request)} address and no socket is bound to UDP "
+            f"port {port}; the kernel frees such a datagram without a reason code, and never "
+            f"answers a broadcast with port unreachable.")
+        diagnosis.candidates.append(_listen_fix("udp", port))
+    elif reason in ("NOT_SPECIFIED", "IP_INNOROUTES", "IP_OUTNOROUTES") and (
+            _route_covering(request) or any(site.location == "ip_error"
+                                            for site in report.drop_locations)):
+        _diagnose_route_type(report, request, diagnosis)
+    elif reason == "IP_INNOROUTES":
+        add(f"The kernel has no route to {dst} (`ip route get {dst} from {src} iif {dev}`: "
+            f"{report.route_in or 'nothing'}).")
+    elif reason == "PKT_TOO_BIG":
+        out_dev = _out_device(report.route_in)
+        why = ("IPv6 routers never fragment" if v6 else
+               "its don't-fragment flag forbids splitting it")
+        add(f"The packet ({report.packet.get('len')} bytes) is larger than the MTU of "
+            f"{out_dev or 'the way out'}, and {why}, so the kernel drops it and tells the "
+            f"sender the MTU it can use (path MTU discovery).")
+        if out_dev:
+            diagnosis.candidates.append(Fix(
+                summary=f"raise the MTU of {out_dev} to 1500",
+                commands=[f"ip link set dev {out_dev} mtu 1500"],
+                fate_args=["--mtu", f"{out_dev}=1500"]))
+        if not v6:
+            diagnosis.candidates.append(Fix(
+                summary="let routers fragment it: clear don't-fragment (the sender's setting)",
+                commands=[f"ping -M dont -s {int(report.packet.get('len', 1400)) - 28} {dst}"
+                          "   # on the sender"], fate_args=["--no-df"]))
+    else:
+        add(f"{reason}: {catalogue.meaning(reason)}.")
+
+
+ROUTE_TYPE_WORDS = {
+    "blackhole": "a blackhole route: the kernel discards the packet and tells nobody",
+    "unreachable": "an unreachable route: the kernel discards it and answers ICMP host "
+                   "unreachable",
+    "prohibit": "a prohibit route: the kernel discards it and answers ICMP administratively "
+                "prohibited",
+}
+
+
+def _route_covering(request: FateRequest) -> str | None:
+    """The request's own --route of a discarding type that covers the destination."""
+    dst = ipaddress.ip_address(request.dst)
+    for spec in request.routes:
+        words = spec.split()
+        if len(words) >= 2 and words[0] in ROUTE_TYPE_WORDS:
+            try:
+                if dst in ipaddress.ip_network(words[1], strict=False):
+                    return spec
+            except ValueError:
+                continue
+    return None
+
+
+def _diagnose_route_type(report: FateReport, request: FateRequest,
+                         diagnosis: Diagnosis) -> None:
+    lookup = report.route_in or "nothing"
+    kind = lookup.split()[0] if lookup.split() else ""
+    if kind not in ROUTE_TYPE_WORDS:
+        kind = next((k for k in ROUTE_TYPE_WORDS if k in lookup.lower()), "")
+    spec = _route_covering(request)
+    if spec and not kind:
+        kind = spec.split()[0]
+    if kind:
+        diagnosis.cause.append(
+            f"The route to {request.dst} is {ROUTE_TYPE_WORDS[kind]} (`ip route get "
+            f"{request.dst} from {request.src} iif {request.dev}`: {lookup}).")
+    else:
+        diagnosis.cause.append(
+            f"The route lookup sent it to ip_error (`ip route get {request.dst} from "
+            f"{request.src} iif {request.dev}`: {lookup}), which gives no drop reason.")
+    if spec:
+        diagnosis.candidates.append(Fix(
+            summary=f"remove the {spec.split()[0]} route", commands=[f"ip route del {spec}"],
+            fate_args=["--route-del", spec]))
+
+
+def _out_device(lookup: str) -> str | None:
+    """The ``dev X`` of an ``ip route get`` answer."""
+    words = lookup.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else None
+
+
+def _rp_values(eff: dict[str, Any]) -> tuple[int, str]:
+    return int(eff.get("rp_filter", 0)), eff.get("sources", {}).get("rp_filter", "")
+
+
+def _diagnose_rpfilter(report: FateReport, request: FateRequest, diagnosis: Diagnosis) -> None:
+    eff = report.effective_settings
+    dev, src = request.dev, request.src
+    value, source = _rp_values(eff)
+    mode = {1: "strict", 2: "loose"}.get(value, str(value))
+    back = report.route_back or "no route"
+    if _is_local_src(report):
+        diagnosis.cause.append(
+            f"Reverse-path filter, {mode} mode ({source}): {src} is one of this host's own "
+            f"addresses, so the route back to it is the local table's (`ip route get {src}`: "
+            f"{back}), which leaves through lo, not {dev}. No route added to the main table "
+            f"can change that: the local table is consulted first.")
+    elif value == 2:
+        diagnosis.cause.append(
+            f"Reverse-path filter, loose mode ({source}): the kernel has no usable route "
+            f"back to {src} at all (`ip route get {src}`: {back}).")
+    else:
+        diagnosis.cause.append(
+            f"Reverse-path filter, {mode} mode ({source}): the route back to {src} "
+            f"(`ip route get {src}`: {back}) does not leave through {dev}, the device the "
+            f"packet came in on, so the kernel treats the source as spoofed.")
+        diagnosis.candidates.append(Fix(
+            summary=f"route {src} back through {dev}",
+            commands=[f"ip route add {src} dev {dev}"], fate_args=["--route", f"{src} dev {dev}"]))
+    dev_value = int(eff.get("inputs", {}).get("rp_filter", {}).get(dev, 0))
+    if value == 1:
+        loose = ["net.ipv4.conf.all.rp_filter=2"]
+        diagnosis.candidates.append(Fix(
+            summary="relax the reverse-path filter to loose mode (any route back will do)",
+            commands=[f"sysctl -w {item}" for item in loose],
+            fate_args=[arg for item in loose for arg in ("--set", item)]))
+    off = ["net.ipv4.conf.all.rp_filter=0"]
+    if dev_value:
+        off.append(f"net.ipv4.conf.{dev}.rp_filter=0")
+    diagnosis.candidates.append(Fix(
+        summary="turn the reverse-path filter off (both all and the device: the kernel uses "
+                "the larger value)" if dev_value else "turn the reverse-path filter off",
+        commands=[f"sysctl -w {item}" for item in off],
+        fate_args=[arg for item in off for arg in ("--set", item)]))
+
+
+def _diagnose_firewall(report: FateReport, request: FateRequest, diagnosis: Diagnosis) -> None:
+    decision = report.firewall
+    if decision is None:
+        diagnosis.cause.append(
+            "A firewall dropped it: an nftables (or iptables) rule or a chain's drop policy "
+            "(function nft_do_chain); tracing could not name which. `nft -a list ruleset` "
+            "shows the chains, and `nft monitor trace` with `meta nftrace set 1` follows a "
+            "packet through them.")
+        return
+    diagnosis.cause.append(decision.describe())
+    hook = decision.hook.value if decision.hook else ""
+    if hook == "forward" and decision.by_policy:
+        diagnosis.cause.append("A host firewall whose forward chain has policy drop (as "
+                               "Docker sets FORWARD DROP) eats forwarded tunnel traffic "
+                               "this way.")
+    if decision.decision.value == "reject":
+        diagnosis.cause.append("A reject drops the packet and answers the sender, so the "
+                               "kernel's drop reason is still NETFILTER_DROP.")
+    fix = report.firewall_fix
+    if fix is not None:
+        where = (f"before rule handle {fix.position}" if fix.position is not None
+                 else "at the end of the chain, before its policy")
+        diagnosis.candidates.append(Fix(
+            summary=f"accept this packet in chain {fix.chain} of table {fix.family} "
+                    f"{fix.table}, {where}",
+            commands=list(fix.commands),
+            fate_args=[arg for line in fix.nft_args for arg in ("--nft-cmd", line)]))
+
+
+def render(report: FateReport, diagnosis: Diagnosis, request: FateRequest) -> str:
+    """The paragraph a participant reads: verdict, cause, the kernel's answers, verified fixes."""
+    replies = (" The kernel answered with " + "; ".join(r.describe() for r in report.replies)
+               + ".") if report.replies else ""
+    if report.verdict == Verdict.FORWARDED:
+        return _render_forwarded(report, request) + replies
+    if report.verdict == Verdict.DELIVERED:
+        return _render_delivered(report, request, replies)
+    if report.verdict == Verdict.UNKNOWN:
+        return ("Unknown: the lab saw no evidence of what happened to the packet (no drop "
+                "reason, no counter, no packet out of a device)." + _missing(report))
+    head = (f"Dropped ({', '.join(report.drop_reasons)}"
+            + (f" in {report.drop_locations[0].location}" if report.drop_locations else "")
+            + "). ") if report.drop_reasons else "Dropped, say the counters. "
+    parts = [head + " ".join(diagnosis.cause)]
+    if report.martian_log:
+        parts.append(f"The kernel log says: \"{report.martian_log[0]}\".")
+    elif "martian line" in report.missing_evidence:
+        parts.append("No martian line was seen: the kernel rate-limits these messages, so "
+                     "it was probably suppressed (run it again in a few seconds).")
+    elif Evidence.KERNEL_LOG in report.evidence and report.drop_reasons and any(
+            r in ("IP_LOCAL_SOURCE", "IP_RPFILTER", "IP_INVALID_SOURCE")
+            for r in report.drop_reasons) and not report.effective_settings.get("log_martians"):
+        parts.append(f"No martian line was logged: log_martians is off for {request.dev}.")
+    text = " ".join(parts) + replies
+    return text + _render_fixes(report, diagnosis)
+
+
+def _render_forwarded(report: FateReport, request: FateRequest) -> str:
+    via = (f" out of {report.forwarded_via}" if report.forwarded_via
+           else " out of the host (the lab could not watch that device)")
+    ttl = (f" (TTL {request.ttl} -> {report.forwarded_ttl})"
+           if report.forwarded_ttl is not None else "")
+    eff = report.effective_settings
+    switch = ("IPv6 forwarding is on" if request.family == 6 else
+              f"forwarding is on for {request.dev} (net.ipv4.conf.{request.dev}.forwarding="
+              f"{eff.get('forwarding', '?')})")
+    return (f"Forwarded: {request.dst} is not this host's, {switch}, and the route to "
+            f"{request.dst} leads{via}, so the kernel passed it on{ttl}.")
+
+
+def _render_delivered(report: FateReport, request: FateRequest, replies: str) -> str:
+    proto = report.packet.get("proto", request.proto)
+    text = (f"Delivered: {request.dst} is an address of this host, so the packet was handed "
+            f"to the local {proto} stack.") + replies
+    if not report.replies:
+        if report.counters.get("lo.tx_packets", 0) > 0:
+            text += (f" The answer went out through lo: the reply's destination {request.src} "
+                     f"is this host's own address.")
+        else:
+            text += " No packet left through the lab's devices in response."
+    return text
+
+
+def _missing(report: FateReport) -> str:
+    if not report.missing_evidence:
+        return ""
+    return " Missing: " + "; ".join(f"{k} ({v})" for k, v in report.missing_evidence.items()) + "."
+
+
+def _render_fixes(report: FateReport, diagnosis: Diagnosis) -> str:
+    working = report.working_fixes
+    tried = [f for f in report.fixes if f.verified and not f.works]
+    out = ""
+    if working:
+        out += " Fixes, each tried in a fresh lab with this packet: " + "; or ".join(
+            f"{fix.summary} (`{'; '.join(fix.commands)}`: then {fix.verdict_after})"
+            for fix in working) + "."
+    for fix in tried:
+        after = ", ".join(fix.reasons_after) or str(fix.verdict_after)
+        out += (f" Tried, not enough on its own: {fix.summary} (`{'; '.join(fix.commands)}`: "
+                f"still {fix.verdict_after}, {after}).")
+    if diagnosis.candidates and not report.fixes:
+        out += " (Possible fixes were not tried in this run, so none is shown.)"
+    elif not working and report.fixes:
+        out += " No change tunlab tried lets this packet through."
+    for advice in diagnosis.advice:
+        out += f" Note: {advice}."
+    return out

@@ -1,0 +1,66 @@
+"""Try each proposed fix in a fresh lab, so that tunlab only ever shows fixes that work.
+
+A fix is the ``tunlab fate`` arguments that apply it; verifying it is running the same packet
+again with those arguments appended. When a fix removes one drop only to meet the next (turning
+on forwarding for a packet whose source is the host's own address), the next drop's fixes are
+tried on top of it, up to a bounded number of runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .explain import diagnose
+from .report import FateReport, Fix, Verdict
+from .request import FateRequest
+
+MAX_RUNS = 5          # fresh labs one verification may build
+MAX_SECONDS = 4.0     # ... and the time it may take, whatever the machine's load
+
+Runner = Callable[[FateRequest], FateReport]
+
+
+def verify(request: FateRequest, candidates: list[Fix], run: Runner,
+           max_runs: int = MAX_RUNS, max_seconds: float = MAX_SECONDS) -> list[Fix]:
+    """Run ``request`` with each candidate applied; fill in what the kernel did then.
+
+    Returns the candidates (each ``verified`` with ``verdict_after``), plus combined fixes
+    found one step further, working ones first. Bounded by ``max_runs`` and ``max_seconds``.
+    """
+    deadline = time.monotonic() + max_seconds
+    runs = 0
+    results: list[Fix] = []
+    follow_ups: list[tuple[Fix, FateRequest, FateReport]] = []
+    for fix in candidates:
+        if runs >= max_runs or time.monotonic() > deadline:
+            break
+        applied = request.with_args(fix.fate_args)
+        after = run(applied)
+        runs += 1
+        _record(fix, after)
+        results.append(fix)
+        if not fix.works and after.verdict == Verdict.DROPPED:
+            follow_ups.append((fix, applied, after))
+    if not any(f.works for f in results):
+        for first, applied, after in follow_ups:
+            for second in diagnose(after, applied).candidates:
+                if runs >= max_runs or time.monotonic() > deadline:
+                    break
+                if second.fate_args == first.fate_args:
+                    continue
+                combined = Fix(summary=f"{first.summary}, and {second.summary}",
+                               commands=[*first.commands, *second.commands],
+                               fate_args=[*first.fate_args, *second.fate_args])
+                _record(combined, run(request.with_args(combined.fate_args)))
+                runs += 1
+                results.append(combined)
+                if combined.works:
+                    break
+    return sorted(results, key=lambda f: not f.works)
+
+
+def _record(fix: Fix, after: FateReport) -> None:
+    fix.verdict_after = after.verdict
+    fix.reasons_after = list(after.drop_reasons)
+    fix.verified = True
