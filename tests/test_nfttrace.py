@@ -68,16 +68,12 @@ def _read_all(device: TunDevice, window: float = 1.0, quiet: float = 0.2) -> lis
 
 
 def _ipv6_lab(lab: SeedLab) -> None:
-    for args in (("-6", "addr", "add", "fd00:2::1/64", "dev", "mytun2", "nodad"),
-                 ("-6", "addr", "add", "2001:db8::1/64", "dev", "wan0", "nodad"),
-                 ("-6", "route", "add", "default", "dev", "wan0")):
-        lab.ns.ip(*args)
+    # SeedLab(uplink=True) has fd00:2::1 on mytun2, 2001:db8::1 and the default route on wan0
     sysctl.set(lab.ns, "net.ipv6.conf.all.forwarding", 1)
 
 
 def _craft6(src: str, dst: str) -> bytes:
-    scapy = packets._scapy()
-    return bytes(scapy.IPv6(src=src, dst=dst, hlim=64) / scapy.ICMPv6EchoRequest(id=7, seq=1))
+    return packets.craft(src, dst, "icmp", ident=7)
 
 
 def run_packet(ruleset: str, dst: str, fix: NftFix | None = None, src: str = SRC) -> Run:
