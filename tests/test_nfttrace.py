@@ -68,18 +68,12 @@ def _read_all(device: TunDevice, window: float = 1.0, quiet: float = 0.2) -> lis
 
 
 def _ipv6_lab(lab: SeedLab) -> None:
-    # `replace`: newer labs come with these addresses and this route already
-    for args in (("-6", "addr", "replace", "fd00:2::1/64", "dev", "mytun2", "nodad"),
-                 ("-6", "addr", "replace", "2001:db8::1/64", "dev", "wan0", "nodad"),
-                 ("-6", "route", "replace", "default", "dev", "wan0")):
-        lab.ns.ip(*args)
+    # SeedLab(uplink=True) has fd00:2::1 on mytun2, 2001:db8::1 and the default route on wan0
     sysctl.set(lab.ns, "net.ipv6.conf.all.forwarding", 1)
 
 
 def _craft6(src: str, dst: str) -> bytes:
-    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
-
-    return bytes(IPv6(src=src, dst=dst, hlim=64) / ICMPv6EchoRequest(id=7, seq=1))
+    return packets.craft(src, dst, "icmp", ident=7)
 
 
 def run_packet(ruleset: str, dst: str, fix: NftFix | None = None, src: str = SRC) -> Run:
@@ -298,27 +292,6 @@ def test_a_goto_makes_the_fix_go_where_the_packet_fell_into_the_policy():
     assert not forwarded(still)  # the goto never comes back to the base chain
 
 
-def test_a_return_into_the_policy_gets_its_accept_before_the_return_rule():
-    ruleset = """table inet hostfw {
-        chain forward {
-            type filter hook forward priority filter; policy drop;
-            iifname "mytun2" goto from_tunnel
-        }
-        chain from_tunnel {
-            ip saddr 200.0.0.0/8 return
-            counter
-        }
-    }"""
-    run = run_packet(ruleset, FORWARDED)
-    verdict = run.verdict
-    assert verdict is not None and verdict.by_policy
-    handle = handle_of(run.listing, "from_tunnel", "return")
-    assert (verdict.fell_off, verdict.returned_by) == ("from_tunnel", handle)
-    fix = propose_fix(verdict, run.trace.ruleset, run.info)
-    assert fix.nft_args[0].startswith(f"insert rule inet hostfw from_tunnel position {handle} ")
-    assert forwarded(run_packet(ruleset, FORWARDED, fix=fix))
-
-
 def test_an_appended_accept_does_not_undo_a_reject_before_it():
     case = SCENARIOS["forward-reject-rule"]
     naive = NftFix(summary="append", family="inet", table="hostfw", chain="forward",
@@ -466,37 +439,11 @@ def test_recorded_trace_parses_into_one_pass_with_the_reject_in_the_jumped_chain
     info = PacketInfo(SRC, FORWARDED, iif="mytun2")
     verdict = NftTrace(passes=passes, ruleset=ruleset).verdict_for(info)
     assert verdict is not None and (verdict.chain, verdict.handle) == ("sub", 7)
-    fix = propose_fix(verdict, RECORDED_RULESET, {"src": SRC, "dst": FORWARDED, "dev": "mytun2"})
+    fix = propose_fix(verdict, RECORDED_RULESET, info)
     assert fix.nft_args == ('insert rule inet hostfw sub position 7 iifname "mytun2" '
                             "ip saddr 200.1.2.3 ip daddr 192.0.2.99 accept",)
-    assert fix.to_dict()["commands"] == [f"nft {fix.nft_args[0]}"]
-    assert verdict.to_dict() | {"text": ""} == {
-        "decision": "reject", "family": "inet", "table": "hostfw", "chain": "sub",
-        "base_chain": "forward", "hook": "forward", "handle": 7, "policy": False, "text": "",
-        "rule": "ip daddr 192.0.2.99 counter reject with icmp admin-prohibited"}
     assert NftTrace(passes=passes, ruleset=ruleset).verdict_for(
         PacketInfo(SRC, FORWARDED, iif="mytun")) is None  # another arrival device
-
-
-def test_a_goto_chain_that_returns_into_the_policy_is_where_the_accept_is_appended():
-    lines = [
-        'trace id 1 inet hostfw forward packet: iif "mytun2" ip saddr 200.1.2.3 ip daddr 1.2.3.4',
-        'trace id 1 inet hostfw forward rule iifname "mytun2" jump a # handle 5 (verdict jump a)',
-        "trace id 1 inet hostfw a rule ip saddr 200.1.2.3 goto b # handle 7 (verdict goto b)",
-        "trace id 1 inet hostfw b rule counter packets 1 bytes 34 # handle 9 (verdict continue)",
-        "trace id 1 inet hostfw b verdict continue ",  # an older kernel's return event
-        'trace id 1 inet hostfw forward rule ip daddr 1.2.3.4 goto c # handle 6 (verdict goto c)',
-        "trace id 1 inet hostfw c rule ip protocol icmp return # handle 8 (verdict return)",
-        "trace id 1 inet hostfw forward policy drop ",
-    ]
-    (chain_pass,) = parse_trace(lines)
-    assert [s.kind for s in chain_pass.steps][-3:] == [StepKind.RULE, StepKind.RULE,
-                                                       StepKind.POLICY]
-    assert chain_pass.steps[3].kind is StepKind.RETURN
-    assert chain_pass.steps[2].rule == "counter"
-    # goto c replaced forward, then c's return rule sent the packet to the policy
-    assert chain_pass.policy_entry == ("c", 8)
-    assert chain_pass.final is not None and chain_pass.final.verdict is RuleVerdict.DROP
 
 
 def test_a_fix_for_a_rule_the_ruleset_does_not_hold_is_refused():

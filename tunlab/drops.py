@@ -465,12 +465,13 @@ def _parse_snmp6(text: str, prefix: str = "") -> dict[str, int]:
     return counters
 
 
-def snmp6_counters(ns: Namespace) -> dict[str, int]:
-    """/proc/net/snmp6 of ``ns`` (Ip6InNoRoutes, Icmp6OutPktTooBigs, Udp6NoPorts...), and the
-    same counters per device from /proc/net/dev_snmp6 as ``DEV.Ip6InReceives``.
+def snmp6_counters(ns: Namespace, per_device: bool = False) -> dict[str, int]:
+    """/proc/net/snmp6 of ``ns``: Ip6InNoRoutes, Icmp6OutPktTooBigs, Udp6NoPorts...
 
-    Read from a thread inside ``ns`` through /proc/thread-self: /proc/net is /proc/self/net,
-    which shows the namespace of the process's main thread, not of the thread reading it.
+    With ``per_device`` also each device's own counters (/proc/net/dev_snmp6) as
+    ``DEV.Ip6InReceives``. Read from a thread inside ``ns`` through /proc/thread-self:
+    /proc/net is /proc/self/net, which shows the namespace of the process's main thread, not
+    of the thread reading it.
     """
     def read() -> dict[str, int]:
         base = Path("/proc/thread-self/net")
@@ -479,7 +480,7 @@ def snmp6_counters(ns: Namespace) -> dict[str, int]:
         except OSError:  # IPv6 disabled in this kernel
             return {}
         try:
-            devices = sorted((base / "dev_snmp6").iterdir())
+            devices = sorted((base / "dev_snmp6").iterdir()) if per_device else []
         except OSError:
             devices = []
         for device in devices:

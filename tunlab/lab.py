@@ -9,7 +9,11 @@ killed runs left behind.
 
 from __future__ import annotations
 
+import fcntl
 import shlex
+import socket
+import struct
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,8 @@ UPLINK, UPLINK_ADDRESS = "wan0", "192.0.2.1/24"  # TEST-NET-1, only inside our n
 SEED_DEVICES_V6 = {"mytun": "fd00::1/64", "mytun2": "fd00:2::1/64"}  # unique local (fd00::/8)
 UPLINK_ADDRESS_V6 = "2001:db8::1/64"  # the IPv6 documentation prefix, only inside our namespace
 MAX_TUN_MTU = 65535
+READY_TIMEOUT = 1.0  # seconds to wait for an attached device to be able to send
+SIOCGIFFLAGS, IFF_RUNNING = 0x8913, 0x40
 UNDERLAY = ("198.18.0.1", "198.18.0.2")  # RFC 2544 benchmarking range, only inside our netns
 TUNNEL_ADDRESSES = ("10.9.0.1", "10.9.0.2")
 TUNNEL_PORT = 5555
@@ -114,6 +120,18 @@ class _Lab:
         self.close()
 
 
+def _wait_running(name: str, timeout: float) -> bool:
+    """Wait (bounded) until device ``name`` of the calling thread's namespace is RUNNING."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        while True:
+            request = struct.pack("16sH22x", name.encode(), 0)
+            flags = struct.unpack_from("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+            if flags & IFF_RUNNING or time.monotonic() > deadline:
+                return bool(flags & IFF_RUNNING)
+            time.sleep(0.002)
+
+
 class SeedLab(_Lab):
     """The seed's single host: mytun 10.0.0.1/24 and mytun2 10.0.2.1/24, up, in one namespace.
 
@@ -156,8 +174,16 @@ class SeedLab(_Lab):
             raise
 
     def device(self, name: str) -> TunDevice:
-        """Attach to mytun, mytun2 (or wan0) inside the lab."""
-        return self.open_device(self.ns, name)
+        """Attach to mytun, mytun2 (or wan0) inside the lab; returns once it can send.
+
+        Attaching gives the device its carrier, but the kernel activates the device's queue
+        a moment later (the link-watch work); a packet sent out of it before that is dropped
+        (tx_dropped), as was a reply to a packet written at once. So this waits (at most
+        ``READY_TIMEOUT``) until the device is RUNNING.
+        """
+        device = self.open_device(self.ns, name)
+        self.ns.run(_wait_running, name, READY_TIMEOUT)
+        return device
 
     def _lab_device(self, dev: str) -> str:
         links = {line.split()[0].split("@")[0] for line in
