@@ -75,6 +75,7 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
         logging.getLogger("tunlab").warning(
             "%s: UNAUTHENTICATED mode, for teaching only: anyone who can reach the port can "
             "inject packets. Use --psk-file FILE on both ends to require a shared key.", role)
+    failure: BaseException | None = None
     try:
         endpoint.on_stop(stop.set)  # a fatal error (device removed) ends the wait too
         endpoint.start()
@@ -83,9 +84,17 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
         stop.set()
         if follower is not None:
             follower.join(2)
-        endpoint.stop()
+        try:
+            endpoint.stop()  # re-raises the first internal failure of a connection
+        except Exception as exc:  # noqa: BLE001 - reported below, the device is left as found
+            failure = exc
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if failure is not None:
+        print(f"error: a connection failed inside tunlab (only that peer was dropped): "
+              f"{type(failure).__name__}: {failure}. Please report it with the log above.",
+              file=sys.stderr)
+        return 1
     if endpoint.error:
         print(f"error: {endpoint.error}", file=sys.stderr)
         return 2

@@ -289,10 +289,17 @@ class TwoHostLab(_Lab):
         return server, client
 
     def stop_tunnel(self) -> None:
+        """Stop both ends, even when one re-raises a connection's failure (then raised)."""
+        failure: BaseException | None = None
         for endpoint in (self.client, self.server):
             if endpoint is not None:
-                endpoint.stop()
+                try:
+                    endpoint.stop()
+                except Exception as exc:  # noqa: BLE001 - the other end must stop too
+                    failure = failure or exc
         self.client = self.server = None
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         self.stop_tunnel()
