@@ -712,11 +712,14 @@ FATE_CASE_INPUTS: list[dict[str, Any]] = [
     {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": "icmp", "sysctls": {}},
     {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": "udp", "dport": 9, "sysctls": {}},
     {"src": "10.0.0.1", "dst": "10.0.0.2", "sysctls": {}},
-    # the builder's other presets: a zero source, and IPv6 (lesson 05's builder, read-only)
-    *({"src": "0.0.0.0", "dst": "10.0.0.2", "sysctls": {
-        "net.ipv4.ip_forward": fwd, "net.ipv4.conf.all.rp_filter": 0,
-        "net.ipv4.conf.all.accept_local": 0, "net.ipv4.conf.all.log_martians": 1}}
-      for fwd in (0, 1)),
+    # what participants type into the builder most: the seed's own martian (on mytun), a zero
+    # source, and IPv6
+    *({"src": src, "dst": dst, "dev": dev, "sysctls": {
+        "net.ipv4.ip_forward": fwd, "net.ipv4.conf.all.rp_filter": rp,
+        "net.ipv4.conf.all.accept_local": al, "net.ipv4.conf.all.log_martians": 1}}
+      for src, dst, dev in (("10.0.0.1", "10.0.2.33", "mytun"), ("0.0.0.0", "10.0.2.1", "mytun2"),
+                            ("0.0.0.0", "10.0.0.2", "mytun2"))
+      for fwd in (0, 1) for rp in (0, 1, 2) for al in (0, 1)),
     *({"src": src, "dst": dst, "sysctls": {"net.ipv6.conf.all.forwarding": fwd}}
       for src, dst in (("2001:db8::5", "fd00::2"), ("2001:db8::5", "fd00:2::1"),
                        ("fd00::1", "fd00::2"))
