@@ -212,24 +212,23 @@ def packet_path(steps: Sequence[Step | str | tuple[str, str]], drop_at: int | No
 
 
 # Where in the receive path each drop reason happens (for marking the drop on a diagram).
-ROUTE_INPUT_REASONS = frozenset({
-    "IP_RPFILTER", "IP_LOCAL_SOURCE", "IP_INVALID_SOURCE", "IP_INADDRERRORS", "IP_INVALID_DEST",
-    "IP_INNOROUTES", "IP_CSUM", "IP_INHDR", "IP_MARTIAN", "NOT_SPECIFIED", "PKT_TOO_SMALL",
-    "IP_OUTNOROUTES", "IP_ROUTE_INPUT"})
-NETFILTER_REASONS = frozenset({"NETFILTER_DROP"})
-DELIVERY_REASONS = frozenset({"IP_NOPROTO", "NO_SOCKET", "TCP_CSUM", "UDP_CSUM", "SOCKET_FILTER",
-                              "ICMP_CSUM"})
-
-
 def drop_stage(reasons: Sequence[str]) -> str:
-    """``"route"``, ``"netfilter"`` or ``"deliver"``: where the first known reason strikes."""
+    """``"route"``, ``"netfilter"`` or ``"deliver"``: where the first known reason strikes.
+
+    From the one catalogue of drop reasons (:mod:`tunlab.fate.reasons`); NOT_SPECIFIED and
+    unknown reasons say nothing about the place, and count as the route lookup.
+    """
+    from .fate.reasons import REASONS, Stage
+
     for reason in reasons:
-        if reason in NETFILTER_REASONS:
+        info = REASONS.get(reason)
+        if info is None or reason == "NOT_SPECIFIED":
+            continue
+        if info.stage == Stage.FIREWALL:
             return "netfilter"
-        if reason in DELIVERY_REASONS:
+        if info.stage == Stage.LOCAL:
             return "deliver"
-        if reason in ROUTE_INPUT_REASONS:
-            return "route"
+        return "route"
     return "route"
 
 

@@ -31,6 +31,7 @@ import ipywidgets as w
 
 from . import plots
 from .drops import counter_delta, snmp_counters
+from .fate.reasons import COUNTERS
 from .measure import lab_iperf3, set_loss
 from .vpn_lab import VpnScenario
 
@@ -1314,16 +1315,10 @@ def ping_through_seed(ns: Any, server: Any, client: Any, target: str = "10.0.0.2
     }
 
 
-COUNTER_MEANINGS = {
-    "IpInAddrErrors": ("IP_INADDRERRORS", "not for this host and forwarding is off "
-                       "(net.ipv4.ip_forward=0): ip_error() drops it"),
-    "TcpExtIPReversePathFilter": ("IP_RPFILTER", "rp_filter: the reply would leave by another "
-                                  "device"),
-    "IpForwDatagrams": ("", "forwarded out of another device"),
-    "IcmpInEchos": ("", "an echo request was delivered to this host's ICMP"),
-    "IpInUnknownProtos": ("IP_NOPROTO", "no handler for this IP protocol"),
-    "IpOutNoRoutes": ("IP_OUTNOROUTES", "no route for a packet this host sends"),
-}
+# counter -> (drop reason, meaning), from the one catalogue in tunlab.fate.reasons
+COUNTER_MEANINGS = {name: (info.reason, info.meaning) for name, info in COUNTERS.items()
+                    if name in ("IpInAddrErrors", "TcpExtIPReversePathFilter", "IpForwDatagrams",
+                                "IcmpInEchos", "IpInUnknownProtos", "IpOutNoRoutes")}
 
 
 def explain_counters(counters: Mapping[str, int]) -> list[str]:
