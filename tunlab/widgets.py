@@ -645,7 +645,6 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
     is not mounted, it is mounted in a private mount namespace (``unshare -m``) just for this
     read, so the machine's mounts stay as they were. Needs root; returns {} without.
     """
-    import re
     import subprocess
 
     fmt = f"{tracefs}/events/skb/kfree_skb/format"
@@ -660,7 +659,9 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
                 capture_output=True, text=True, timeout=10).stdout
         except (OSError, subprocess.TimeoutExpired):
             return {}
-    return {int(num): name for num, name in re.findall(r'\{\s*(\d+),\s*"(\w+)"\s*\}', text)}
+    from .drops import parse_reason_names
+
+    return parse_reason_names(text)
 
 
 # -- the routing view --------------------------------------------------------------------------
