@@ -637,14 +637,15 @@ def fate_key(src: str, dst: str, proto: str | int = "icmp", dport: int | None = 
 
 def recorded_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
                   ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
-                  nft_ruleset: str | None = None) -> dict[str, Any]:
+                  nft_ruleset: str | None = None, **extra: Any) -> dict[str, Any]:
     """A recorded fate report for these inputs, same shape as ``FateReport.to_dict()``.
 
     Used when the kernel cannot run the experiment (no root). Unrecorded inputs give
     ``verdict="not recorded"`` and an explanation of how to run it live.
     """
     cases = json.loads(FATE_CASES.read_text()) if FATE_CASES.exists() else {}
-    key = fate_key(src, dst, proto, dport, ttl, dev, sysctls, nft_ruleset)
+    extra = {k: v for k, v in extra.items() if k != "verify_fixes" and v}
+    key = fate_key(src, dst, proto, dport, ttl, dev, sysctls, nft_ruleset) if not extra else ""
     if key in cases:
         report = dict(cases[key])
         report["recorded"] = True
@@ -657,13 +658,17 @@ def recorded_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | No
 
 def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
               ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
-              nft_ruleset: str | None = None) -> dict[str, Any]:
-    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace, as a dict."""
+              nft_ruleset: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace, as a dict.
+
+    ``extra``: the other options of packet_fate (``routes``, ``nft_rules``, ``mtus``,
+    ``listen``, ``size``, ``df``, ``verify_fixes``).
+    """
     from .fate import packet_fate
 
     report = packet_fate(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev,
-                         sysctls=sysctls, nft_ruleset=nft_ruleset)
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+                         sysctls=sysctls, nft_ruleset=nft_ruleset, **extra)
+    return report.to_dict()
 
 
 def fate(src: str, dst: str, **kwargs: Any) -> dict[str, Any]:

@@ -242,19 +242,28 @@ def fate_path(fate: Mapping[str, Any] | None, src: str = "", dst: str = "",
     fate = fate or {}
     verdict = str(fate.get("verdict", ""))
     reasons = [str(r) for r in fate.get("drop_reasons") or []]
+    via = fate.get("forwarded_via")
+    last = {"forwarded": f"forwarded\nout of {via}" if via else "forwarded",
+            "delivered": "delivered to\na protocol"}.get(
+                verdict, "forwarded out /\ndelivered to\na protocol")
     steps = [Step(f"packet\n{src} →\n{dst}" if src or dst else "packet", "app"),
              Step(f"{dev}\n(write)", "device"),
              Step("ip_rcv →\nroute input\nrp_filter, martians", "kernel"),
              Step("netfilter\nforward / input", "kernel"),
-             Step("forwarded out /\ndelivered to\na protocol", "kernel")]
+             Step(last, "kernel")]
+    # The kernel's answers leave through the lab's devices, most often wan0, the uplink that
+    # carries the default route (the way back to a source like 200.1.2.3).
+    reply_devices = sorted({str(r.get("dev")) for r in fate.get("replies") or []})
+    answered = (f" (the kernel's answer left through {', '.join(reply_devices)})"
+                if reply_devices else "")
     drop_at = None
     reason = ""
     if verdict == "dropped":
         drop_at = {"route": 2, "netfilter": 3, "deliver": 4}[drop_stage(reasons)]
         reason = ", ".join(reasons) if reasons else "(no reason traced)"
     return packet_path(steps, drop_at=drop_at, reason=reason, verdict=verdict,
-                       groups=[("lab namespace", 1, 4)],
-                       title=title or "What the kernel did with the packet")
+                       groups=[("lab namespace", 1, len(steps) - 1)],
+                       title=title or "What the kernel did with the packet" + answered)
 
 
 SEED_STEPS: list[Step] = [
