@@ -65,7 +65,8 @@ def _scapy_cases():
         IPv6(src="fd00:2::1", dst="2001:db8::5") / ICMPv6DestUnreach(code=4) / IPv6(),
         IPv6(src="fd00:2::1", dst="fd00:2::5") / ICMPv6PacketTooBig(mtu=1280) / IPv6(),
         IPv6(src="fe80::1", dst="ff02::16") / IPv6ExtHdrHopByHop() / ICMPv6MLReport2(),
-        IPv6(src="fd00:2::1", dst="2001:db8::5") / IPv6ExtHdrFragment(offset=10, nh=58) / (b"x" * 8),
+        IPv6(src="fd00:2::1", dst="2001:db8::5") / IPv6ExtHdrFragment(offset=10, nh=58)
+        / (b"x" * 8),
         IPv6(src="fd00:2::1", dst="2001:db8::5") / IPv6ExtHdrFragment(offset=0) / UDP(dport=53),
     ]
 
