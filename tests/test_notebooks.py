@@ -115,6 +115,9 @@ def test_notebook_runs_with_the_lab(path):
                o.get("data", {}).get("text/html", "") for o in outputs), "no plot"
     check = _text(_tagged(nb, "check")[0].outputs)
     assert "✔ Correct" in check, check
+    hint = _tagged(nb, "hint")[0].outputs
+    assert any(WIDGET_MIME in o.get("data", {}) for o in hint), "no hint button"
+    assert "Hint 1" not in _text(hint)  # Run All gives no hint away
     assert "read-only mode" not in text and "recorded example" not in text
     finish = _text(_tagged(nb, "finish")[0].outputs)
     assert "Lab removed" in finish or "Nothing to remove" in finish
