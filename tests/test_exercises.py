@@ -256,3 +256,12 @@ def test_08_teaches_the_mss_before_asking_for_it():
     text = _before_exercise("08")
     assert "MSS" in text and "MTU − 20 (IPv4 header) − 20 (TCP" in text
     assert "MSS" in course.EXERCISES["08"].question
+
+
+def test_an_exercise_registered_the_older_way_still_checks(monkeypatch):
+    digest = course._digest("42")
+    monkeypatch.setitem(course.EXERCISES, "98", course.Exercise(
+        "What is six times seven?", [digest], ["Count."], explain="6 * 7 = 42."))
+    assert course.check("98", " 42 ") and course.check("98", "0x2a").message == "6 * 7 = 42."
+    wrong = course.check("98", 41)
+    assert not wrong and "42" not in wrong.message

@@ -1154,6 +1154,28 @@ def _judge_mss(answer: Any) -> Judgement:
     return False, "the MSS is the MTU minus the headers in front of TCP's payload"
 
 
+def _plain_normal(value: Any) -> str:
+    """A plain normal form: parts joined by ``|`` (sets sorted), text stripped, lower case,
+    without spaces, numbers in decimal."""
+    if isinstance(value, tuple | list):
+        return "|".join(_plain_normal(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return "|".join(sorted(_plain_normal(v) for v in value))
+    text = str(value).strip().lower().replace(" ", "")
+    try:
+        return str(int(text, 0))
+    except ValueError:
+        return text
+
+
+def _digest_judge(answers: set[str], explain: str) -> Callable[[Any], Judgement]:
+    def judge(answer: Any) -> Judgement:
+        if _digest(_plain_normal(answer)) in answers:
+            return True, explain
+        return False, "not this one: read the question again, or ask for a hint"
+    return judge
+
+
 class Exercise:
     """A question whose answer is checked without showing it; hints come one by one on request.
 
@@ -1163,10 +1185,13 @@ class Exercise:
     ``(ok, message)``, or None to fall back to ``judge``.
     """
 
-    def __init__(self, question: str, judge: Callable[[Any], Judgement], hints: Sequence[str],
-                 verify: Callable[[Any, Any], Judgement | None] | None = None) -> None:
+    def __init__(self, question: str, judge: Callable[[Any], Judgement] | Sequence[str],
+                 hints: Sequence[str],
+                 verify: Callable[[Any, Any], Judgement | None] | None = None,
+                 explain: str = "") -> None:
         self.question = question
-        self.judge = judge
+        # The older form: digests of accepted answers (see _plain_normal) and an explanation.
+        self.judge = judge if callable(judge) else _digest_judge(set(judge), explain)
         self.hints = list(hints)
         self.verify = verify
 
