@@ -39,6 +39,7 @@ def _root_namespace_state() -> dict[str, object]:
 # Test modules that need no root: codecs, sessions, explanations, plots. Everything else
 # builds real namespaces and TUN devices and is skipped, with the reason, without root.
 PURE_MODULES = frozenset({"test_framing", "test_protocol", "test_plots", "test_fate_pure",
+                          "test_wire",
                           "test_claims",
                           "test_scapy_frame", "test_notebook_sources", "test_vnet_pure"})
 NEEDS_ROOT = ("needs root: it builds network namespaces and TUN devices "

@@ -637,14 +637,15 @@ def fate_key(src: str, dst: str, proto: str | int = "icmp", dport: int | None = 
 
 def recorded_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
                   ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
-                  nft_ruleset: str | None = None) -> dict[str, Any]:
+                  nft_ruleset: str | None = None, **extra: Any) -> dict[str, Any]:
     """A recorded fate report for these inputs, same shape as ``FateReport.to_dict()``.
 
     Used when the kernel cannot run the experiment (no root). Unrecorded inputs give
     ``verdict="not recorded"`` and an explanation of how to run it live.
     """
     cases = json.loads(FATE_CASES.read_text()) if FATE_CASES.exists() else {}
-    key = fate_key(src, dst, proto, dport, ttl, dev, sysctls, nft_ruleset)
+    extra = {k: v for k, v in extra.items() if k != "verify_fixes" and v}
+    key = fate_key(src, dst, proto, dport, ttl, dev, sysctls, nft_ruleset) if not extra else ""
     if key in cases:
         report = dict(cases[key])
         report["recorded"] = True
@@ -657,13 +658,17 @@ def recorded_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | No
 
 def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
               ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
-              nft_ruleset: str | None = None) -> dict[str, Any]:
-    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace, as a dict."""
+              nft_ruleset: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace, as a dict.
+
+    ``extra``: the other options of packet_fate (``routes``, ``nft_rules``, ``mtus``,
+    ``listen``, ``size``, ``df``, ``verify_fixes``).
+    """
     from .fate import packet_fate
 
     report = packet_fate(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev,
-                         sysctls=sysctls, nft_ruleset=nft_ruleset)
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+                         sysctls=sysctls, nft_ruleset=nft_ruleset, **extra)
+    return report.to_dict()
 
 
 def fate(src: str, dst: str, **kwargs: Any) -> dict[str, Any]:
@@ -712,6 +717,18 @@ FATE_CASE_INPUTS: list[dict[str, Any]] = [
     {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": "icmp", "sysctls": {}},
     {"src": "200.1.2.3", "dst": "10.0.2.1", "proto": "udp", "dport": 9, "sysctls": {}},
     {"src": "10.0.0.1", "dst": "10.0.0.2", "sysctls": {}},
+    # what participants type into the builder most: the seed's own martian (on mytun), a zero
+    # source, and IPv6
+    *({"src": src, "dst": dst, "dev": dev, "sysctls": {
+        "net.ipv4.ip_forward": fwd, "net.ipv4.conf.all.rp_filter": rp,
+        "net.ipv4.conf.all.accept_local": al, "net.ipv4.conf.all.log_martians": 1}}
+      for src, dst, dev in (("10.0.0.1", "10.0.2.33", "mytun"), ("0.0.0.0", "10.0.2.1", "mytun2"),
+                            ("0.0.0.0", "10.0.0.2", "mytun2"))
+      for fwd in (0, 1) for rp in (0, 1, 2) for al in (0, 1)),
+    *({"src": src, "dst": dst, "sysctls": {"net.ipv6.conf.all.forwarding": fwd}}
+      for src, dst in (("2001:db8::5", "fd00::2"), ("2001:db8::5", "fd00:2::1"),
+                       ("fd00::1", "fd00::2"))
+      for fwd in (0, 1)),
 ]
 
 

@@ -67,7 +67,11 @@ def ensure_tracefs() -> Path:
 
 def reason_names(tracefs: Path = TRACEFS) -> dict[int, str]:
     """The kernel's drop reasons, number -> name, parsed from the kfree_skb event's format."""
-    text = (tracefs / EVENT / "format").read_text()
+    return parse_reason_names((tracefs / EVENT / "format").read_text())
+
+
+def parse_reason_names(text: str) -> dict[int, str]:
+    """Number -> name from the text of the kfree_skb event's ``format`` file (the one parser)."""
     if "__print_symbolic(REC->reason" not in text:
         return {}
     return {int(n): name for n, name in _SYMBOLIC.findall(text.split("REC->reason", 1)[1])}

@@ -13,6 +13,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
+from . import wire
 from .errors import TunlabError
 
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
@@ -155,11 +156,20 @@ def craft(src: str, dst: str, proto: str | int = "icmp", dport: int | None = Non
     version = ip_family(src, dst)
     number = protocol_number(proto, version)
     headers = _check_options(version, number, dport, ttl, size, df)
-    from scapy.packet import Raw  # after _inet()/_inet6() below would do too; this is cheap
-
     if size is not None:
         body = size - headers
         payload = payload[:body] + bytes(max(0, body - len(payload)))
+    return wire.build(str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), number,
+                      dport=dport, ttl=ttl, payload=payload, ident=ident, df=df, sport=SPORT)
+
+
+def craft_with_scapy(src: str, dst: str, number: int, dport: int | None = None, ttl: int = 64,
+                     payload: bytes = b"tunlab", ident: int = 0x7475, df: bool = False) -> bytes:
+    """What :func:`craft` builds, built by scapy (the reference tests/test_wire.py holds
+    :mod:`tunlab.wire` to). Options are not checked here."""
+    from scapy.packet import Raw
+
+    version = ip_family(src, dst)
     if version == 4:
         inet = _inet()
         ip = inet.IP(src=src, dst=dst, ttl=ttl, id=ident, flags="DF" if df else 0)
@@ -197,6 +207,11 @@ def summarize(packet: bytes) -> dict[str, Any]:
     for "fragmentation needed" and "packet too big"); ``sport``/``dport`` and ``tcp_flags``.
     For IPv6, ``proto`` is the upper-layer protocol behind any extension headers.
     """
+    return wire.summarize(packet)
+
+
+def summarize_with_scapy(packet: bytes) -> dict[str, Any]:
+    """What :func:`summarize` reads, read by scapy (the reference for :mod:`tunlab.wire`)."""
     if not packet:
         return {"version": 0, "len": 0}
     version = packet[0] >> 4

@@ -212,24 +212,23 @@ def packet_path(steps: Sequence[Step | str | tuple[str, str]], drop_at: int | No
 
 
 # Where in the receive path each drop reason happens (for marking the drop on a diagram).
-ROUTE_INPUT_REASONS = frozenset({
-    "IP_RPFILTER", "IP_LOCAL_SOURCE", "IP_INVALID_SOURCE", "IP_INADDRERRORS", "IP_INVALID_DEST",
-    "IP_INNOROUTES", "IP_CSUM", "IP_INHDR", "IP_MARTIAN", "NOT_SPECIFIED", "PKT_TOO_SMALL",
-    "IP_OUTNOROUTES", "IP_ROUTE_INPUT"})
-NETFILTER_REASONS = frozenset({"NETFILTER_DROP"})
-DELIVERY_REASONS = frozenset({"IP_NOPROTO", "NO_SOCKET", "TCP_CSUM", "UDP_CSUM", "SOCKET_FILTER",
-                              "ICMP_CSUM"})
-
-
 def drop_stage(reasons: Sequence[str]) -> str:
-    """``"route"``, ``"netfilter"`` or ``"deliver"``: where the first known reason strikes."""
+    """``"route"``, ``"netfilter"`` or ``"deliver"``: where the first known reason strikes.
+
+    From the one catalogue of drop reasons (:mod:`tunlab.fate.reasons`); NOT_SPECIFIED and
+    unknown reasons say nothing about the place, and count as the route lookup.
+    """
+    from .fate.reasons import REASONS, Stage
+
     for reason in reasons:
-        if reason in NETFILTER_REASONS:
+        info = REASONS.get(reason)
+        if info is None or reason == "NOT_SPECIFIED":
+            continue
+        if info.stage == Stage.FIREWALL:
             return "netfilter"
-        if reason in DELIVERY_REASONS:
+        if info.stage == Stage.LOCAL:
             return "deliver"
-        if reason in ROUTE_INPUT_REASONS:
-            return "route"
+        return "route"
     return "route"
 
 
@@ -243,19 +242,28 @@ def fate_path(fate: Mapping[str, Any] | None, src: str = "", dst: str = "",
     fate = fate or {}
     verdict = str(fate.get("verdict", ""))
     reasons = [str(r) for r in fate.get("drop_reasons") or []]
+    via = fate.get("forwarded_via")
+    last = {"forwarded": f"forwarded\nout of {via}" if via else "forwarded",
+            "delivered": "delivered to\na protocol"}.get(
+                verdict, "forwarded out /\ndelivered to\na protocol")
     steps = [Step(f"packet\n{src} →\n{dst}" if src or dst else "packet", "app"),
              Step(f"{dev}\n(write)", "device"),
              Step("ip_rcv →\nroute input\nrp_filter, martians", "kernel"),
              Step("netfilter\nforward / input", "kernel"),
-             Step("forwarded out /\ndelivered to\na protocol", "kernel")]
+             Step(last, "kernel")]
+    # The kernel's answers leave through the lab's devices, most often wan0, the uplink that
+    # carries the default route (the way back to a source like 200.1.2.3).
+    reply_devices = sorted({str(r.get("dev")) for r in fate.get("replies") or []})
+    answered = (f" (the kernel's answer left through {', '.join(reply_devices)})"
+                if reply_devices else "")
     drop_at = None
     reason = ""
     if verdict == "dropped":
         drop_at = {"route": 2, "netfilter": 3, "deliver": 4}[drop_stage(reasons)]
         reason = ", ".join(reasons) if reasons else "(no reason traced)"
     return packet_path(steps, drop_at=drop_at, reason=reason, verdict=verdict,
-                       groups=[("lab namespace", 1, 4)],
-                       title=title or "What the kernel did with the packet")
+                       groups=[("lab namespace", 1, len(steps) - 1)],
+                       title=title or "What the kernel did with the packet" + answered)
 
 
 SEED_STEPS: list[Step] = [

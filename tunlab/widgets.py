@@ -31,6 +31,7 @@ import ipywidgets as w
 
 from . import plots
 from .drops import counter_delta, snmp_counters
+from .fate.reasons import COUNTERS
 from .measure import lab_iperf3, set_loss
 from .vpn_lab import VpnScenario
 
@@ -95,6 +96,9 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
         rows.append("<div><b>counters that moved:</b> " + ", ".join(
             f"<code>{html.escape(str(k))}</code> +{v}" for k, v in sorted(counters.items()))
             + "</div>")
+    firewall = report.get("firewall")
+    if firewall:
+        rows.append(f"<div><b>firewall:</b> {html.escape(str(firewall.get('text', '')))}</div>")
     explanation = str(report.get("explanation") or "")
     if explanation:
         rows.append(f'<div style="margin-top:4px"><b>why:</b> {html.escape(explanation)}</div>')
@@ -389,10 +393,20 @@ def _ipv4(value: str) -> str | None:
         return None
 
 
+def _ip(value: str) -> str | None:
+    """``value`` as an IPv4 or IPv6 address, or None when it is neither."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
 # -- the packet builder ------------------------------------------------------------------------
 
 class PacketBuilder(LabPanel, w.VBox):
-    """Craft one IPv4 packet, choose kernel settings, press Send: the kernel's verdict appears.
+    """Craft one IPv4 or IPv6 packet, choose kernel settings, press Send: the kernel's verdict.
 
     The packet is written into ``mytun2`` (or ``mytun``) in a fresh namespace of the seed's
     topology, the way the vpn-server releases packets (:func:`tunlab.fate.packet_fate`).
@@ -422,12 +436,12 @@ class PacketBuilder(LabPanel, w.VBox):
                                          ("IP proto 253", "253")],
                                 value=str(proto), description="protocol", style=style,
                                 layout=short)
-        self.ttl = w.BoundedIntText(value=ttl, min=1, max=255, description="TTL", style=style,
+        self.ttl = w.BoundedIntText(value=ttl, min=0, max=255, description="TTL", style=style,
                                     layout=short)
         self.dport = w.BoundedIntText(value=dport, min=1, max=65535, description="dest port",
                                       style=style, layout=short)
-        self.dev = w.Dropdown(options=["mytun2", "mytun"], value=dev, description="written to",
-                              style=style, layout=short)
+        self.dev = w.Dropdown(options=["mytun2", "mytun", "wan0"], value=dev,
+                              description="written to", style=style, layout=short)
         self.ip_forward = w.Checkbox(value=ip_forward, description="ip_forward", indent=False)
         self.rp_filter = w.ToggleButtons(options=[("0 off", 0), ("1 strict", 1), ("2 loose", 2)],
                                          value=rp_filter, style={"button_width": "68px"},
@@ -507,14 +521,16 @@ class PacketBuilder(LabPanel, w.VBox):
         proto: str | int = self.proto.value
         if str(proto).isdigit():
             proto = int(proto)
+        sysctls = {"net.ipv4.ip_forward": int(self.ip_forward.value),
+                   "net.ipv4.conf.all.rp_filter": int(self.rp_filter.value),
+                   "net.ipv4.conf.all.accept_local": int(self.accept_local.value),
+                   "net.ipv4.conf.all.log_martians": int(self.log_martians.value)}
+        if ":" in self.src.value + self.dst.value:  # IPv6: one forwarding switch, no martians
+            sysctls = {"net.ipv6.conf.all.forwarding": int(self.ip_forward.value)}
         return {
             "src": self.src.value.strip(), "dst": self.dst.value.strip(), "proto": proto,
             "dport": int(self.dport.value) if proto in ("udp", "tcp") else None,
-            "ttl": int(self.ttl.value), "dev": self.dev.value,
-            "sysctls": {"net.ipv4.ip_forward": int(self.ip_forward.value),
-                        "net.ipv4.conf.all.rp_filter": int(self.rp_filter.value),
-                        "net.ipv4.conf.all.accept_local": int(self.accept_local.value),
-                        "net.ipv4.conf.all.log_martians": int(self.log_martians.value)},
+            "ttl": int(self.ttl.value), "dev": self.dev.value, "sysctls": sysctls,
             "nft_ruleset": FORWARD_DROP_RULESET if self.firewall.value else None,
         }
 
@@ -525,9 +541,11 @@ class PacketBuilder(LabPanel, w.VBox):
         self.last_error = None
         self.last_report = None
         clear_figure(self.path)
-        bad = [f"{name} {value!r} is not an IPv4 address (write it like 10.0.2.33)"
+        bad = [f"{name} {value!r} is not an IP address (write it like 10.0.2.33 or fd00:2::5)"
                for name, value in (("source", params["src"]), ("destination", params["dst"]))
-               if _ipv4(value) is None]
+               if _ip(value) is None]
+        if not bad and (":" in params["src"]) != (":" in params["dst"]):
+            bad = ["source and destination must both be IPv4 or both IPv6"]
         if bad:
             self.result.value = _invalid("; ".join(bad))
             return None
@@ -627,7 +645,6 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
     is not mounted, it is mounted in a private mount namespace (``unshare -m``) just for this
     read, so the machine's mounts stay as they were. Needs root; returns {} without.
     """
-    import re
     import subprocess
 
     fmt = f"{tracefs}/events/skb/kfree_skb/format"
@@ -642,7 +659,9 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
                 capture_output=True, text=True, timeout=10).stdout
         except (OSError, subprocess.TimeoutExpired):
             return {}
-    return {int(num): name for num, name in re.findall(r'\{\s*(\d+),\s*"(\w+)"\s*\}', text)}
+    from .drops import parse_reason_names
+
+    return parse_reason_names(text)
 
 
 # -- the routing view --------------------------------------------------------------------------
@@ -1297,16 +1316,10 @@ def ping_through_seed(ns: Any, server: Any, client: Any, target: str = "10.0.0.2
     }
 
 
-COUNTER_MEANINGS = {
-    "IpInAddrErrors": ("IP_INADDRERRORS", "not for this host and forwarding is off "
-                       "(net.ipv4.ip_forward=0): ip_error() drops it"),
-    "TcpExtIPReversePathFilter": ("IP_RPFILTER", "rp_filter: the reply would leave by another "
-                                  "device"),
-    "IpForwDatagrams": ("", "forwarded out of another device"),
-    "IcmpInEchos": ("", "an echo request was delivered to this host's ICMP"),
-    "IpInUnknownProtos": ("IP_NOPROTO", "no handler for this IP protocol"),
-    "IpOutNoRoutes": ("IP_OUTNOROUTES", "no route for a packet this host sends"),
-}
+# counter -> (drop reason, meaning), from the one catalogue in tunlab.fate.reasons
+COUNTER_MEANINGS = {name: (info.reason, info.meaning) for name, info in COUNTERS.items()
+                    if name in ("IpInAddrErrors", "TcpExtIPReversePathFilter", "IpForwDatagrams",
+                                "IcmpInEchos", "IpInUnknownProtos", "IpOutNoRoutes")}
 
 
 def explain_counters(counters: Mapping[str, int]) -> list[str]:

@@ -16,24 +16,7 @@ from . import reasons as catalogue
 from .report import Evidence, FateReport, Fix, Verdict
 from .request import FateRequest
 
-COUNTER_MEANINGS = {
-    "IpInAddrErrors": "the destination is not this host's and the arrival device does not "
-                      "forward",
-    "IpInHdrErrors": "a bad IP header, or a TTL that ran out",
-    "IpInUnknownProtos": "no handler for the IP protocol",
-    "IpInNoRoutes": "no route to the destination",
-    "TcpExtIPReversePathFilter": "the reverse-path filter refused the source",
-    "UdpNoPorts": "no socket on the UDP port",
-    "TcpOutRsts": "a TCP reset was sent (closed port)",
-    "IcmpOutDestUnreachs": "an ICMP destination unreachable was sent",
-    "IcmpOutTimeExcds": "an ICMP time exceeded was sent",
-    "Ip6InAddrErrors": "the destination is not this host's and IPv6 forwarding is off",
-    "Ip6InNoRoutes": "no IPv6 route to the destination",
-    "Ip6InUnknownProtos": "no handler for the next header",
-    "Ip6InTooBigErrors": "the packet is larger than the way out allows",
-    "Ip6InHdrErrors": "a bad IPv6 header, or a hop limit that ran out",
-    "Udp6NoPorts": "no socket on the UDP port",
-}
+COUNTER_MEANINGS = {name: info.meaning for name, info in catalogue.COUNTERS.items()}
 
 
 @dataclass

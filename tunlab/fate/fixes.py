@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from .explain import diagnose
 from .report import FateReport, Fix, Verdict
@@ -17,6 +18,7 @@ from .request import FateRequest
 
 MAX_RUNS = 5          # fresh labs one verification may build
 MAX_SECONDS = 4.0     # ... and the time it may take, whatever the machine's load
+PARALLEL = 3          # first-level candidates tried at once
 
 Runner = Callable[[FateRequest], FateReport]
 
@@ -29,19 +31,21 @@ def verify(request: FateRequest, candidates: list[Fix], run: Runner,
     found one step further, working ones first. Bounded by ``max_runs`` and ``max_seconds``.
     """
     deadline = time.monotonic() + max_seconds
-    runs = 0
+    first = candidates[:max_runs]
+    applied = [request.with_args(fix.fate_args) for fix in first]
+    # The candidates are tried side by side, each in its own namespace: what a verification
+    # keeps (verdict and drop reasons) comes from that lab's own devices, counters and
+    # thread-filtered trace, so the runs cannot see each other's packets.
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        afters = list(pool.map(run, applied))
+    runs = len(first)
     results: list[Fix] = []
     follow_ups: list[tuple[Fix, FateRequest, FateReport]] = []
-    for fix in candidates:
-        if runs >= max_runs or time.monotonic() > deadline:
-            break
-        applied = request.with_args(fix.fate_args)
-        after = run(applied)
-        runs += 1
+    for fix, req, after in zip(first, applied, afters, strict=True):
         _record(fix, after)
         results.append(fix)
         if not fix.works and after.verdict == Verdict.DROPPED:
-            follow_ups.append((fix, applied, after))
+            follow_ups.append((fix, req, after))
     if not any(f.works for f in results):
         for first, applied, after in follow_ups:
             for second in diagnose(after, applied).candidates:

@@ -66,6 +66,9 @@ REASONS: dict[str, ReasonInfo] = {
         "address while net.ipv4.icmp_echo_ignore_broadcasts=1)", Stage.LOCAL),
     "SOCKET_FILTER": ReasonInfo("a socket filter (BPF) refused it", Stage.LOCAL),
     "TCP_CSUM": ReasonInfo("bad TCP checksum", Stage.LOCAL),
+    "ICMP_CSUM": ReasonInfo("bad ICMP checksum", Stage.LOCAL),
+    "IP_CSUM": ReasonInfo("bad IP header checksum", Stage.ROUTING),
+    "PKT_TOO_SMALL": ReasonInfo("shorter than its headers say", Stage.DEVICE),
     "UDP_CSUM": ReasonInfo("bad UDP checksum", Stage.LOCAL),
     "OTHERHOST": ReasonInfo("the packet was addressed to another host's hardware address",
                             Stage.DEVICE),
@@ -92,3 +95,44 @@ def stage(reason: str) -> Stage:
     """Where on the path ``reason`` happens (unknown reasons: local delivery)."""
     info = REASONS.get(reason)
     return info.stage if info else Stage.LOCAL
+
+
+@dataclass(frozen=True)
+class CounterInfo:
+    """What a counter's rise says, and the drop reason that goes with it (if any)."""
+
+    reason: str
+    meaning: str
+
+
+COUNTERS: dict[str, CounterInfo] = {
+    "IpInAddrErrors": CounterInfo(
+        "IP_INADDRERRORS", "not for this host, and the device it came in on does not forward "
+        "(net.ipv4.conf.DEV.forwarding=0, which ip_forward=0 sets everywhere): ip_error() drops "
+        "it"),
+    "IpInHdrErrors": CounterInfo("IP_INHDR", "a bad IP header, or a TTL that ran out"),
+    "IpInUnknownProtos": CounterInfo("IP_NOPROTO", "no handler for this IP protocol"),
+    "IpInNoRoutes": CounterInfo("IP_INNOROUTES", "no route to the destination"),
+    "IpOutNoRoutes": CounterInfo("IP_OUTNOROUTES", "no route for a packet this host sends"),
+    "TcpExtIPReversePathFilter": CounterInfo(
+        "IP_RPFILTER", "rp_filter: the reply would leave by another device"),
+    "UdpNoPorts": CounterInfo("NO_SOCKET", "no socket on the UDP port"),
+    "UdpIgnoredMulti": CounterInfo("NOT_SPECIFIED", "a UDP broadcast or multicast nobody "
+                                   "listens for (never answered)"),
+    "TcpOutRsts": CounterInfo("", "a TCP reset was sent (closed port)"),
+    "IcmpInErrors": CounterInfo("", "ICMP refused the message (for an echo: sent to a "
+                                "broadcast or multicast address)"),
+    "IcmpOutDestUnreachs": CounterInfo("", "an ICMP destination unreachable was sent"),
+    "IcmpOutTimeExcds": CounterInfo("", "an ICMP time exceeded was sent"),
+    "IpForwDatagrams": CounterInfo("", "counted for forwarding (before the forward hook's "
+                                   "firewall and the way out have had their say)"),
+    "IcmpInEchos": CounterInfo("", "an echo request was delivered to this host's ICMP"),
+    "Ip6InAddrErrors": CounterInfo("IP_INADDRERRORS", "not for this host, and IPv6 "
+                                   "forwarding is off"),
+    "Ip6InNoRoutes": CounterInfo("IP_INNOROUTES", "no IPv6 route to the destination"),
+    "Ip6InUnknownProtos": CounterInfo("IP_NOPROTO", "no handler for the next header"),
+    "Ip6InTooBigErrors": CounterInfo("PKT_TOO_BIG", "larger than the way out allows"),
+    "Ip6InHdrErrors": CounterInfo("IP_INHDR", "a bad IPv6 header, or a hop limit that ran "
+                                  "out"),
+    "Udp6NoPorts": CounterInfo("NO_SOCKET", "no socket on the UDP port"),
+}

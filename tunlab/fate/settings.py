@@ -99,7 +99,11 @@ def read_effective(ns: Namespace, dev: str) -> EffectiveSettings:
             route_localnet=_combine("route_localnet", dev, "or"),
             icmp_echo_ignore_broadcasts=_read_int(
                 Path("/proc/sys/net/ipv4/icmp_echo_ignore_broadcasts"), 1),
-            ipv6_forwarding=_read_int(Path(f"/proc/sys/net/ipv6/conf/{dev}/forwarding"), 0),
+            # IPv6 forwards when all.forwarding is on, or (6.17+) the arrival device has
+            # force_forwarding; a device's own `forwarding` only picks host or router behaviour.
+            ipv6_forwarding=int(bool(
+                _read_int(Path("/proc/sys/net/ipv6/conf/all/forwarding"), 0)
+                or _read_int(Path(f"/proc/sys/net/ipv6/conf/{dev}/force_forwarding"), 0))),
         )
 
     return ns.run(read)
