@@ -265,3 +265,15 @@ def test_an_exercise_registered_the_older_way_still_checks(monkeypatch):
     assert course.check("98", " 42 ") and course.check("98", "0x2a").message == "6 * 7 = 42."
     wrong = course.check("98", 41)
     assert not wrong and "42" not in wrong.message
+
+
+def test_06_read_only_the_builder_answers_both_its_preset_and_the_exercises_packet():
+    from tunlab import widgets
+
+    builder = widgets.PacketBuilder(src="200.1.2.3", dst="10.0.2.1", proto=253)
+    preset = builder.run()
+    assert preset["recorded"] and preset["drop_reasons"] == ["IP_NOPROTO"]
+    builder.proto.value = "udp"
+    report = builder.run()
+    assert report["recorded"] and report["verdict"] == "dropped"
+    assert course.check("06", report["drop_reasons"][0])

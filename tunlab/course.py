@@ -729,6 +729,11 @@ FATE_CASE_INPUTS: list[dict[str, Any]] = [
       for src, dst in (("2001:db8::5", "fd00::2"), ("2001:db8::5", "fd00:2::1"),
                        ("fd00::1", "fd00::2"))
       for fwd in (0, 1)),
+    # lesson 06's builder as preset (protocol 253) and as exercise 06 asks (UDP to port 9)
+    *({"src": "200.1.2.3", "dst": "10.0.2.1", "proto": proto, "dport": dport, "sysctls": {
+        "net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0,
+        "net.ipv4.conf.all.accept_local": 0, "net.ipv4.conf.all.log_martians": 1}}
+      for proto, dport in ((253, None), ("udp", 9))),
 ]
 
 
