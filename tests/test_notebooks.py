@@ -24,13 +24,13 @@ PER_NOTEBOOK_SECONDS = 60
 # The answer each exercise accepts, injected into the cell tagged "answer" (the notebooks
 # themselves ship with `answer = None`).
 ANSWERS = {
-    "00": '"CAP_NET_ADMIN"',
-    "01": "(4, 0x0800)",
+    "00": '("CAP_NET_ADMIN", "CAP_SYS_ADMIN")',
+    "01": "0x003c",
     "02": '("lo", "local")',
-    "03": "(8, 2)",
+    "03": '"54 4c 01 02 00 00 05 78"',
     "04": "0",
     "05": '"10.0.2.33"',
-    "06": '"IP_NOPROTO"',
+    "06": '"NO_SOCKET"',
     "07": '{"route_a", "forward_b", "firewall_b", "route_c"}',
     "08": "1360",
 }
@@ -115,6 +115,9 @@ def test_notebook_runs_with_the_lab(path):
                o.get("data", {}).get("text/html", "") for o in outputs), "no plot"
     check = _text(_tagged(nb, "check")[0].outputs)
     assert "✔ Correct" in check, check
+    hint = _tagged(nb, "hint")[0].outputs
+    assert any(WIDGET_MIME in o.get("data", {}) for o in hint), "no hint button"
+    assert "Hint 1" not in _text(hint)  # Run All gives no hint away
     assert "read-only mode" not in text and "recorded example" not in text
     finish = _text(_tagged(nb, "finish")[0].outputs)
     assert "Lab removed" in finish or "Nothing to remove" in finish

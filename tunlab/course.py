@@ -729,6 +729,11 @@ FATE_CASE_INPUTS: list[dict[str, Any]] = [
       for src, dst in (("2001:db8::5", "fd00::2"), ("2001:db8::5", "fd00:2::1"),
                        ("fd00::1", "fd00::2"))
       for fwd in (0, 1)),
+    # lesson 06's builder as preset (protocol 253) and as exercise 06 asks (UDP to port 9)
+    *({"src": "200.1.2.3", "dst": "10.0.2.1", "proto": proto, "dport": dport, "sysctls": {
+        "net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0,
+        "net.ipv4.conf.all.accept_local": 0, "net.ipv4.conf.all.log_martians": 1}}
+      for proto, dport in ((253, None), ("udp", 9))),
 ]
 
 
@@ -750,60 +755,325 @@ def record_fate_cases(cases: Iterable[dict[str, Any]] | None = None,
 
 
 # -- exercises ---------------------------------------------------------------------------------
+#
+# Each exercise has a pure judge: it normalises the answer (so equivalent spellings pass), says
+# why a wrong answer is wrong without naming the right one, and explains a right one. Where the
+# lab runs, some are also checked by the kernel itself (``verify``). Accepted answers are stored
+# as SHA-256 digests of their normal form, so reading this file does not spoil them.
+
+Judgement = tuple[bool, str]
+
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _norm(value: Any) -> str:
-    if isinstance(value, tuple | list):
-        return "|".join(_norm(v) for v in value)
-    if isinstance(value, set | frozenset):
-        return "|".join(sorted(_norm(v) for v in value))
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    text = str(value).strip().lower().replace(" ", "")
-    for prefix in ("skb_drop_reason_", "cap_", "dev"):
-        if text.startswith(prefix) and len(text) > len(prefix):
-            text = text[len(prefix):]
+ANSWERS = {
+    "00": "82bc4445374d9410e2b5abbed681ad9fc8044355d645ad8205c9005bc4157602",
+    "01": "39fa9ec190eee7b6f4dff1100d6343e10918d044c75eac8f9e9a2596173f80c9",
+    "02": "19018fa00e3019b22e05bd6930778cc8674bd1548c525e9ee7da2ecffe0993a5",
+    "03": "c8b73024940ca7fb540ec5114a04f02d14a22d68ee3dd589f1a29395e7043a8d",
+    "04": "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9",
+    "06": "778091c9296f10adae7668a513ef0e5ba19da030687e506af461434261e66afa",
+    "07": "35c39c51869e417ec83995513f1ef32c097f09b55d3afdcc92c2644e9f9b2717",
+    "08": "d034a904e224b629947dac2110cf9900b655e6934aa735d5144f92a3399785fc",
+}
+"""SHA-256 of each exercise's answer in its normal form: checkable, but not readable."""
+
+
+def _matches(exercise: str, normal: str) -> bool:
+    return _digest(normal) == ANSWERS[exercise]
+
+
+class _Wrong(Exception):
+    """An answer that cannot even be read as the kind of value asked for."""
+
+
+def _words(value: Any) -> list[Any]:
+    """``value`` as a list of parts: a tuple/list/set as is, a string split on commas,
+    semicolons and white space (``"lo local"``, ``"route_a, forward_b"``)."""
+    if isinstance(value, tuple | list | set | frozenset):
+        return list(value)
+    if isinstance(value, str):
+        return [p for p in value.replace(",", " ").replace(";", " ").split() if p]
+    return [value]
+
+
+def _pair(value: Any, example: str) -> tuple[Any, Any]:
+    parts = _words(value)
+    if isinstance(value, set | frozenset) or len(parts) != 2:
+        raise _Wrong(f"answer with a pair in this order: {example}")
+    return parts[0], parts[1]
+
+
+def _number(value: Any, what: str = "a number") -> int:
+    """An int from ``60``, ``"60"``, ``"0x3c"``, ``"60 bytes"`` (never from a bool)."""
+    if isinstance(value, bool):
+        raise _Wrong(f"answer with {what}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    for unit in ("bytes", "byte", "packets", "packet"):
+        text = text.removesuffix(unit).strip()
+    if text in ("zero", "none", "no"):
+        return 0
     try:
-        return str(int(text, 0))
+        return int(text, 0)
     except ValueError:
-        return text
+        raise _Wrong(f"answer with {what}; {value!r} is not one") from None
 
 
-class Exercise:
-    """A question whose answer is checked without showing it; hints come one by one on request.
-
-    ``answers`` are SHA-256 digests of normalised accepted answers (so reading this file does
-    not spoil them); ``verify``, when given, checks an answer against the live kernel and
-    returns ``(ok, message)`` or None to fall back to the digests.
-    """
-
-    def __init__(self, question: str, answers: Sequence[str], hints: Sequence[str],
-                 verify: Callable[[Any, Any], tuple[bool, str] | None] | None = None,
-                 explain: str = "") -> None:
-        self.question = question
-        self.answers = set(answers)
-        self.hints = list(hints)
-        self.verify = verify
-        self.explain = explain
-
-    def is_correct(self, answer: Any) -> bool:
-        return _digest(_norm(answer)) in self.answers
+def _name(value: Any) -> str:
+    """An identifier in upper case with underscores: ``" skb_drop_reason_no-socket"`` ->
+    ``"SKB_DROP_REASON_NO_SOCKET"``."""
+    return "_".join(str(value).strip().upper().replace("-", " ").replace("_", " ").split())
 
 
-def _verify_forwarded_source(answer: Any, lesson: Any) -> tuple[bool, str] | None:
-    """Exercise 05: ask the kernel whether a packet from ``answer`` to 10.0.0.2 is forwarded."""
+# -- 00: capabilities
+
+CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+                "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+                "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+                "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+                "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+                "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+                "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE")
+"""Linux capabilities by number (linux/capability.h), without the CAP_ prefix."""
+_LAB_CAPABILITIES = {"NET_ADMIN", "SYS_ADMIN"}
+
+
+def _capability(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CAPABILITIES):
+        return CAPABILITIES[value]
+    name = _name(value).removeprefix("CAP_")
+    if name.isdigit() and int(name) < len(CAPABILITIES):
+        return CAPABILITIES[int(name)]
+    if name not in CAPABILITIES:
+        raise _Wrong(f"{value!r} is not a Linux capability (man 7 capabilities lists them)")
+    return name
+
+
+def _judge_capabilities(answer: Any) -> Judgement:
+    held, missing = (_capability(v) for v in _pair(answer, '("CAP_...", "CAP_...")'))
+    if _matches("00", f"{held}|{missing}"):
+        return True, ("CAP_NET_ADMIN configures the network inside a namespace "
+                      "(devices, addresses, routes, firewall, TUN devices), while creating a "
+                      "namespace (unshare, and the bind mount `ip netns add` makes) needs "
+                      "CAP_SYS_ADMIN. The lab needs both, so it runs as root.")
+    if held == missing:
+        return False, "the capability it holds and the one it lacks cannot be the same"
+    others = [f"CAP_{c}" for c in (held, missing) if c not in _LAB_CAPABILITIES]
+    if others:
+        return False, (f"{', '.join(others)} is not one of the two capabilities the lab "
+                       "needs (see the doctor's table above)")
+    return False, ("both are the lab's capabilities, but the other way round: which name "
+                   "speaks of network administration, which of everything else?")
+
+
+# -- 01: packet information
+
+def _judge_pi_proto(answer: Any) -> Judgement:
+    if isinstance(answer, bytes | bytearray):
+        value = int.from_bytes(answer, "big")
+    elif isinstance(answer, str) and _name(answer) in ("ETH_P_IP", "ETH_P_IPV6"):
+        value = 0x0800 if _name(answer) == "ETH_P_IP" else 0x86DD
+    else:
+        text = str(answer).replace(" ", "") if isinstance(answer, str) else answer
+        if isinstance(text, str) and len(text) == 4 and not text.isdigit() \
+                and not text.lower().startswith("0x"):
+            text = "0x" + text  # "003c": two bytes in hex
+        value = _number(text, "a number (decimal or 0x hex)")
+    if _matches("01", str(value)):
+        return True, ("0x003c = 60, the packet's total length. Without IFF_NO_PI the "
+                      "kernel takes bytes 0-1 of what you write as `flags` and bytes 2-3 as "
+                      "`proto`; no protocol has that number, so the packet silently vanishes.")
+    if value == 0x0800:
+        return False, ("0x0800 is what a packet info *should* say for IPv4, but nobody wrote "
+                       "one: the kernel reads it from the first bytes of the bare packet")
+    if value == 0x86DD:
+        return False, "0x86dd is IPv6's EtherType; the packet written is IPv4 and has no header"
+    if value == 4:
+        return False, "4 is the size of the packet info; the question asks for its proto field"
+    if value == 0x4500:
+        return False, ("0x4500 are bytes 0-1 of the packet: the kernel reads them as `flags`; "
+                       "`proto` is the next field")
+    return False, ("the kernel reads `struct tun_pi { u16 flags; be16 proto; }` from the first "
+                   "four bytes of what you write: which bytes of the IPv4 header are those?")
+
+
+# -- 02: route get
+
+_TABLE_IDS = {"255": "LOCAL", "254": "MAIN", "253": "DEFAULT"}
+
+
+def _route_pair(answer: Any) -> tuple[str, str]:
+    if isinstance(answer, str):  # "dev lo table local", as `ip route get` spells it
+        answer = [w for w in _words(answer) if w.lower() not in ("dev", "table")]
+    device, table = _pair(answer, '("device", "table")')
+    device = _name(device).removeprefix("DEV_").lower()
+    table = _name(table).removeprefix("TABLE_")
+    return device, _TABLE_IDS.get(table, table).lower()
+
+
+def _route_hint(device: str, table: str, device_ok: bool, table_ok: bool) -> str:
+    parts = []
+    if not device_ok:
+        parts.append(f"the kernel does not send it through {device}" +
+                     (": mytun is the way to the *other* addresses of 10.0.0.0/24, not to "
+                      "mytun's own" if device == "mytun" else ""))
+    if not table_ok:
+        parts.append(f"the route it uses is not in table {table}" +
+                     (": `ip route` shows table main, but the host's own addresses live in a "
+                      "table it does not show by default" if table == "main" else ""))
+    return "; ".join(parts) or "not the kernel's choice"
+
+
+def _judge_route(answer: Any) -> Judgement:
+    device, table = _route_pair(answer)
+    if _matches("02", f"{device}|{table}"):
+        return True, ("`ip route get 10.0.0.1` says `local 10.0.0.1 dev lo table "
+                      "local`: the host's own addresses are in table local, which the kernel "
+                      "consults first, and are delivered through lo, so mytun never sees them.")
+    # which part is right: pair it with each plausible other part
+    device_ok = any(_matches("02", f"{device}|{t}") for t in ("local", "main", "default"))
+    table_ok = any(_matches("02", f"{d}|{table}") for d in ("lo", "mytun", "mytun2"))
+    return False, _route_hint(device, table, device_ok, table_ok)
+
+
+def _verify_route_get(answer: Any, lesson: Any) -> Judgement | None:
+    """Exercise 02: compare with the kernel's own `ip route get 10.0.0.1`."""
+    if lesson is None or not getattr(lesson, "live", False) or lesson.ns is None:
+        return None
+    device, table = _route_pair(answer)
+    if hasattr(lesson, "ensure_lab"):
+        lesson.ensure_lab()  # checked again after lesson.finish(): ask a fresh lab
+    out = lesson.ns.ip("route", "get", "10.0.0.1")
+    local = lesson.ns.ip("route", "show", "table", "local")
+    kernel_device = out.split(" dev ")[1].split()[0] if " dev " in out else "?"
+    kernel_table = "local" if "local 10.0.0.1 " in local else "main"
+    device_ok, table_ok = device == kernel_device, table == kernel_table
+    if device_ok and table_ok:
+        return True, (f"Right, the kernel agrees: `{out.strip()}`. The host's own addresses "
+                      "are in table local, which the kernel consults first, and are delivered "
+                      "through lo, so mytun never sees them.")
+    return False, _route_hint(device, table, device_ok, table_ok)
+
+
+# -- 03: frame header
+
+def _header_bytes(answer: Any) -> bytes:
+    if isinstance(answer, bytes | bytearray):
+        return bytes(answer)
+    if isinstance(answer, list | tuple) and all(isinstance(b, int) for b in answer):
+        try:
+            return bytes(answer)
+        except ValueError:
+            raise _Wrong("each byte is a number from 0 to 255") from None
+    text = str(answer).strip().lower()
+    for junk in ("0x", "\\x", " ", ":", "-", ","):
+        text = text.replace(junk, "")
     try:
-        ipaddress.IPv4Address(str(answer))
+        return bytes.fromhex(text)
+    except ValueError:
+        raise _Wrong('answer with the bytes in hex, e.g. "00 11 22 33 44 55 66 77"') from None
+
+
+def _judge_header(answer: Any) -> Judgement:
+    from . import framing
+
+    header = _header_bytes(answer)
+    if _matches("03", header.hex()):
+        return True, ("54 4c is the magic `TL`, 01 the version, 02 the type DATA, and "
+                      "00 00 05 78 the payload length 1400, big endian: the packet costs 1408 "
+                      "bytes on the TCP stream, before TCP's and IP's own headers.")
+    if len(header) != framing.HEADER_SIZE:
+        return False, f"the header has {framing.HEADER_SIZE} bytes; you gave {len(header)}"
+    magic, version, kind, length = framing.HEADER.unpack(header)
+    if magic != framing.MAGIC:
+        return False, "bytes 0-1 are the magic: the two ASCII letters every frame starts with"
+    if version != framing.VERSION:
+        return False, "byte 2 is the protocol version, and tunlab speaks only one"
+    if kind == framing.FrameType.GSO_DATA:
+        return False, ("type GSO_DATA carries a virtio-net header before the packet (the fast "
+                       "path); the vpn-client of this lesson sends plain packets")
+    if kind != framing.FrameType.DATA:
+        return False, "byte 3, the type, must say that the frame carries a packet"
+    if length == 1400 + framing.HEADER_SIZE:
+        return False, "the length field counts the payload only, not the header"
+    if header[4:] == (1400).to_bytes(4, "little"):
+        return False, "bytes 4-7 are big endian: the most significant byte comes first"
+    return False, ("bytes 4-7 are the payload's length, the 1400-byte packet, as a 32-bit "
+                   "big-endian number")
+
+
+# -- 04: echo count
+
+def _judge_echo_count(answer: Any) -> Judgement:
+    count = _number(answer, "a number of packets")
+    if _matches("04", str(count)):
+        return True, ("None: 10.0.0.1 is the host's own address: the kernel routes the "
+                      "ping through lo (lesson 02) and answers it itself, so the vpn-client "
+                      "reads nothing from mytun.")
+    return False, ("the vpn-client only sees what the kernel routes into mytun: which device "
+                   "does the kernel pick for one of its own addresses (lesson 02)?")
+
+
+def _verify_echo_count(answer: Any, panel: Any) -> Judgement | None:
+    """Exercise 04: ping 10.0.0.1 through the live seed lab and count what the client read."""
+    if panel is None or not hasattr(panel, "run") or getattr(panel, "server", None) is None:
+        return None
+    if not getattr(panel.lesson, "live", False):
+        return None
+    count = _number(answer, "a number of packets")
+    result = panel.run("10.0.0.1")
+    if result is None:
+        return None
+    seen = int(result["echo_read"])
+    if count == seen:
+        return True, (f"The vpn-client read {seen} echo request(s) for 10.0.0.1: the kernel "
+                      "answered the ping itself via lo.")
+    return False, ("the panel just pinged 10.0.0.1 and the vpn-client's count differs: look at "
+                   "what it read from mytun, and ask which device the kernel picks for its "
+                   "own address (lesson 02)")
+
+
+# -- 05: a source that strict rp_filter lets through
+
+def _judge_source_offline(answer: Any) -> Judgement:
+    try:
+        address = ipaddress.IPv4Address(str(answer).strip())
     except ValueError:
         return False, f"{answer!r} is not an IPv4 address"
+    net = ipaddress.IPv4Network("10.0.2.0/24")
+    if address == ipaddress.IPv4Address("10.0.2.1"):
+        return False, ("that is mytun2's own address: a packet arriving from outside with one "
+                       "of the host's own addresses as source is a martian (IP_LOCAL_SOURCE)")
+    if address in (net.network_address, net.broadcast_address):
+        return False, f"{address} is not a host address of its subnet: the kernel drops it"
+    if address in ipaddress.IPv4Network("10.0.0.0/24"):
+        return False, (f"the kernel routes {address} out of mytun (or delivers it locally), "
+                       "not out of mytun2 where the packet came in: rp_filter or the martian "
+                       "check drops it")
+    if address in net:
+        return True, (f"The kernel would route a reply to {address} out of mytun2, the device "
+                      "the packet came in on, so strict rp_filter lets it through and it is "
+                      "forwarded to 10.0.0.2.")
+    return False, (f"strict rp_filter asks where a reply to {address} would go: not out of "
+                   "mytun2, where the packet came in, so the kernel drops it")
+
+
+def _verify_forwarded_source(answer: Any, lesson: Any) -> Judgement | None:
+    """Exercise 05: ask the kernel whether a packet from ``answer`` to 10.0.0.2 is forwarded."""
+    try:
+        ipaddress.IPv4Address(str(answer).strip())
+    except ValueError:
+        return False, f"{answer!r} is not an IPv4 address"
+    answer = str(answer).strip()
     settings = {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 1,
                 "net.ipv4.conf.all.accept_local": 0, "net.ipv4.conf.all.log_martians": 1}
     if not is_privileged():
         return None
-    report = live_fate(str(answer), "10.0.0.2", sysctls=settings)
+    report = live_fate(answer, "10.0.0.2", sysctls=settings)
     verdict, reasons = report.get("verdict"), report.get("drop_reasons") or []
     if verdict == "forwarded":
         return True, (f"The kernel forwarded {answer} -> 10.0.0.2 out of mytun: the reverse "
@@ -813,98 +1083,187 @@ def _verify_forwarded_source(answer: Any, lesson: Any) -> tuple[bool, str] | Non
                    f"{report.get('explanation', '')}")
 
 
-def _verify_route_get(answer: Any, lesson: Any) -> tuple[bool, str] | None:
-    """Exercise 02: compare with the kernel's own `ip route get 10.0.0.1`."""
-    if lesson is None or not getattr(lesson, "live", False) or lesson.ns is None:
-        return None
-    if not isinstance(answer, tuple | list) or len(answer) != 2:
-        return False, "answer with a pair: (device, table), e.g. ('eth0', 'main')"
-    if hasattr(lesson, "ensure_lab"):
-        lesson.ensure_lab()  # checked again after lesson.finish(): ask a fresh lab
-    out = lesson.ns.ip("route", "get", "10.0.0.1")
-    table = lesson.ns.ip("route", "show", "table", "local")
-    device = out.split(" dev ")[1].split()[0] if " dev " in out else "?"
-    in_local = "local 10.0.0.1 " in table
-    ok = (_norm(answer[0]) == _norm(device)
-          and _norm(answer[1]) == ("local" if in_local else "main"))
-    return ok, (f"The kernel says: `{out.strip()}`" + (
-        "; the route comes from `local 10.0.0.1 dev mytun` in table local." if ok else ""))
+# -- 06: drop reason of a UDP packet to a closed port
 
-
-ANSWERS = {
-    "00": "ee6af17910ec9c0bb877f8e6e573d2e87f40a525633c900e4604a48e5a6bb801",
-    "01": "c25a45e358dd72e0210023fc8ee50b5f687c8f4ad455c0472ce1da41bf50e910",
-    "02": "19018fa00e3019b22e05bd6930778cc8674bd1548c525e9ee7da2ecffe0993a5",
-    "03": "a9e264cb4c953f958e10a18334af28d3229562f48c1ec33c0a5f94df26dcb5d9",
-    "04": "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9",
-    "06": "719b422f49100e4489b8c77f6a73503e905f92f92fb0acabf0a7dce7bfce3606",
-    "07": "35c39c51869e417ec83995513f1ef32c097f09b55d3afdcc92c2644e9f9b2717",
-    "08": "d034a904e224b629947dac2110cf9900b655e6934aa735d5144f92a3399785fc",
+_COURSE_REASONS = {
+    "IP_NOPROTO": "IP_NOPROTO is protocol 253's reason (above): UDP has a handler, so this "
+                  "packet gets one step further",
+    "IP_INADDRERRORS": "IP_INADDRERRORS is for a packet that is not for this host and not "
+                       "forwarded; 10.0.2.1 is this host's own address",
+    "IP_RPFILTER": "IP_RPFILTER needs rp_filter on, and the builder's packet leaves it at 0",
+    "NETFILTER_DROP": "there is no firewall in this packet's way",
+    "IP_LOCAL_SOURCE": "200.1.2.3 is not one of this host's addresses: no local-source martian",
 }
-"""SHA-256 of each normalised answer (see _norm): checkable, but not readable."""
 
 
-def _verify_fix_set(answer: Any, panel: Any) -> tuple[bool, str] | None:
+def _judge_drop_reason(answer: Any) -> Judgement:
+    if not isinstance(answer, str):
+        return False, 'answer with the drop reason\'s name, e.g. "IP_NOPROTO"'
+    name = _name(answer).removeprefix("SKB_DROP_REASON_")
+    if _matches("06", name):
+        return True, ("NO_SOCKET. UDP is delivered to its handler, which finds no socket "
+                      "bound to port 9, frees the packet with NO_SOCKET (counter UdpNoPorts) "
+                      "and answers ICMP port unreachable (type 3, code 3).")
+    if name in _COURSE_REASONS:
+        return False, _COURSE_REASONS[name]
+    return False, (f"the kernel does not report {name} for this packet: send it with the "
+                   "builder (protocol UDP, port 9) and read the reason in its result")
+
+
+# -- 07: the set of fixes
+
+_FIX_ORDER = ("route_a", "forward_b", "firewall_b", "route_c")
+_FIX_STOPS = {
+    "route_a": "a has no route to 192.168.50.2 (ENETUNREACH, IpOutNoRoutes)",
+    "forward_b": "IP_INADDRERRORS on b: forwarding is off",
+    "firewall_b": "NETFILTER_DROP on b: forward policy drop",
+    "route_c": "c has no route back to 10.9.0.1: the reply is never sent",
+}
+"""Where the packet stops when this fix (and every later one) is missing: the lesson's steps."""
+
+
+def _fix_names(answer: Any) -> set[str]:
+    if isinstance(answer, dict):
+        answer = [k for k, v in answer.items() if v]
+    return {_name(a).lower() for a in _words(answer)}
+
+
+def _judge_fixes(answer: Any) -> Judgement:
+    from .vpn_lab import VpnScenario
+
+    fixes = _fix_names(answer)
+    unknown = fixes - set(VpnScenario.FIXES)
+    if unknown:
+        return False, (f"unknown fix names: {', '.join(sorted(unknown))}; the panel's are "
+                       f"{', '.join(VpnScenario.FIXES)}")
+    if _matches("07", "|".join(sorted(fixes))):
+        return True, ("The ping works with these fixes and fails without any one: a "
+                      "needs a route into the tunnel, b must forward and its firewall let the "
+                      "packets through, and c needs a route back. rp_filter is satisfied because "
+                      "the routes are symmetric.")
+    missing = [f for f in _FIX_ORDER if f not in fixes]
+    if missing:
+        return False, (f"with exactly these fixes the ping still fails: the packet stops where "
+                       f"the lesson's step says: {_FIX_STOPS[missing[0]]}")
+    extra = sorted(fixes - set(_FIX_ORDER))
+    return False, f"the ping also works without {', '.join(extra)}: it is not needed"
+
+
+def _verify_fix_set(answer: Any, panel: Any) -> Judgement | None:
     """Exercise 07: apply exactly these fixes in the live scenario, and each one less."""
     if panel is None or not hasattr(panel, "verify_fix_set"):
         return None
-    if isinstance(answer, str):
-        answer = {a.strip() for a in answer.replace(",", " ").split()}
-    return panel.verify_fix_set(set(answer))
+    return panel.verify_fix_set(_fix_names(answer))
 
 
-def _verify_echo_count(answer: Any, panel: Any) -> tuple[bool, str] | None:
-    """Exercise 04: ping 10.0.0.1 through the live seed lab and count what the client read."""
-    if panel is None or not hasattr(panel, "run") or getattr(panel, "server", None) is None:
-        return None
-    if not getattr(panel.lesson, "live", False):
-        return None
-    result = panel.run("10.0.0.1")
-    if result is None:
-        return None
-    seen = int(result["echo_read"])
+# -- 08: MSS
+
+def _judge_mss(answer: Any) -> Judgement:
+    mss = _number(answer, "a number of bytes")
+    if _matches("08", str(mss)):
+        return True, ("1400 - 20 (IPv4 header) - 20 (TCP header) = 1360 bytes of TCP "
+                      "payload per segment. The tunnel's own headers (tunlab's 8, the outer "
+                      "TCP and IP) are added on the underlay, outside tun0.")
+    if mss == 1400:
+        return False, "1400 is the MTU: the whole IP packet; the MSS counts TCP's payload only"
+    if mss == 1380:
+        return False, "only one header taken off: both the IP and the TCP header come off"
+    if mss == 1460:
+        return False, "that is the MSS for MTU 1500; this tun0 has a smaller MTU"
+    if mss < 1360:
+        return False, ("too small: the tunnel's own overhead is added outside tun0 (on the "
+                       "underlay), not inside the packets the kernel hands to it")
+    return False, "the MSS is the MTU minus the headers in front of TCP's payload"
+
+
+def _plain_normal(value: Any) -> str:
+    """A plain normal form: parts joined by ``|`` (sets sorted), text stripped, lower case,
+    without spaces, numbers in decimal."""
+    if isinstance(value, tuple | list):
+        return "|".join(_plain_normal(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return "|".join(sorted(_plain_normal(v) for v in value))
+    text = str(value).strip().lower().replace(" ", "")
     try:
-        ok = int(answer) == seen
-    except (TypeError, ValueError):
-        return False, "answer with a number"
-    return ok, (f"The vpn-client read {seen} echo request(s) for 10.0.0.1: the kernel "
-                "answered the ping itself via lo." if ok else "")
+        return str(int(text, 0))
+    except ValueError:
+        return text
+
+
+def _digest_judge(answers: set[str], explain: str) -> Callable[[Any], Judgement]:
+    def judge(answer: Any) -> Judgement:
+        if _digest(_plain_normal(answer)) in answers:
+            return True, explain
+        return False, "not this one: read the question again, or ask for a hint"
+    return judge
+
+
+class Exercise:
+    """A question whose answer is checked without showing it; hints come one by one on request.
+
+    ``judge`` reads an answer the way a teacher would (equivalent spellings pass) and returns
+    ``(ok, message)``: why it is wrong without giving the answer, or why it is right.
+    ``verify``, when given, checks the answer against the live kernel and returns
+    ``(ok, message)``, or None to fall back to ``judge``.
+    """
+
+    def __init__(self, question: str, judge: Callable[[Any], Judgement] | Sequence[str],
+                 hints: Sequence[str],
+                 verify: Callable[[Any, Any], Judgement | None] | None = None,
+                 explain: str = "") -> None:
+        self.question = question
+        # The older form: digests of accepted answers (see _plain_normal) and an explanation.
+        self.judge = judge if callable(judge) else _digest_judge(set(judge), explain)
+        self.hints = list(hints)
+        self.verify = verify
+
+    def is_correct(self, answer: Any) -> bool:
+        """True when ``judge`` accepts ``answer`` (without the kernel)."""
+        try:
+            return self.judge(answer)[0]
+        except _Wrong:
+            return False
 
 
 EXERCISES: dict[str, Exercise] = {
     "00": Exercise(
-        "Which Linux capability lets the lab create network namespaces, TUN devices and routes?",
-        [ANSWERS["00"]],
-        ["Look at the doctor's first check.", "It is the capability with NET in its name.",
-         "man 7 capabilities: the one for network administration."],
-        explain="CAP_NET_ADMIN: network configuration (namespaces also need CAP_SYS_ADMIN)."),
+        "A container holds only one of the lab's two capabilities. In its own network "
+        "namespace it can add routes, addresses and TUN devices, but `ip netns add` fails "
+        "with 'Operation not permitted'. Which capability does it hold, and which one is "
+        "missing? Answer as a pair: (held, missing).",
+        _judge_capabilities,
+        ["The doctor's table names the two capabilities.",
+         "One of them is about network administration only.",
+         "man 7 capabilities: creating a namespace (unshare, setns, mount) is under the "
+         "catch-all capability."]),
     "01": Exercise(
-        "Without IFF_NO_PI, how many extra bytes precede each packet, and what is their "
-        "'proto' field for IPv4? Answer as a pair, e.g. (2, 0x86dd).",
-        [ANSWERS["01"]],
-        ["Compare the two hex dumps: where does 45 (IPv4, header length 20) start?",
-         "The proto field is an EtherType.",
-         "The EtherType of IPv4 is the same one Ethernet uses."],
-        explain="4 bytes (flags, proto); proto 0x0800 = ETH_P_IP."),
+        "A program opens mytun *without* IFF_NO_PI and writes a bare 60-byte IPv4 packet "
+        "into it (it starts `45 00 00 3c`). Which number does the kernel read as the packet "
+        "information's `proto` field? Answer with a number (decimal or 0x hex).",
+        _judge_pi_proto,
+        ["The kernel expects `struct tun_pi { u16 flags; be16 proto; }` before the packet.",
+         "Nobody wrote one: the first four bytes of the packet take its place.",
+         "proto is bytes 2-3, read big endian."]),
     "02": Exercise(
         "Through which device does the kernel send `ping 10.0.0.1` (mytun's own address), and "
         "which routing table holds the route it uses? Answer as a pair (device, table).",
-        [ANSWERS["02"]],
+        _judge_route,
         ["Run `ip route get 10.0.0.1` in the widget above.",
          "Addresses of this host are in a table that `ip route` does not show by default.",
          "`ip route show table local`."],
         verify=_verify_route_get),
     "03": Exercise(
-        "How many bytes does tunlab's frame header add to each packet, and what value does the "
-        "type byte have in a frame that carries a packet? Answer as a pair.",
-        [ANSWERS["03"]],
-        ["Look at the first two rows of the byte layout.",
-         "The type byte is at offset 3; the dissection names it.",
-         "tunlab.framing.FrameType lists the values."]),
+        "The vpn-client reads a 1400-byte packet from mytun. Which 8 header bytes does it put "
+        "in front of it? Answer in hex, e.g. \"00 11 22 33 44 55 66 77\".",
+        _judge_header,
+        ["The table under 'One frame' gives each field's place and size.",
+         "The magic is ASCII: look up the letters' codes (or run "
+         "`framing.encode_packet(packet)[:8]` on a small packet and compare).",
+         "1400 = 0x578; the length is a 4-byte big-endian number."]),
     "04": Exercise(
         "Ping 10.0.0.1 (mytun's own address) instead of 10.0.0.2 with the panel above. How many "
         "packets does the vpn-client read from mytun for it?",
-        [ANSWERS["04"]],
+        _judge_echo_count,
         ["Lesson 02: which device does the kernel pick for its own address?",
          "A packet routed to `lo` never enters mytun.",
          "The client only sees what the kernel routes into mytun."],
@@ -912,23 +1271,24 @@ EXERCISES: dict[str, Exercise] = {
     "05": Exercise(
         "With ip_forward=1 and strict rp_filter=1, find a source address for which the packet "
         "to 10.0.0.2, released on mytun2, is forwarded and not dropped.",
-        [],
+        _judge_source_offline,
         ["Strict rp_filter asks: would I send a reply to this source out of the device the "
          "packet came in on?",
          "Which sources does the kernel route out of mytun2?",
          "Any host address in mytun2's subnet that is not mytun2's own address."],
         verify=_verify_forwarded_source),
     "06": Exercise(
-        "A packet with IP protocol number 253 is addressed to mytun2's own address 10.0.2.1. "
-        "Which drop reason does the kernel report?",
-        [ANSWERS["06"]],
-        ["Use the packet builder: protocol 253, destination 10.0.2.1.",
-         "The seed mentions it: look up the name in dropreason-core.h.",
-         "It means: no handler for this IP protocol."]),
+        "Send a UDP packet from 200.1.2.3 to port 9 of mytun2's own address 10.0.2.1, where "
+        "nothing listens, with the packet builder. Which drop reason does the kernel report?",
+        _judge_drop_reason,
+        ["In the builder: protocol UDP, destination 10.0.2.1, port 9, then send.",
+         "UDP has a handler, unlike protocol 253: the packet gets further this time.",
+         "The handler looks for a socket bound to the port; dropreason-core.h names what "
+         "happens when there is none."]),
     "07": Exercise(
         "Which fixes are needed, all together and nothing more, for `ping 192.168.50.2` from "
         "host a to work? Answer with a set of fix names from the panel.",
-        [ANSWERS["07"]],
+        _judge_fixes,
         ["Follow the packet: a's routing, b's forwarding, b's firewall, c's reply.",
          "Replies need a route back too.",
          "rp_filter is fine here: routes are symmetric."],
@@ -936,47 +1296,32 @@ EXERCISES: dict[str, Exercise] = {
     "08": Exercise(
         "tun0 has MTU 1400. What TCP MSS does a connection through the tunnel announce "
         "(IPv4, without TCP options)?",
-        [ANSWERS["08"]],
-        ["MSS = the MTU minus the IP and TCP headers.", "Both headers are 20 bytes here.",
-         "1400 - 20 - 20."]),
+        _judge_mss,
+        ["The section on the MSS above shows the rule for MTU 1500.",
+         "Both headers in front of TCP's payload are 20 bytes here.",
+         "The tunnel's own overhead is outside tun0: it does not count."]),
 }
-
-
-def _verify_source_offline(answer: Any) -> bool:
-    try:
-        address = ipaddress.IPv4Address(str(answer))
-    except ValueError:
-        return False
-    net = ipaddress.IPv4Network("10.0.2.0/24")
-    return address in net and address not in (net.network_address, net.broadcast_address,
-                                              ipaddress.IPv4Address("10.0.2.1"))
 
 
 def check(exercise: str, answer: Any, lesson: Any = None) -> CheckResult:
     """Check ``answer`` to ``exercise`` ("00" ... "08"): a :class:`CheckResult`, true when
-    right, that shows itself as a verdict line.
+    right, that shows itself as a verdict line with the reason.
 
-    Where the lab runs, some answers are checked by the kernel itself: 02 asks the lesson's
-    lab for `ip route get`, 04 pings through the panel given as ``lesson``, 05 asks whether the
-    kernel really forwards a packet from the source you give, 07 applies your fixes in the
-    panel's scenario (and each one less).
+    Equivalent answers pass (``(4, "0x0800")``, ``"CAP_NET_ADMIN"`` or ``"net_admin"``); a
+    wrong one is told why without the answer. Where the lab runs, some answers are checked by
+    the kernel itself: 02 asks the lesson's lab for `ip route get`, 04 pings through the panel
+    given as ``lesson``, 05 asks whether the kernel really forwards a packet from the source
+    you give, 07 applies your fixes in the panel's scenario (and each one less).
     """
     ex = EXERCISES[exercise]
-    if answer is None or answer == "":
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
         _LAST_CHECK[exercise] = False
         return CheckResult(exercise, False, "No answer yet: set `answer = ...` above.")
-    ok: bool | None = None
-    message = ""
-    if ex.verify is not None:
-        result = ex.verify(answer, lesson)
-        if result is not None:
-            ok, message = result
-    if ok is None:
-        if exercise == "07" and isinstance(answer, str):
-            answer = {a.strip() for a in answer.replace(",", " ").split()}
-        ok = _verify_source_offline(answer) if exercise == "05" else ex.is_correct(answer)
-        if ok and ex.explain:
-            message = ex.explain
+    try:
+        result = ex.verify(answer, lesson) if ex.verify is not None else None
+        ok, message = result if result is not None else ex.judge(answer)
+    except _Wrong as wrong:
+        ok, message = False, str(wrong)
     _LAST_CHECK[exercise] = bool(ok)
     return CheckResult(exercise, bool(ok), message)
 
@@ -993,15 +1338,14 @@ class CheckResult:
         return self.ok
 
     def _repr_html_(self) -> str:
-        color, mark = ("#2ca02c", "✔ Correct.") if self.ok else ("#d62728", "✘ Not yet.")
-        more = "" if self.ok else (f' Try again, or run <code>course.hint("{self.exercise}")'
-                                   "</code>.")
+        color, mark = ("#2ca02c", "✔ Correct.") if self.ok else ("#d62728", "✘ Not yet:")
+        more = "" if self.ok else " Try again, or ask the hint box for a hint."
         return (f'<div class="tunlab-check" style="border-left:4px solid {color};'
                 f'padding:4px 10px"><b style="color:{color}">{mark}</b> '
                 f"{html.escape(self.message)}{more}</div>")
 
     def __repr__(self) -> str:
-        return f"{'Correct' if self.ok else 'Not yet'}. {self.message}".strip()
+        return f"{'Correct.' if self.ok else 'Not yet:'} {self.message}".strip()
 
 
 class Note:
@@ -1022,15 +1366,71 @@ _LAST_CHECK: dict[str, bool] = {}
 _HINTS_GIVEN: dict[str, int] = {}
 
 
-def hint(exercise: str) -> Note:
-    """Reveal the next hint for ``exercise`` (one more per call), in a folded box."""
+def hints_shown(exercise: str) -> list[str]:
+    """The hints of ``exercise`` revealed so far in this kernel (by :func:`next_hint`)."""
+    ex = EXERCISES[exercise]
+    return ex.hints[:_HINTS_GIVEN.get(exercise, 0)]
+
+
+def next_hint(exercise: str) -> Note:
+    """Reveal one more hint for ``exercise`` and return all revealed so far, as a list."""
     ex = EXERCISES[exercise]
     n = min(_HINTS_GIVEN.get(exercise, 0) + 1, len(ex.hints))
     _HINTS_GIVEN[exercise] = n
-    items = "".join(f"<li>{html.escape(h)}</li>" for h in ex.hints[:n])
-    more = "" if n == len(ex.hints) else " (run again for another)"
-    return Note(f'<details class="tunlab-hint"><summary>Hint {n} of {len(ex.hints)}{more}'
-                f"</summary><ol>{items}</ol></details>", f"Hint {n}: {ex.hints[n - 1]}")
+    return _hint_note(exercise)
+
+
+def _hint_note(exercise: str) -> Note:
+    shown = hints_shown(exercise)
+    total = len(EXERCISES[exercise].hints)
+    items = "".join(f"<li>{html.escape(h)}</li>" for h in shown)
+    markup = (f'<div class="tunlab-hint"><b>Hint {len(shown)} of {total}</b><ol>{items}</ol>'
+              "</div>") if shown else ""
+    return Note(markup, "\n".join(f"Hint {i}: {h}" for i, h in enumerate(shown, 1)))
+
+
+class HintBox:
+    """What a lesson's hint cell shows: a *show a hint* button that reveals one more hint per
+    click, and the hints revealed so far. Running the cell (or Run All) reveals nothing."""
+
+    def __init__(self, exercise: str) -> None:
+        import ipywidgets as w
+
+        self.exercise = exercise
+        self.button = w.Button(icon="lightbulb-o", layout=w.Layout(width="auto"))
+        self.shown = w.HTML()
+        self.widget = w.VBox([self.button, self.shown], _dom_classes=["tunlab-hints"])
+        self.button.on_click(lambda _button: self.reveal())
+        self._update()
+
+    def reveal(self) -> None:
+        """One more hint (what a click does)."""
+        next_hint(self.exercise)
+        self._update()
+
+    def _update(self) -> None:
+        n, total = len(hints_shown(self.exercise)), len(EXERCISES[self.exercise].hints)
+        self.shown.value = _hint_note(self.exercise).markup
+        self.button.description = (f"show hint {n + 1} of {total}" if n < total
+                                   else "all hints shown")
+        self.button.disabled = n >= total
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return _hint_note(self.exercise).text or f"(run course.next_hint({self.exercise!r}))"
+
+
+def hint(exercise: str) -> Any:
+    """The hint cell: a :class:`HintBox` whose button reveals one hint per click. Running
+    the cell reveals nothing, so Run All gives no hint away; the hints already revealed in
+    this kernel stay shown. Without ipywidgets: the hints revealed so far, as a note."""
+    EXERCISES[exercise]  # an unknown exercise fails here, not in a click handler
+    try:
+        return HintBox(exercise)
+    except ImportError:
+        return _hint_note(exercise)
 
 
 def question(exercise: str) -> Note:

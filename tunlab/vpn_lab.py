@@ -156,8 +156,10 @@ class VpnScenario:
         previous = set(self.applied)
         try:
             self.set_fixes(set(fixes))
-            if not self.ping()["ok"]:
-                return False, "with exactly these fixes the ping still fails"
+            result = self.ping()
+            if not result["ok"]:
+                return False, ("with exactly these fixes the ping still fails; the packet "
+                               f"stopped here: {result['reason'] or 'no reply came back'}")
             for fix in sorted(fixes):
                 self.set_fixes(set(fixes) - {fix})
                 if self.ping()["ok"]:
