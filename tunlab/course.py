@@ -53,6 +53,7 @@ LESSONS: dict[str, str] = {
     "06-drop-reasons": "Drop reasons: tracefs, IP_NOPROTO, NETFILTER_DROP, ping -I",
     "07-working-vpn": "A working VPN between two hosts",
     "08-performance": "Performance: throughput, MTU, offloads, TCP over TCP",
+    "09-write-your-own": "Write your own: a TUN reader, an echo reply, a tunnel loop",
 }
 
 _LESSONS: list[Any] = []  # every Lesson of this kernel, oldest first
@@ -923,6 +924,11 @@ EXERCISES: dict[str, Exercise] = {
         ["MSS = the MTU minus the IP and TCP headers.", "Both headers are 20 bytes here.",
          "1400 - 20 - 20."]),
 }
+
+
+def register_exercise(key: str, exercise: Exercise) -> None:
+    """Add an exercise defined in another module (:mod:`tunlab.handson` adds 09a-09c)."""
+    EXERCISES[key] = exercise
 
 
 def _verify_source_offline(answer: Any) -> bool:
