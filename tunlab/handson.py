@@ -291,6 +291,8 @@ def diagnose_reply(request: bytes, value: Any) -> str | None:
     data = _as_bytes(value)
     if data is None:
         return f"make_reply returned {type(value).__name__}, not bytes: return bytes(packet)"
+    if not data:
+        return "make_reply returned no bytes, so nothing was written to mytun"
     if data[:4] == PI_IPV4 and len(data) > 4:
         return ("your reply starts with a 4-byte PI header: the device was opened with "
                 "IFF_NO_PI, write the bare IP packet")
