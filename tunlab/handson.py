@@ -605,32 +605,43 @@ for _key, _exercise in EXERCISES.items():
 # -- a counter view for the lesson ---------------------------------------------------------------
 
 def counter_panel(lesson: Any, device: str = "mytun") -> Any:
-    """A small panel: the kernel's counters of ``device`` in the lesson's lab, with a refresh
-    button that shows the change since the last refresh (what your code made the kernel count)."""
+    """A lab panel (:class:`tunlab.widgets.LabPanel`, with *reset lab* and the kernel log):
+    the kernel's counters of ``device`` in the lesson's lab, and a refresh button that shows
+    the change since the last refresh (what your code made the kernel count).
+
+    Headless: ``panel.refresh_button.click()``, then ``panel.last_counters``.
+    """
     import ipywidgets as w
 
-    button = w.Button(description="refresh counters", icon="refresh")
-    view = w.HTML()
-    last: dict[str, int] = {}
+    from .widgets import LabPanel
 
-    def refresh(_: Any = None) -> None:
-        lab = _lab_of(lesson)
-        if lab is None:
-            view.value = f"<i>{html.escape(NEEDS_LAB)}</i>"
-            return
-        try:
-            now = _link_counters(lab.ns, device)
-        except Exception as exc:  # noqa: BLE001 - shown in the panel, never lost
-            view.value = f"<b>could not read the counters:</b> {html.escape(str(exc))}"
-            return
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td>"
-                       f"<td>{'+' + str(v - last[k]) if k in last else ''}</td></tr>"
-                       for k, v in now.items())
-        last.clear()
-        last.update(now)
-        view.value = (f"<table><tr><th>counter</th><th>value</th><th>since last</th></tr>"
-                      f"{rows}</table>")
+    class CounterPanel(LabPanel, w.VBox):
+        def __init__(self) -> None:
+            self.device = device
+            self.last_counters: dict[str, int] = {}
+            self.refresh_button = w.Button(description="refresh counters", icon="refresh")
+            self.view = w.HTML()
+            self._setup_panel(lesson)
+            self.refresh_button.on_click(self.guarded(lambda _b: self.refresh()))
+            super().__init__([self.refresh_button, self.view, self.bar])
+            self.refresh()
 
-    button.on_click(refresh)
-    refresh()
-    return w.VBox([button, view])
+        def refresh(self) -> None:
+            lab = _lab_of(self.lesson)
+            if lab is None:
+                self.view.value = f"<i>{html.escape(NEEDS_LAB)}</i>"
+                return
+            now = _link_counters(lab.ns, self.device)
+            last = self.last_counters
+            rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td>"
+                           f"<td>{'+' + str(v - last[k]) if k in last else ''}</td></tr>"
+                           for k, v in now.items())
+            self.last_counters = now
+            self.view.value = ("<table><tr><th>counter</th><th>value</th><th>since last "
+                               f"refresh</th></tr>{rows}</table>")
+
+        def reset_view(self) -> None:
+            self.last_counters = {}
+            self.view.value = ""
+
+    return CounterPanel()
