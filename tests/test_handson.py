@@ -215,6 +215,24 @@ def test_one_way_pump_is_named():
     assert "nothing was written to b's tun0" in verdict.message, verdict.message
 
 
+def test_pump_that_writes_the_frame_into_the_device_is_named():
+    def prefix_kept(tun_fd: int, sock: socket.socket) -> None:
+        while True:
+            ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
+            if tun_fd in ready:
+                packet = os.read(tun_fd, 2048)
+                sock.sendall(len(packet).to_bytes(2, "big") + packet)
+            if sock in ready:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                os.write(tun_fd, data)  # the length prefix goes in too: EINVAL
+
+    verdict = handson.check_pump(prefix_kept)
+    assert not verdict.ok and "raised OSError" in verdict.message
+    assert "length prefix" in verdict.message, verdict.message
+
+
 def test_pump_that_ignores_everything_is_stopped():
     def idle(tun_fd: int, sock: socket.socket) -> None:
         while True:
