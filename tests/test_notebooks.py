@@ -33,6 +33,7 @@ ANSWERS = {
     "06": '"NO_SOCKET"',
     "07": '{"route_a", "forward_b", "firewall_b", "route_c"}',
     "08": "1360",
+    "09": 'handson.reference("09a")',
 }
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -80,11 +81,11 @@ def _text(outputs: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def test_there_are_the_nine_lessons():
+def test_there_are_the_ten_lessons():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["00-welcome", "01-tun-devices", "02-routing-tables", "03-encapsulation",
                      "04-seed-goal", "05-martians-and-rp_filter", "06-drop-reasons",
-                     "07-working-vpn", "08-performance"]
+                     "07-working-vpn", "08-performance", "09-write-your-own"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

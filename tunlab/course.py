@@ -53,6 +53,7 @@ LESSONS: dict[str, str] = {
     "06-drop-reasons": "Drop reasons: tracefs, IP_NOPROTO, NETFILTER_DROP, ping -I",
     "07-working-vpn": "A working VPN between two hosts",
     "08-performance": "Performance: throughput, MTU, offloads, TCP over TCP",
+    "09-write-your-own": "Write your own: a TUN reader, an echo reply, a tunnel loop",
 }
 
 _LESSONS: list[Any] = []  # every Lesson of this kernel, oldest first
@@ -1301,6 +1302,11 @@ EXERCISES: dict[str, Exercise] = {
          "Both headers in front of TCP's payload are 20 bytes here.",
          "The tunnel's own overhead is outside tun0: it does not count."]),
 }
+
+
+def register_exercise(key: str, exercise: Exercise) -> None:
+    """Add an exercise defined in another module (:mod:`tunlab.handson` adds 09a-09c)."""
+    EXERCISES[key] = exercise
 
 
 def check(exercise: str, answer: Any, lesson: Any = None) -> CheckResult:
