@@ -94,7 +94,8 @@ CASES: dict[str, tuple[Any, list[Any], list[tuple[Any, str]], list[str]]] = {
 
 
 def test_every_exercise_is_covered():
-    assert set(CASES) == set(course.EXERCISES)
+    # 09a-09c (participants' code, checked in the lab) are covered by tests/test_handson.py
+    assert set(CASES) == {key for key in course.EXERCISES if not key.startswith("09")}
 
 
 @pytest.mark.parametrize("key", sorted(CASES))
