@@ -80,6 +80,9 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
     martians = list(report.get("martian_log") or [])
     if martians:
         rows.append("<div><b>kernel log:</b>" + _pre("\n".join(martians)) + "</div>")
+    elif "martian line" in (report.get("missing_evidence") or {}):
+        rows.append("<div><b>kernel log:</b> no line this time: the kernel rate-limits martian "
+                    "messages (10 per 5 s, machine-wide) and suppressed it</div>")
     replies = list(report.get("replies") or [])
     if replies:
         lines = []
