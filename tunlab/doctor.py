@@ -152,18 +152,25 @@ def _namespaces() -> Check:
                      "run as root on a kernel with CONFIG_NET_NS (any distribution kernel)")
 
 
+_USERNS_TRACEFS = Check("tracefs drop reasons", False, "not available inside a user namespace "
+                        "(tracefs is global to the host)", "none needed: drops are explained "
+                        "with counters; run as root to see drop reasons", required=False)
+
+
 def _tracefs() -> Check:
     try:
         drops.ensure_tracefs()
         names = drops.reason_names()
+        (drops.TRACEFS / "instances").stat()
+        if in_user_namespace() and not os.access(drops.TRACEFS / "instances", os.W_OK):
+            return _USERNS_TRACEFS
     except TunlabError as exc:
         if in_user_namespace():
-            return Check("tracefs drop reasons", False, "not available inside a user "
-                         "namespace (tracefs is global to the host)", "none needed: drops are "
-                         "explained with counters; run as root to see drop reasons",
-                         required=False)
+            return _USERNS_TRACEFS
         return Check("tracefs drop reasons", False, exc.message, exc.fix, required=False)
     except OSError as exc:
+        if in_user_namespace():
+            return _USERNS_TRACEFS
         return Check("tracefs drop reasons", False, str(exc),
                      "mount tracefs: `sudo mount -t tracefs nodev /sys/kernel/tracing`",
                      required=False)

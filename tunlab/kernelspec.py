@@ -70,17 +70,35 @@ def install(user: bool = False, sys_prefix: bool = False, prefix: str | None = N
     return Path(where)
 
 
-def _mount_private_netns_dir() -> None:
-    """A private, writable /run/netns (a tmpfs) so ``ip netns add`` works for this 'root'."""
-    if NETNS_DIR.is_dir():
-        target = NETNS_DIR
-    else:
-        # No /run/netns to cover: a tmpfs on /run, as the issue measured; it hides the host's
-        # /run (only for this kernel), which the lab does not need.
-        target = NETNS_DIR.parent
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(target)],
-                   check=True, timeout=10)
+def _outer_uid() -> str | None:
+    """This user's uid outside the user namespace (the uid map's second column)."""
+    try:
+        fields = Path("/proc/self/uid_map").read_text().split()
+    except OSError:
+        return None
+    return fields[1] if len(fields) >= 3 else None
+
+
+def _mount(*argv: str) -> None:
+    subprocess.run(["mount", *argv], check=True, timeout=10)
+
+
+def _private_run() -> None:
+    """A private tmpfs on /run, so ``ip netns add`` (/run/netns) and tunlab's ownership records
+    (/run/tunlab) are writable for this "root"; only this kernel sees it. The user's own
+    /run/user/UID (Jupyter's runtime dir on some systems) is bound back in."""
+    uid = _outer_uid()
+    user_dir = Path(f"/run/user/{uid}") if uid else None
+    keep: Path | None = None
+    if user_dir is not None and user_dir.is_dir():
+        keep = Path(tempfile.mkdtemp(prefix="tunlab-run-"))
+        _mount("--bind", str(user_dir), str(keep))
+    _mount("-t", "tmpfs", "-o", "mode=755", "tmpfs", "/run")
     NETNS_DIR.mkdir(exist_ok=True)
+    if keep is not None and user_dir is not None:
+        user_dir.mkdir(parents=True)
+        _mount("--move", str(keep), str(user_dir))
+        keep.rmdir()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False, timeout=10)
 
 
@@ -91,7 +109,7 @@ def _inside(connection_file: str) -> None:
         print(f"tunlab (no sudo): this kernel has its own network namespace, so a {transport} "
               f"connection from the client cannot reach it; {IPC_HINT}", file=sys.stderr)
         raise SystemExit(2)
-    _mount_private_netns_dir()
+    _private_run()
     os.environ["TUNLAB_NOSUDO"] = "1"
     os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f",
                               connection_file])
