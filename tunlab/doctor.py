@@ -109,6 +109,11 @@ def lab_mode(proc: Path = PROC, privileged: bool | None = None) -> ModeReport:
         return ModeReport(Mode.ROOT, "running with CAP_NET_ADMIN and CAP_SYS_ADMIN: every "
                           "lesson runs live, with drop reasons and the kernel log")
     blocker = userns_blocker(proc)
+    if blocker is None and not os.access("/dev/net/tun", os.R_OK | os.W_OK) and \
+            not os.environ.get("TUNLAB_NOSUDO_TUN"):
+        blocker = ("/dev/net/tun cannot be opened by this user (distributions make it 0666; "
+                   "here it is not)", "an admin runs `sudo chmod 0666 /dev/net/tun` (or "
+                   "gives the user a node of their own, see docs/no-sudo.md)")
     if blocker is None:
         limit = _read(proc, "sys/user/max_user_namespaces")
         return ModeReport(Mode.USER_NAMESPACE, "not root, but unprivileged user namespaces "

@@ -26,6 +26,11 @@ KERNEL_NAME = "tunlab-nosudo"
 DISPLAY_NAME = "tunlab (no sudo)"
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--fork"]
 NETNS_DIR = Path("/run/netns")
+TUN_DEVICE = Path("/dev/net/tun")
+TUN_ENV = "TUNLAB_NOSUDO_TUN"
+"""Where /dev/net/tun is 0600 (root only), an admin may give a user a node of their own
+(``mknod FILE c 10 200; chown USER FILE``) and name it here; the kernel binds it over
+/dev/net/tun in its private mount namespace."""
 IPC_HINT = ("start the client with IPC transport: `jupyter lab --KernelManager.transport=ipc`, "
             "or KernelManager(kernel_name=\"tunlab-nosudo\", transport=\"ipc\")")
 
@@ -99,6 +104,9 @@ def _private_run() -> None:
         user_dir.mkdir(parents=True)
         _mount("--move", str(keep), str(user_dir))
         keep.rmdir()
+    own_tun = os.environ.get(TUN_ENV)
+    if own_tun:
+        _mount("--bind", own_tun, str(TUN_DEVICE))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False, timeout=10)
 
 
