@@ -24,7 +24,7 @@ from .errors import TunlabError
 
 KERNEL_NAME = "tunlab-nosudo"
 DISPLAY_NAME = "tunlab (no sudo)"
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--fork"]
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--fork", "--kill-child"]
 NETNS_DIR = Path("/run/netns")
 TUN_DEVICE = Path("/dev/net/tun")
 TUN_ENV = "TUNLAB_NOSUDO_TUN"
