@@ -124,10 +124,11 @@ def nosudo() -> Iterator[Setup]:
                                 "--exclude-standard"], cwd=ROOT, capture_output=True,
                                check=True).stdout.split(b"\0")
         for name in filter(None, files):
-            source = ROOT / name.decode()
-            if source.is_file():
-                target = work / "src" / name.decode()
-                target.parent.mkdir(parents=True, exist_ok=True)
+            source, target = ROOT / name.decode(), work / "src" / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():  # like `cp -P`: tunlab/data/scripts links to scripts/
+                target.symlink_to(os.readlink(source))
+            elif source.is_file():
                 shutil.copy2(source, target)
         subprocess.run([PY, "-m", "venv", str(work / "venv")], check=True, timeout=120)
         subprocess.run([str(work / "venv/bin/pip"), "install", "-q", f"{work / 'src'}[lab]"],
