@@ -203,7 +203,7 @@ def _python(module: str, purpose: str, required: bool = True) -> Check:
 
 
 CHECKS: list[Callable[[], Check]] = [
-    _mode, _privileges, _tun,
+    _privileges, _mode, _tun,
     lambda: _tool("ip", "iproute2", "ip netns, ip route, ip -s link"),
     _namespaces, _tracefs,
     lambda: _tool("ping", "iputils-ping", "sending test packets"),
