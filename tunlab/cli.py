@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "killed tunlab runs")
     cleanup.set_defaults(handler=cmd_cleanup)
 
-    for module in ("cli_debug", "cli_bench", "cli_course"):
+    for module in ("cli_debug", "cli_bench", "cli_course", "cli_kernelspec"):
         try:
             register = __import__(f"tunlab.{module}", fromlist=["register"]).register
         except ImportError:

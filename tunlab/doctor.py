@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from . import drops, netns
 from .errors import TunlabError
@@ -28,6 +30,108 @@ class Check:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class Mode(enum.Enum):
+    """How the lab can run on this machine, best first."""
+
+    ROOT = "root"  # real root (or CAP_NET_ADMIN + CAP_SYS_ADMIN on the host)
+    USER_NAMESPACE = "user namespace"  # the "tunlab (no sudo)" kernel: live, no tracefs
+    RECORDINGS = "recordings only"  # read-only: lessons show what was recorded
+
+
+@dataclass(frozen=True)
+class ModeReport:
+    """The mode this machine supports, ``why`` in one sentence, and the ``fix`` to do better."""
+
+    mode: Mode
+    why: str
+    fix: str = ""
+    inside_user_namespace: bool = False
+
+
+PROC = Path("/proc")
+AA_RESTRICT = "sys/kernel/apparmor_restrict_unprivileged_userns"
+AA_WAYS_OUT = ("Ubuntu 23.10+/24.04 restrict unprivileged user namespaces with AppArmor; an "
+               "admin can allow them for the lab with an AppArmor profile for /usr/bin/unshare "
+               "that has `userns,` (see docs/no-sudo.md), or for everyone with `sudo sysctl "
+               "kernel.apparmor_restrict_unprivileged_userns=0`")
+
+
+def _read(proc: Path, name: str) -> str | None:
+    try:
+        return (proc / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def in_user_namespace(proc: Path = PROC) -> bool:
+    """True inside a user namespace other than the host's (its uid map is not the identity)."""
+    uid_map = _read(proc, "self/uid_map")
+    return uid_map is not None and uid_map.split() != ["0", "0", "4294967295"]
+
+
+def userns_blocker(proc: Path = PROC) -> tuple[str, str] | None:
+    """Why an unprivileged user may not create a user namespace here (reason, fix), or None.
+
+    Reads the knobs the kernel and distributions document: Debian's
+    ``kernel.unprivileged_userns_clone`` (where it exists), ``user.max_user_namespaces`` and
+    Ubuntu's ``kernel.apparmor_restrict_unprivileged_userns``.
+    """
+    clone = _read(proc, "sys/kernel/unprivileged_userns_clone")
+    if clone == "0":
+        return ("kernel.unprivileged_userns_clone is 0",
+                "an admin runs `sudo sysctl kernel.unprivileged_userns_clone=1`")
+    limit = _read(proc, "sys/user/max_user_namespaces")
+    if limit is None:
+        return ("this kernel has no user namespaces (no /proc/sys/user/max_user_namespaces)",
+                "a kernel built with CONFIG_USER_NS (every distribution kernel)")
+    if limit == "0":
+        return ("user.max_user_namespaces is 0",
+                "an admin runs `sudo sysctl user.max_user_namespaces=15000`")
+    if _read(proc, AA_RESTRICT) == "1":
+        return ("kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu's AppArmor "
+                "restriction)", AA_WAYS_OUT)
+    return None
+
+
+def lab_mode(proc: Path = PROC, privileged: bool | None = None) -> ModeReport:
+    """Which mode this machine supports for this user, and why."""
+    if privileged is None:
+        privileged = has_capability(CAP_NET_ADMIN) and has_capability(CAP_SYS_ADMIN)
+    inside = in_user_namespace(proc)
+    if privileged and inside:
+        return ModeReport(Mode.USER_NAMESPACE, "running as root of a user namespace (the "
+                          "'tunlab (no sudo)' kernel): labs run live; drop reasons (tracefs) "
+                          "and the kernel log are the host's and not available, so fate "
+                          "explains drops with counters", inside_user_namespace=True)
+    if privileged:
+        return ModeReport(Mode.ROOT, "running with CAP_NET_ADMIN and CAP_SYS_ADMIN: every "
+                          "lesson runs live, with drop reasons and the kernel log")
+    blocker = userns_blocker(proc)
+    if blocker is None and not os.access("/dev/net/tun", os.R_OK | os.W_OK) and \
+            not os.environ.get("TUNLAB_NOSUDO_TUN"):
+        blocker = ("/dev/net/tun cannot be opened by this user (distributions make it 0666; "
+                   "here it is not)", "an admin runs `sudo chmod 0666 /dev/net/tun` (or "
+                   "gives the user a node of their own, see docs/no-sudo.md)")
+    if blocker is None:
+        limit = _read(proc, "sys/user/max_user_namespaces")
+        return ModeReport(Mode.USER_NAMESPACE, "not root, but unprivileged user namespaces "
+                          f"are allowed (user.max_user_namespaces={limit}): the lessons run "
+                          "live in the 'tunlab (no sudo)' kernel, without drop reasons",
+                          "`tunlab kernelspec install --user`, then pick the kernel "
+                          "'tunlab (no sudo)' (client with IPC transport, see docs/no-sudo.md)",
+                          inside_user_namespace=inside)
+    reason, fix = blocker
+    return ModeReport(Mode.RECORDINGS, f"not root and {reason}: the lessons show recordings "
+                      "(read-only)", f"run as root (`sudo make lab`), or {fix}",
+                      inside_user_namespace=inside)
+
+
+def _mode() -> Check:
+    report = lab_mode()
+    return Check("lab mode", report.mode is not Mode.RECORDINGS,
+                 f"{report.mode.value}: {report.why}", report.fix, required=False)
 
 
 def _privileges() -> Check:
@@ -53,13 +157,25 @@ def _namespaces() -> Check:
                      "run as root on a kernel with CONFIG_NET_NS (any distribution kernel)")
 
 
+_USERNS_TRACEFS = Check("tracefs drop reasons", False, "not available inside a user namespace "
+                        "(tracefs is global to the host)", "none needed: drops are explained "
+                        "with counters; run as root to see drop reasons", required=False)
+
+
 def _tracefs() -> Check:
     try:
         drops.ensure_tracefs()
         names = drops.reason_names()
+        (drops.TRACEFS / "instances").stat()
+        if in_user_namespace() and not os.access(drops.TRACEFS / "instances", os.W_OK):
+            return _USERNS_TRACEFS
     except TunlabError as exc:
+        if in_user_namespace():
+            return _USERNS_TRACEFS
         return Check("tracefs drop reasons", False, exc.message, exc.fix, required=False)
     except OSError as exc:
+        if in_user_namespace():
+            return _USERNS_TRACEFS
         return Check("tracefs drop reasons", False, str(exc),
                      "mount tracefs: `sudo mount -t tracefs nodev /sys/kernel/tracing`",
                      required=False)
@@ -87,7 +203,7 @@ def _python(module: str, purpose: str, required: bool = True) -> Check:
 
 
 CHECKS: list[Callable[[], Check]] = [
-    _privileges, _tun,
+    _privileges, _mode, _tun,
     lambda: _tool("ip", "iproute2", "ip netns, ip route, ip -s link"),
     _namespaces, _tracefs,
     lambda: _tool("ping", "iputils-ping", "sending test packets"),
