@@ -68,10 +68,33 @@ def diagnose(report: FateReport, request: FateRequest) -> Diagnosis:
         return diagnosis
     if not report.drop_reasons:
         diagnosis.cause.append(_counter_cause(report))
+        # Without drop reasons, a counter that names its cause still leads to the fixes
+        # worth trying; each is proved by the kernel like any other.
+        for reason in _reasons_from_counters(report):
+            _diagnose_reason(reason, report, request, diagnosis)
         return diagnosis
     for reason in report.drop_reasons:
         _diagnose_reason(reason, report, request, diagnosis)
     return diagnosis
+
+
+def _reasons_from_counters(report: FateReport) -> list[str]:
+    from .experiment import counter_drops
+
+    reasons = []
+    for name in counter_drops(report.counters):
+        info = catalogue.COUNTERS.get(name)
+        if info and info.reason and info.reason != "NOT_SPECIFIED" and info.reason not in reasons:
+            reasons.append(info.reason)
+    if not reasons and report.counters.get("rt_cache.in_martian_src", 0) > 0:
+        # Martian sources are counted only machine-wide (another lab may have added to it), so
+        # a cause is named only when the packet's own source proves it.
+        src = ipaddress.ip_address(report.packet.get("src", "0.0.0.0"))
+        if _is_local_src(report):
+            reasons.append("IP_LOCAL_SOURCE")
+        elif src.is_multicast or src.is_unspecified or str(src) == "255.255.255.255":
+            reasons.append("IP_INVALID_SOURCE")
+    return reasons
 
 
 def _counter_cause(report: FateReport) -> str:
@@ -421,9 +444,9 @@ def _render_fixes(report: FateReport, diagnosis: Diagnosis) -> str:
             f"{fix.summary} (`{'; '.join(fix.commands)}`: then {fix.verdict_after})"
             for fix in working) + "."
     for fix in tried:
-        after = ", ".join(fix.reasons_after) or str(fix.verdict_after)
+        after = f", {', '.join(fix.reasons_after)}" if fix.reasons_after else ""
         out += (f" Tried, not enough on its own: {fix.summary} (`{'; '.join(fix.commands)}`: "
-                f"still {fix.verdict_after}, {after}).")
+                f"still {fix.verdict_after}{after}).")
     if diagnosis.candidates and not report.fixes:
         out += " (Possible fixes were not tried in this run, so none is shown.)"
     elif not working and report.fixes:
