@@ -206,9 +206,9 @@ def test_fate_in_the_kernel_says_dropped_from_the_counters(nosudo):
     assert report["drop_reasons"] == []
 
 
-@pytest.mark.xfail(reason="open: lesson 05 in the no-sudo kernel ends in a cell error (its fix "
-                   "explanation lacks 'accept_local=1`: then forwarded') and then the driver "
-                   "waits out its 240 s timeout; see the nosudo branch report", strict=False)
+@pytest.mark.xfail(reason="open: lesson 05 in the no-sudo kernel does not finish within the "
+                   "driver's 240 s (its earlier cell error, missing fix words without tracefs, "
+                   "is fixed; the hang is not yet understood)", strict=False)
 def test_lesson_05_runs_live_in_the_kernel(nosudo):
     path = nosudo.home / "notebooks/05-martians-and-rp_filter.ipynb"
     result = nosudo.python(str(nosudo.home / "driver.py"), "notebook", str(path),
