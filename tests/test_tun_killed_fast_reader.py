@@ -122,7 +122,9 @@ def test_a_plain_tunlab_open_after_a_killed_fast_reader_reads_finished_packets(n
 def test_cleanup_restores_the_device_for_a_raw_reader(ns, tunlab_cmd):
     """Lesson 01 reads through its own raw descriptor: only `tunlab cleanup` can help it."""
     _kill_a_fast_reader(ns)
-    records = [r for r in ownership.records(Kind.TUN) if r.details.get("device") == DEVICE]
+    # this test's own record: other labs on the machine may have a tun0 of their own
+    mine = f"{os.stat(ns.path).st_ino}:{DEVICE}"
+    records = [r for r in ownership.records(Kind.TUN) if r.name.endswith(mine)]
     assert records, "the fast open wrote no ownership record for the persistent device"
     cleanup = subprocess.run([*tunlab_cmd, "cleanup"], capture_output=True, text=True,
                              timeout=60)
