@@ -241,7 +241,10 @@ def test_a_tcp_client_hears_why_it_cannot_reach_the_kernel(tmp_path):
 
 
 @pytest.mark.pure
-def test_doctor_names_ubuntus_apparmor_restriction_and_its_ways_out(tmp_path):
+def test_doctor_names_ubuntus_apparmor_restriction_and_its_ways_out(tmp_path, monkeypatch):
+    # the knobs under test are the fake /proc's; /dev/net/tun is taken as usable (it is 0600
+    # on some machines, which lab_mode reports separately)
+    monkeypatch.setattr(doctor.os, "access", lambda path, mode: True)
     (tmp_path / "sys/user").mkdir(parents=True)
     (tmp_path / "sys/kernel").mkdir()
     (tmp_path / "sys/user/max_user_namespaces").write_text("63000\n")
