@@ -93,15 +93,32 @@ def render(fig: Figure, dpi: int = 100) -> Rendered:
     at least 16 CSS px), at :data:`HIDPI` times 96 dpi, to be shown at half its pixel width."""
     if _Mode.presenter:
         _enlarge(fig)
-        png = _png(fig, CSS_DPI * HIDPI)
+        fig.draw_without_rendering()  # tick labels get their text
+        smallest = smallest_text_points(fig)
+        metadata = {SMALLEST_TEXT_KEY: f"{smallest:.2f}"} if smallest else None
+        png = _png(fig, CSS_DPI * HIDPI, metadata)
         return Rendered(png, png_size(png)[0] // HIDPI)
     png = _png(fig, dpi)
     return Rendered(png, png_size(png)[0])
 
 
-def _png(fig: Figure, dpi: int) -> bytes:
+SMALLEST_TEXT_KEY = "tunlab:smallest-text-pt"
+"""PNG text chunk of a presenter-mode figure: its smallest font size in points (the browser
+test turns it into CSS px with the PNG's dpi and the size the page shows the image at)."""
+
+
+def smallest_text_points(fig: Figure) -> float | None:
+    """The smallest font size (points) of the visible, non-empty texts of ``fig``."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip()]
+    return float(min(sizes)) if sizes else None
+
+
+def _png(fig: Figure, dpi: int, metadata: dict[str, str] | None = None) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata=metadata)
     return buf.getvalue()
 
 

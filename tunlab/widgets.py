@@ -1623,7 +1623,16 @@ class TunnelPanel(LabPanel, w.VBox):
                                              daemon=True)
             self._sampler.start()
             self._buttons(running=True)
-            self.status.value = "tunnel running: client in a, server in b"
+            self.status.value = ("tunnel running: client in a, server in b; "
+                                 + self._ping_through(lab))
+
+    @staticmethod
+    def _ping_through(lab: Any) -> str:
+        """One ping from a to b's tunnel address: the panel says whether the tunnel carried it."""
+        result = lab.a.exec(["ping", "-c1", "-W2", "-n", "10.9.0.2"], check=False, timeout=6)
+        if result.returncode == 0:
+            return "ping 10.9.0.2 through it: answered"
+        return f"ping 10.9.0.2 through it: <b>no reply</b> (ping exit code {result.returncode})"
 
     def _sample(self) -> dict[str, float] | None:
         client = getattr(self.lab, "client", None)
