@@ -199,6 +199,13 @@ def _stop_leftovers(kernels: set[int], everything: set[int]) -> None:
 @contextlib.contextmanager
 def chromium_page(viewport: tuple[int, int] = (1360, 1250)) -> Iterator[Any]:
     """A Playwright page in headless Chromium at 100 % zoom (device pixel ratio 1)."""
+    with chromium_context(viewport) as context:
+        yield context.new_page()
+
+
+@contextlib.contextmanager
+def chromium_context(viewport: tuple[int, int] = (1360, 1250)) -> Iterator[Any]:
+    """A Playwright browser context (pages share it) in headless Chromium at 100 % zoom."""
     import pytest
 
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -211,7 +218,7 @@ def chromium_page(viewport: tuple[int, int] = (1360, 1250)) -> Iterator[Any]:
             context = browser.new_context(viewport={"width": viewport[0],
                                                     "height": viewport[1]},
                                           device_scale_factor=1)
-            yield context.new_page()
+            yield context
         finally:
             browser.close()
 
@@ -232,6 +239,7 @@ def wait_kernel_ready(lab: JupyterLab, notebook: str, timeout: float = 120) -> d
     while time.monotonic() < deadline:
         session = lab.session(notebook)
         if session is not None and session["kernel"].get("execution_state") == "idle":
+            lab.seen_kernels |= lab.kernel_pids()
             return session
         time.sleep(0.5)
     raise AssertionError(f"the kernel of {notebook} did not become idle in {timeout:.0f} s")

@@ -38,6 +38,7 @@ in the checkout is git-ignored: ``TUNLAB_ARTIFACTS=artifacts/instructor`` keeps 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import struct
@@ -84,11 +85,16 @@ def jupyterlab(tmp_path_factory) -> Iterator[browserlab.JupyterLab]:
 
 
 @pytest.fixture(scope="module")
-def browser_page(jupyterlab) -> Iterator[Any]:
-    with browserlab.chromium_page() as page:
-        page.script_errors = []  # type: ignore[attr-defined]
-        page.on("pageerror", lambda exc: page.script_errors.append(str(exc)))
-        yield page
+def course(jupyterlab) -> Iterator[Course]:
+    """Every lesson in its own tab; Run All starts a few lessons ahead of the one tested."""
+    with browserlab.chromium_context() as context:
+        course = Course(context, jupyterlab)
+        try:
+            yield course
+        finally:
+            for lesson in list(course.started.values()):
+                with contextlib.suppress(Exception):
+                    close_lesson(lesson)
 
 
 # -- what the page shows -----------------------------------------------------------------------
@@ -224,6 +230,7 @@ class Lesson:
     notebook: str
     kernel_id: str = ""
     kernel_pid: int = 0
+    started: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -293,27 +300,61 @@ class Lesson:
             raise AssertionError(f"lesson {self.key}: the panel shows no figure") from exc
 
 
-def open_and_run_all(page: Any, lab: browserlab.JupyterLab, notebook: str) -> Lesson:
-    page.goto(lab.url(f"lab/tree/{notebook}?reset"))
+class Course:
+    """The lessons' tabs: each opens its notebook in its own JupyterLab workspace and runs all
+    cells; up to ``AHEAD`` lessons run at once, so that one lesson's kernel works while the
+    test uses the widgets of another."""
+
+    AHEAD = int(os.environ.get("TUNLAB_BROWSER_AHEAD", "3"))
+
+    def __init__(self, context: Any, lab: browserlab.JupyterLab) -> None:
+        self.context = context
+        self.lab = lab
+        self.started: dict[str, Lesson] = {}
+
+    def lesson(self, notebook: str) -> Lesson:
+        """``notebook``'s tab once Run All finished in it (the next lessons already run)."""
+        index = LESSONS.index(notebook)
+        for ahead in LESSONS[index:index + self.AHEAD]:
+            if ahead not in self.started:
+                self.started[ahead] = start_lesson(self.context, self.lab, ahead)
+        lesson = self.started[notebook]
+        lesson.page.bring_to_front()
+        wait_run_all(lesson)
+        return lesson
+
+
+def start_lesson(context: Any, lab: browserlab.JupyterLab, notebook: str) -> Lesson:
+    """A new tab on ``notebook`` (its own workspace), kernel connected, Run All pressed."""
+    page = context.new_page()
+    page.script_errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda exc: page.script_errors.append(str(exc)))
+    lesson = Lesson(page, lab, notebook)
+    workspace = re.sub(r"\W", "", notebook[:2]) or "lesson"
+    page.goto(lab.url(f"lab/workspaces/w{workspace}/tree/{notebook}?reset"))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     browserlab.wait_idle(page)
     session = browserlab.wait_kernel_ready(lab, notebook)
-    lesson = Lesson(page, lab, notebook, kernel_id=session["kernel"]["id"])
-    pids = lab.kernel_pids()
-    lab.seen_kernels |= pids
+    lesson.kernel_id = session["kernel"]["id"]
+    lesson.kernel_pid = kernel_pid_of(lesson, lab.kernel_pids())
+    lesson.started = time.monotonic()
     # more room for the lesson: fold the file browser away
     tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
     if tab.count():
         tab.first.click()
     browserlab.run_all_cells(page)
-    # every code cell ran: no "[*]" and no empty prompt left, then the kernel is idle
+    return lesson
+
+
+def wait_run_all(lesson: Lesson) -> None:
+    """Until every code cell ran (a number in each prompt, none "[*]") and the kernel idles."""
+    page = lesson.page
     page.wait_for_function(r"""() => {
         const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
         return prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p.innerText));
-    }""", timeout=300_000)
+    }""", timeout=600_000)
     browserlab.wait_idle(page)
-    lesson.kernel_pid = kernel_pid_of(lesson, pids)
-    return lesson
+    lesson.notes.append(f"Run All {time.monotonic() - lesson.started:.0f} s")
 
 
 def kernel_pid_of(lesson: Lesson, pids: set[int]) -> int:
@@ -367,13 +408,14 @@ def use_00(lesson: Lesson) -> Any:
 
 def use_reader(lesson: Lesson) -> Any:
     panel = lesson.panel("ping 10.0.0.2, read()")
-    lesson.click(panel, "ping 10.0.0.2, read()")
-    lesson.wait_text(panel, r"read\(\) returned 84 bytes.*first nibble 4")
-    lesson.wait_image(panel)
     checkbox = panel.locator(".widget-checkbox", has_text="IFF_NO_PI").locator("input")
+    checkbox.check()  # (lesson 01's Run All left it unticked)
+    lesson.click(panel, "ping 10.0.0.2, read()")
+    lesson.wait_text(panel, r"read\(\) returned 84 bytes[\s\S]*first nibble 4")
+    lesson.wait_image(panel)
     checkbox.uncheck()  # the pitfall the lesson asks to try
     lesson.click(panel, "ping 10.0.0.2, read()")
-    lesson.wait_text(panel, r"read\(\) returned 88 bytes.*not IPv4")
+    lesson.wait_text(panel, r"read\(\) returned 88 bytes[\s\S]*not IPv4")
     checkbox.check()
     lesson.click(panel, "ping 10.0.0.2, read()")
     lesson.wait_text(panel, r"read\(\) returned 84 bytes")
@@ -417,7 +459,7 @@ def use_04(lesson: Lesson) -> Any:
     lesson.wait_image(panel)
     lesson.fill(panel, "ping", "10.0.0.2")
     lesson.click(panel, "ping -c1")
-    lesson.wait_text(panel, r"ping -c1 10\.0\.0\.2[\s\S]*vpn-server wrote <?b?>?1")
+    lesson.wait_text(panel, r"ping -c1 10\.0\.0\.2[\s\S]*vpn-server wrote [1-9]")
     return panel
 
 
@@ -481,6 +523,28 @@ AGAIN: dict[str, tuple[str, str]] = {  # after reset lab: the main button, and i
     "08": ("start tunnel", r"ping 10\.9\.0\.2 through it: answered"),
     "09": ("ping 10.0.0.2, read()", r"read\(\) returned \d+ bytes"),
 }
+
+
+def use_common(lesson: Lesson, panel: Any) -> None:
+    """What every lesson has: the kernel log view of a panel's bar, and the hint box."""
+    lesson.click(panel, "kernel log")
+    view = panel.locator(".tunlab-kernel-log")
+    expect = r"martian source" if lesson.key == "05" else r"martian|no martian lines yet"
+    lesson.wait_text(view, expect)  # 05 logged martians (log_martians=1) in Run All
+    lesson.click(view, "read the kernel log")
+    lesson.wait_text(view, expect)
+    lesson.click(panel, "kernel log")  # hides it again
+    lesson.page.wait_for_function("el => !el.querySelector('.tunlab-kernel-log')",
+                                  arg=panel.element_handle(), timeout=30_000)
+    hints = lesson.page.locator(".tunlab-hints")
+    if hints.count():
+        box = hints.first
+        button = box.locator("button")
+        total = re.search(r"of (\d+)", button.inner_text())
+        assert total, button.inner_text()
+        button.scroll_into_view_if_needed()
+        button.click()
+        lesson.wait_text(box, rf"Hint 1 of {total[1]}[\s\S]*show hint 2 of {total[1]}")
 
 
 # -- the flows ---------------------------------------------------------------------------------
@@ -559,14 +623,14 @@ def log_console_errors(page: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("notebook", LESSONS, ids=[n[:-6] for n in LESSONS])
-def test_instructor_flows_in_a_real_browser(notebook, jupyterlab, browser_page, artifacts):
-    page = browser_page
-    key = notebook[:2]
+def test_instructor_flows_in_a_real_browser(notebook, course, artifacts):
     started = time.monotonic()
-    lesson = open_and_run_all(page, jupyterlab, notebook)
+    lesson = course.lesson(notebook)
+    page = lesson.page
     try:
         assert_no_errors(page, "after Run All")
-        panel = USE[key](lesson)
+        panel = USE[lesson.key](lesson)
+        use_common(lesson, panel)
         assert_no_errors(page, "after using the widgets")
         reset_lab(lesson, panel)
         assert_no_errors(page, "after reset lab")
@@ -581,12 +645,14 @@ def test_instructor_flows_in_a_real_browser(notebook, jupyterlab, browser_page, 
         page.screenshot(path=str(artifacts / f"{notebook[:-6]}-failed.png"))
         raise
     finally:
+        course.started.pop(notebook, None)
         close_lesson(lesson)
     print(f"\n{notebook}: {time.monotonic() - started:.0f} s; " + "; ".join(lesson.notes))
 
 
 def close_lesson(lesson: Lesson) -> None:
     """Shut the lesson's kernel down (REST, as closing it does); its labs must go with it."""
+    lesson.page.close()
     session = lesson.lab.session(lesson.notebook)
     if session is not None:
         lesson.lab.api(f"sessions/{session['id']}", method="DELETE", timeout=30)
