@@ -183,6 +183,9 @@ def test_presenter_mode_text_is_at_least_16_css_px_and_figures_are_high_dpi():
         assert min(sizes) * plots.CSS_DPI / 72 >= 16, min(sizes)
         width, _height = plots.png_size(big.png)
         assert big.css_width == width // plots.HIDPI  # two device pixels per CSS pixel
+        # the PNG says its smallest text size (the browser test measures with it)
+        key = plots.SMALLEST_TEXT_KEY.encode() + b"\0"
+        assert key + f"{min(sizes):.2f}".encode() in big.png
         assert big.css_width > normal.css_width
         ticks = plots.bars({"a": 1.0, "b": 2.0})
         plots.render(ticks)

@@ -541,6 +541,7 @@ def test_tunnel_panel_stop_then_start_works_and_thread_errors_show_in_the_panel(
         for _ in range(2):
             panel.start_button.click()
             assert panel.running and lesson.lab.client is not None, panel.errors
+            assert "ping 10.9.0.2 through it: answered" in panel.status.value
             panel.stop_button.click()
             assert not panel.running and lesson.lab.client is None
         assert not panel.errors
