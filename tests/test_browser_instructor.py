@@ -86,10 +86,14 @@ def jupyterlab(tmp_path_factory) -> Iterator[browserlab.JupyterLab]:
 
 
 @pytest.fixture(scope="module")
-def course(jupyterlab) -> Iterator[Course]:
-    """Every lesson in its own tab; Run All starts a few lessons ahead of the one tested."""
+def course(jupyterlab, request) -> Iterator[Course]:
+    """Every lesson in its own tab; Run All starts a few lessons ahead of the one tested
+    (``TUNLAB_BROWSER_AHEAD``, default 3; only lessons this session tests)."""
+    selected = [item.callspec.params["notebook"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")
+                and "notebook" in item.callspec.params]
     with browserlab.chromium_context() as context:
-        course = Course(context, jupyterlab)
+        course = Course(context, jupyterlab, selected or LESSONS)
         try:
             yield course
         finally:
@@ -312,15 +316,16 @@ class Course:
 
     AHEAD = int(os.environ.get("TUNLAB_BROWSER_AHEAD", "3"))
 
-    def __init__(self, context: Any, lab: browserlab.JupyterLab) -> None:
+    def __init__(self, context: Any, lab: browserlab.JupyterLab, order: list[str]) -> None:
         self.context = context
         self.lab = lab
+        self.order = order
         self.started: dict[str, Lesson] = {}
 
     def lesson(self, notebook: str) -> Lesson:
         """``notebook``'s tab once Run All finished in it (the next lessons already run)."""
-        index = LESSONS.index(notebook)
-        for ahead in LESSONS[index:index + self.AHEAD]:
+        index = self.order.index(notebook) if notebook in self.order else 0
+        for ahead in [notebook, *self.order[index + 1:index + self.AHEAD]]:
             if ahead not in self.started:
                 self.started[ahead] = start_lesson(self.context, self.lab, ahead)
         lesson = self.started[notebook]
