@@ -30,6 +30,19 @@ squeezes (a ``max-width`` or a narrow box) fails (b), one drawn small fails (c),
 low resolution fails the HiDPI check. SVG figures, if a lesson shows any, are measured like
 HTML text: the computed font size of each ``<text>`` times the SVG's CSS scale.
 
+The widgets used, lesson by lesson: 00 the doctor's *run the checks again*; 01 and 09 the
+reader with IFF_NO_PI ticked and unticked (84 and 88 bytes); 02 ``ip route get`` for 10.0.0.1,
+8.8.8.8 (no route, the old figure goes) and 10.0.0.2; 03 a 200-byte ping captured (a 228-byte
+DATA frame); 04 pings to 10.0.0.77, 10.0.2.1 and 10.0.0.2; 05 the packet builder from
+200.1.2.3 (IP_RPFILTER); 06 the builder's IP_NOPROTO packet; 07 the four fixes ticked (reply
+received), then a ping from 198.18.0.1; 08 start, iperf3 for 1 s, stop, start. In every lesson
+also the *kernel log* view (05: the martian lines of its Run All) and the hint box.
+
+All lessons share one JupyterLab and one Chromium; each lesson has its own tab and workspace,
+and Run All starts up to ``TUNLAB_BROWSER_AHEAD`` (default 3) lessons ahead, so that kernels
+work while the test clicks. Each lesson's kernel is shut down when its test ends, and its labs
+must be gone with it.
+
 Screenshots: one per lesson (after its widgets were used, in presenter mode) in
 ``$TUNLAB_ARTIFACTS`` (default: a pytest temporary folder; its path is printed). ``artifacts/``
 in the checkout is git-ignored: ``TUNLAB_ARTIFACTS=artifacts/instructor`` keeps them there.
