@@ -23,6 +23,7 @@ from ..proto.framing import (
     FrameRejected,
     PacketReceived,
     ProtocolError,
+    RejectReason,
 )
 from ..proto.session import Established, Session
 from ..runtime import ThreadGroup
@@ -263,7 +264,7 @@ class Endpoint:
             try:
                 frame = peer.session.encode_packet(packet)
             except framing.EncodeError as exc:
-                stats.rejected["unsendable"] += 1
+                stats.rejected[RejectReason.UNSENDABLE] += 1
                 self._event("rejected", f"not sent: {exc}", len(packet))
                 continue
             frames.append(frame)
@@ -323,7 +324,7 @@ class Endpoint:
             while not session.established:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return self._refuse(sock, address, "handshake_timeout",
+                    return self._refuse(sock, address, RejectReason.HANDSHAKE_TIMEOUT,
                                         f"no hello within {timeout:.0f} s")
                 if not self._wait_readable(sock, left):
                     if self._stop.is_set():
@@ -332,7 +333,7 @@ class Endpoint:
                     continue
                 data = sock.recv(RECV_SIZE)
                 if not data:
-                    return self._refuse(sock, address, "closed_in_handshake",
+                    return self._refuse(sock, address, RejectReason.CLOSED_IN_HANDSHAKE,
                                         "peer closed before its hello")
                 for event in session.receive(data):
                     if isinstance(event, ProtocolError):
@@ -350,12 +351,13 @@ class Endpoint:
                 if out:
                     sock.sendall(out)
         except OSError as exc:
-            return self._refuse(sock, address, "socket_error", str(exc))
+            return self._refuse(sock, address, RejectReason.SOCKET_ERROR, str(exc))
         peer = Peer(sock, session, address)
         peer.early = early
         return peer
 
-    def _refuse(self, sock: socket.socket, address: Any, reason: str, detail: str) -> None:
+    def _refuse(self, sock: socket.socket, address: Any, reason: RejectReason,
+                detail: str) -> None:
         self.stats.rejected[reason] += 1
         self._event("rejected", f"{address}: {reason}: {detail}")
         log.warning("%s: rejected %s: %s (%s)", self.role, address, reason, detail)
@@ -403,7 +405,7 @@ class Endpoint:
                 try:
                     self.device.write_packet(event.packet, event.vnet_header)
                 except InvalidPacketError as exc:
-                    stats.rejected["bad_offload"] += 1
+                    stats.rejected[RejectReason.BAD_OFFLOAD] += 1
                     self._event("rejected", str(exc), len(event.packet))
                     continue
                 except OSError as exc:
@@ -493,7 +495,7 @@ class Endpoint:
         try:
             return resolve(view[:VNET_HDR_SIZE], view[VNET_HDR_SIZE:])
         except OffloadError as exc:
-            self.stats.rejected["bad_offload"] += 1
+            self.stats.rejected[RejectReason.BAD_OFFLOAD] += 1
             self._event("rejected", f"not sent: {exc}")
             return []
 

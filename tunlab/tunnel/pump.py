@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..proto import framing
-from ..proto.framing import PacketReceived
+from ..proto.framing import PacketReceived, RejectReason
 from ..vnet import VNET_HDR_SIZE, ZERO_HEADER
 from .peer import Peer
 from .tuning import (
@@ -271,7 +271,7 @@ class FastPump:
                 else:
                     pieces.append(encode(view[VNET_HDR_SIZE:]))
             except framing.EncodeError as exc:
-                stats.rejected["unsendable"] += 1
+                stats.rejected[RejectReason.UNSENDABLE] += 1
                 endpoint._event("rejected", f"not sent: {exc}", len(view))
         stats.frames_sent += len(pieces)
         stats.bytes_sent += sum(map(len, pieces))

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import TunlabError
 from ..netns import Namespace
+from ..proto.framing import RejectReason
 from ..tun import TunDevice
 from .address import parse_hostport
 from .endpoint import Endpoint
@@ -89,7 +90,7 @@ class TunnelServer(Endpoint):
             except OSError:
                 continue
             if not self._pending.acquire(blocking=False):
-                self.stats.rejected["too_many_pending"] += 1
+                self.stats.rejected[RejectReason.TOO_MANY_PENDING] += 1
                 self._event("rejected", f"{address}: too many handshakes at once")
                 log.warning("server: rejected %s: too_many_pending (too many handshakes at "
                             "once)", address)
