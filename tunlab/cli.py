@@ -78,7 +78,7 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
     failure: BaseException | None = None
     try:
         endpoint.on_stop(stop.set)  # a fatal error (device removed) ends the wait too
-        endpoint.start()
+        endpoint.start(wait=False)  # a client connects (and retries) in the background
         stop.wait()  # no timer: an idle tunnel does not wake up
     finally:
         stop.set()

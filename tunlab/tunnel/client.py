@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from ..errors import TunlabError
 from ..netns import Namespace
 from ..tun import TunDevice
 from .address import parse_hostport
@@ -19,6 +20,7 @@ class TunnelClient(Endpoint):
 
     While the server is unreachable the client retries with exponential backoff (from
     ``backoff_initial`` up to ``backoff_max`` seconds); when the connection drops, it reconnects.
+    :meth:`start` returns once the first connection is up (or, with ``wait=False``, at once).
     """
 
     role = "client"
@@ -36,6 +38,24 @@ class TunnelClient(Endpoint):
 
     def _prepare(self) -> None:
         self._spawn(self._connect_loop, "connection")
+
+    def _wait_ready(self, timeout: float) -> None:
+        if self.wait_connected(timeout):
+            return
+        host, port = self.server_address
+        trouble = self.error or self._last_trouble()
+        self._shutdown()
+        raise TunlabError(
+            f"no tunnel to the server {host}:{port} within {timeout:g} s"
+            + (f" (last: {trouble})" if trouble else ""),
+            "start the server first (tunlab server --listen ...), check the address and port, "
+            "and give both ends the same --psk-file (or none)") from self.failure
+
+    def _last_trouble(self) -> str:
+        """What went wrong in the last connection attempt, from the recorded events."""
+        for event in reversed(self.events({"retry", "rejected", "disconnected", "error"})):
+            return event.detail
+        return ""
 
     def _connect_loop(self) -> None:
         backoff = self.backoff_initial

@@ -36,6 +36,7 @@ from .stats import TunnelStats
 from .tuning import (
     READ_BATCH,
     READ_BUFFER,
+    READY_TIMEOUT,
     RECV_SIZE,
     SEND_TIMEOUT,
 )
@@ -72,20 +73,36 @@ class Endpoint:
         self._failure_raised = False
         self._peer: Peer | None = None
         self._peer_lock = threading.Lock()
+        # Notified when a peer comes or goes and when the endpoint stops: start() and
+        # wait_connected() sleep on it instead of polling ``connected``.
+        self._peer_changed = threading.Condition(self._peer_lock)
         self._device_lock = threading.Lock()  # fast path: who reads the device right now
         self._started = False
         self._stop_callbacks: list[Callable[[], None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> Endpoint:
-        """Start the threads; returns self so that ``with TunnelServer(...).start()`` reads well."""
+    def start(self, timeout: float = READY_TIMEOUT, *, wait: bool = True) -> Endpoint:
+        """Start the threads and return once the endpoint is ready: a server when it listens,
+        a client when its first handshake completed (unless ``wait=False``: then it returns at
+        once and connects in the background, retrying).
+
+        Returns self, so that ``with TunnelServer(...).start()`` reads well. A client that is
+        not connected within ``timeout`` seconds stops (no retries go on behind the caller's
+        back) and raises :class:`~tunlab.errors.TunlabError` naming the server's address and
+        the last reason it was refused.
+        """
         if self._started:
             return self
         self._started = True
         self._prepare()
         self._spawn(self._fast_device_reader if self.fast else self._device_reader,
                     "device-reader")
+        if wait:
+            self._wait_ready(timeout)
         return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Block until :meth:`start` may return; raise TunlabError (stopped) if never."""
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop all threads and close all sockets; the device stays open and unchanged.
@@ -107,6 +124,8 @@ class Endpoint:
                 return
             self._shut_down = True
             self._group.cancel()
+            with self._peer_changed:
+                self._peer_changed.notify_all()
             for callback in self._stop_callbacks:
                 try:
                     callback()
@@ -160,6 +179,14 @@ class Endpoint:
         """The features negotiated with the current peer (empty when none is connected)."""
         peer = self._peer
         return peer.session.features if peer is not None else frozenset()
+
+    def wait_connected(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Sleep until a peer is connected (True), or the endpoint stopped or ``timeout``
+        passed (False). Woken by the connection itself, no polling."""
+        with self._peer_changed:
+            self._peer_changed.wait_for(lambda: self._peer is not None or self._stop.is_set(),
+                                        timeout)
+            return self._peer is not None
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Poll ``condition`` every 10 ms until it holds or ``timeout`` passes."""
@@ -294,16 +321,18 @@ class Endpoint:
                 except OSError as exc:
                     self._event("error", f"TUNSETOFFLOAD failed: {exc}")
                     peer.vnet = False
-        with self._peer_lock:
+        with self._peer_changed:
             old, self._peer = self._peer, peer
+            self._peer_changed.notify_all()
         if old is not None:
             old.close()
             self._event("replaced", f"{old.address} replaced by {peer.address}")
 
     def _drop_peer(self, peer: Peer, why: str) -> None:
-        with self._peer_lock:
+        with self._peer_changed:
             if self._peer is peer:
                 self._peer = None
+                self._peer_changed.notify_all()
         if not peer.closed:
             peer.close()
             self.stats.disconnects += 1

@@ -7,6 +7,7 @@ from ..vnet import VNET_HDR_SIZE
 READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
 RECV_SIZE = 256 * 1024
 SEND_TIMEOUT = 5.0
+READY_TIMEOUT = 10.0  # how long start() waits for a client's first connection, by default
 READ_BUFFER = 65535 + VNET_HDR_SIZE + 64
 # Fast path: after sending something read from the device, keep trying (yielding the CPU in
 # between) this long for the peer's answer before sleeping in poll(); see the fast pump.
