@@ -10,7 +10,7 @@ from ..netns import Namespace
 from ..tun import TunDevice
 from .address import parse_hostport
 from .endpoint import Endpoint
-from .tuning import SEND_TIMEOUT
+from .peer import tune_underlay
 
 log = logging.getLogger("tunlab.tunnel")
 
@@ -28,8 +28,10 @@ class TunnelClient(Endpoint):
     def __init__(self, device: TunDevice, server: tuple[str, int] | str, *,
                  namespace: Namespace | None = None, backoff_initial: float = 0.05,
                  backoff_max: float = 2.0, connect_timeout: float = 2.0,
-                 record_packets: bool = False, psk: bytes | None = None) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
+                 record_packets: bool = False, psk: bytes | None = None,
+                 busy_poll_us: int = 0) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk,
+                         busy_poll_us=busy_poll_us)
         self.server_address = parse_hostport(server) if isinstance(server, str) else server
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -85,8 +87,7 @@ class TunnelClient(Endpoint):
             peer = self._handshake(sock, (host, port), timeout=5.0)
             if peer is None:
                 return False
-            sock.settimeout(SEND_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_underlay(sock)
             self.stats.connections += 1
             self._set_peer(peer)
             self._event("connected", f"server {host}:{port}")

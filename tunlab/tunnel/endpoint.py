@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import InvalidPacketError
+from ..errors import InvalidPacketError, TunlabError
 from ..netns import Namespace
 from ..proto import framing
 from ..proto.framing import (
@@ -34,6 +34,7 @@ from .peer import Peer
 from .pump import FastPump
 from .stats import TunnelStats
 from .tuning import (
+    MAX_BUSY_POLL_US,
     READ_BATCH,
     READ_BUFFER,
     READY_TIMEOUT,
@@ -51,8 +52,18 @@ class Endpoint:
 
     def __init__(self, device: TunDevice, *, namespace: Namespace | None = None,
                  record_packets: bool = False, max_events: int = 2000,
-                 psk: bytes | None = None, offload: bool = True) -> None:
+                 psk: bytes | None = None, offload: bool = True, busy_poll_us: int = 0) -> None:
+        if not isinstance(busy_poll_us, int) or not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
+            raise TunlabError(f"busy poll of {busy_poll_us!r} microseconds is outside "
+                              f"0-{MAX_BUSY_POLL_US}",
+                              "give a whole number of microseconds, e.g. --busy-poll 200; "
+                              "0 (the default) sleeps right after the last packet")
+        if busy_poll_us and not device.vnet_hdr:
+            raise TunlabError("busy polling needs the fast path (a device opened with "
+                              "vnet_hdr=True)", "drop --simple and -v, or --busy-poll")
         self.device = device
+        # Fast path: after the last packet, keep polling this long before sleeping.
+        self.busy_poll_us = busy_poll_us
         self.psk = psk
         # The fast path needs a device opened with vnet_hdr=True; ``offload=False`` keeps such
         # an endpoint from offering super-packets (it then behaves like a simple peer).

@@ -37,6 +37,7 @@ from .tuning import (
     KEEP_WARM_SECONDS,
     KEEP_WARM_TICK_MS,
     READ_BATCH,
+    READ_BATCH_BYTES,
     READ_BUFFER,
     RECV_SIZE,
     SPIN_SECONDS,
@@ -84,6 +85,7 @@ class FastPump:
         self.last_from_device = self.previous_from_device = 0.0
         self.awaiting_answer = False  # we sent what the device gave us; the peer's answer is due
         self.wrote = self.read = False  # what the current pass did
+        self.busy_poll = endpoint.busy_poll_us / 1e6  # seconds of polling before a sleep
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> str:
@@ -164,12 +166,16 @@ class FastPump:
         self.awaiting_answer = not self.wrote
         self.pending = _send_some(self.sock.sendmsg, self.frame_batch([views[0][:size]]))
         batch: list[memoryview] = []
+        budget = READ_BATCH_BYTES - size
         for index in range(1, READ_BATCH if not self.pending else 1):
             try:
                 size = readv(self.device_fd, iovecs[index])
             except BlockingIOError:
                 break
             batch.append(views[index][:size])
+            budget -= size
+            if budget <= 0:
+                break
         if batch:
             self.pending = _send_some(self.sock.sendmsg, self.frame_batch(batch))
 
@@ -185,11 +191,19 @@ class FastPump:
     def _linger(self) -> bool:
         """After a pass that found nothing: keep trying (True) instead of sleeping?
 
-        The side that sent a request spins for ``SPIN_SECONDS`` so that the answer is read by
-        a warm thread rather than a woken one; sched_yield() in between keeps the peer, ping
-        and the kernel running on a machine with few cores.
+        With ``busy_poll_us`` (like the kernel's SO_BUSY_POLL) both sides keep polling, by
+        non-blocking reads, for that long after the last packet; each such pass is counted
+        in ``stats.busy_poll_spins``. Without it, only the side that sent a request spins, for
+        ``SPIN_SECONDS``, so that the answer is read by a warm thread rather than a woken one.
+        sched_yield() in between keeps the peer, ping and the kernel running on a machine with
+        few cores.
         """
-        if self.awaiting_answer and time.monotonic() - self.last_work < SPIN_SECONDS:
+        idle = time.monotonic() - self.last_work
+        if idle < self.busy_poll:
+            self.stats.busy_poll_spins += 1
+            os.sched_yield()
+            return True
+        if self.awaiting_answer and idle < SPIN_SECONDS:
             os.sched_yield()
             return True
         return False

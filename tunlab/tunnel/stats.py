@@ -26,6 +26,7 @@ class TunnelStats:
     rejected: Counter[RejectReason] = field(default_factory=Counter)  # by reason
     connections: int = 0
     disconnects: int = 0
+    busy_poll_spins: int = 0    # fast path: passes that polled instead of sleeping (busy_poll_us)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain dict copy, safe to keep while the tunnel runs on."""
