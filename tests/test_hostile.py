@@ -421,9 +421,9 @@ def test_memory_stayed_bounded_and_a_legitimate_client_works_right_after(hostile
     assert grown < 64 * 1024, f"RSS grew by {grown} KiB over the hostile cases"
     assert all(s.decoder.buffered < HEADER_SIZE + s.decoder.max_payload
                for s in hostile.sessions)
-    client = start_client(hostile.lab, PORT, psk=hostile.psk)
+    client = start_client(hostile.lab, PORT, psk=hostile.psk, wait=True)
     try:
-        assert wait_for(lambda: client.connected and hostile.server.connected)
+        assert hostile.server.wait_connected(5)
         assert wait_for_ping(hostile.lab.a, "10.9.0.2")
         out = ping(hostile.lab.a, "10.9.0.2", count=20)
         assert " 0% packet loss" in out, out

@@ -161,9 +161,9 @@ def _capture_while_pinging(lab: TwoHostLab, port: int, tmp_path: Path) -> tuple[
 @pytest.mark.parametrize("psk", [KEY, None], ids=["psk", "clear"])
 def test_a_keyed_tunnel_carries_traffic_and_hides_it_on_the_wire(lab, tmp_path, psk):
     server = start_server(lab, 5601, psk=psk)
-    client = start_client(lab, 5601, psk=psk)
+    client = start_client(lab, 5601, psk=psk, wait=True)
     try:
-        assert wait_for(lambda: client.connected and server.connected)
+        assert server.wait_connected(5)
         assert wait_for_ping(lab.a, "10.9.0.2")
         out, captured = _capture_while_pinging(lab, 5601, tmp_path)
         assert " 0% packet loss" in out, out

@@ -31,6 +31,7 @@ import ipywidgets as w
 
 from . import plots
 from .drops import counter_delta, snmp_counters
+from .errors import TunlabError
 from .fate.reasons import COUNTERS
 from .measure import lab_iperf3, set_loss
 from .vpn_lab import VpnScenario
@@ -1095,10 +1096,10 @@ class SeedTunnel:
 
         lab = self.lesson.lab
         self.client = TunnelClient(lab.device("mytun"), self.server.address, namespace=lab.ns,
-                                   record_packets=True).start()
-        if not self.client.wait_until(lambda: self.client.connected and self.server.connected,
-                                      5):
-            raise TimeoutError("the vpn-client could not connect to the vpn-server in 5 s")
+                                   record_packets=True).start(timeout=5)
+        if not self.server.wait_connected(5):
+            raise TunlabError("the vpn-server did not take the vpn-client's connection in 5 s",
+                              "run the cell again; the server's events say why it refused")
 
     @property
     def running(self) -> bool:

@@ -30,7 +30,7 @@ Two data paths, chosen by how the device was opened:
   belongs to the device while the feature belongs to the connection; packets queued under the
   previous setting are finished in software (:mod:`tunlab.vnet`). While a peer is connected,
   one *pump* thread owns the device and does both directions with non-blocking calls, frames
-  without copying and spins briefly before it sleeps (see :mod:`tunlab.tunnel.endpoint`); the
+  without copying and spins briefly before it sleeps (see :mod:`tunlab.tunnel.pump`); the
   device reader only drains the device while no peer is there.
 """
 

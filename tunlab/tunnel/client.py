@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 
+from ..errors import TunlabError
 from ..netns import Namespace
 from ..tun import TunDevice
 from .address import parse_hostport
 from .endpoint import Endpoint
-from .tuning import SEND_TIMEOUT
+from .peer import tune_underlay
 
 log = logging.getLogger("tunlab.tunnel")
 
@@ -19,6 +20,7 @@ class TunnelClient(Endpoint):
 
     While the server is unreachable the client retries with exponential backoff (from
     ``backoff_initial`` up to ``backoff_max`` seconds); when the connection drops, it reconnects.
+    :meth:`start` returns once the first connection is up (or, with ``wait=False``, at once).
     """
 
     role = "client"
@@ -26,8 +28,10 @@ class TunnelClient(Endpoint):
     def __init__(self, device: TunDevice, server: tuple[str, int] | str, *,
                  namespace: Namespace | None = None, backoff_initial: float = 0.05,
                  backoff_max: float = 2.0, connect_timeout: float = 2.0,
-                 record_packets: bool = False, psk: bytes | None = None) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
+                 record_packets: bool = False, psk: bytes | None = None,
+                 busy_poll_us: int = 0) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk,
+                         busy_poll_us=busy_poll_us)
         self.server_address = parse_hostport(server) if isinstance(server, str) else server
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -36,6 +40,24 @@ class TunnelClient(Endpoint):
 
     def _prepare(self) -> None:
         self._spawn(self._connect_loop, "connection")
+
+    def _wait_ready(self, timeout: float) -> None:
+        if self.wait_connected(timeout):
+            return
+        host, port = self.server_address
+        trouble = self.error or self._last_trouble()
+        self._shutdown()
+        raise TunlabError(
+            f"no tunnel to the server {host}:{port} within {timeout:g} s"
+            + (f" (last: {trouble})" if trouble else ""),
+            "start the server first (tunlab server --listen ...), check the address and port, "
+            "and give both ends the same --psk-file (or none)") from self.failure
+
+    def _last_trouble(self) -> str:
+        """What went wrong in the last connection attempt, from the recorded events."""
+        for event in reversed(self.events({"retry", "rejected", "disconnected", "error"})):
+            return event.detail
+        return ""
 
     def _connect_loop(self) -> None:
         backoff = self.backoff_initial
@@ -65,8 +87,7 @@ class TunnelClient(Endpoint):
             peer = self._handshake(sock, (host, port), timeout=5.0)
             if peer is None:
                 return False
-            sock.settimeout(SEND_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_underlay(sock)
             self.stats.connections += 1
             self._set_peer(peer)
             self._event("connected", f"server {host}:{port}")

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import InvalidPacketError
+from ..errors import InvalidPacketError, TunlabError
 from ..netns import Namespace
 from ..proto import framing
 from ..proto.framing import (
@@ -23,22 +23,23 @@ from ..proto.framing import (
     FrameRejected,
     PacketReceived,
     ProtocolError,
+    RejectReason,
 )
 from ..proto.session import Established, Session
 from ..runtime import ThreadGroup
 from ..tun import OFFLOAD_FAST, TunDevice
-from ..vnet import VNET_HDR_SIZE, ZERO_HEADER, OffloadError, resolve
+from ..vnet import VNET_HDR_SIZE, OffloadError, resolve
 from .events import TunnelEvent
 from .peer import Peer
+from .pump import FastPump
 from .stats import TunnelStats
 from .tuning import (
-    KEEP_WARM_SECONDS,
-    KEEP_WARM_TICK_MS,
+    MAX_BUSY_POLL_US,
     READ_BATCH,
     READ_BUFFER,
+    READY_TIMEOUT,
     RECV_SIZE,
     SEND_TIMEOUT,
-    SPIN_SECONDS,
 )
 
 log = logging.getLogger("tunlab.tunnel")
@@ -51,8 +52,18 @@ class Endpoint:
 
     def __init__(self, device: TunDevice, *, namespace: Namespace | None = None,
                  record_packets: bool = False, max_events: int = 2000,
-                 psk: bytes | None = None, offload: bool = True) -> None:
+                 psk: bytes | None = None, offload: bool = True, busy_poll_us: int = 0) -> None:
+        if not isinstance(busy_poll_us, int) or not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
+            raise TunlabError(f"busy poll of {busy_poll_us!r} microseconds is outside "
+                              f"0-{MAX_BUSY_POLL_US}",
+                              "give a whole number of microseconds, e.g. --busy-poll 200; "
+                              "0 (the default) sleeps right after the last packet")
+        if busy_poll_us and not device.vnet_hdr:
+            raise TunlabError("busy polling needs the fast path (a device opened with "
+                              "vnet_hdr=True)", "drop --simple and -v, or --busy-poll")
         self.device = device
+        # Fast path: after the last packet, keep polling this long before sleeping.
+        self.busy_poll_us = busy_poll_us
         self.psk = psk
         # The fast path needs a device opened with vnet_hdr=True; ``offload=False`` keeps such
         # an endpoint from offering super-packets (it then behaves like a simple peer).
@@ -73,20 +84,36 @@ class Endpoint:
         self._failure_raised = False
         self._peer: Peer | None = None
         self._peer_lock = threading.Lock()
+        # Notified when a peer comes or goes and when the endpoint stops: start() and
+        # wait_connected() sleep on it instead of polling ``connected``.
+        self._peer_changed = threading.Condition(self._peer_lock)
         self._device_lock = threading.Lock()  # fast path: who reads the device right now
         self._started = False
         self._stop_callbacks: list[Callable[[], None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> Endpoint:
-        """Start the threads; returns self so that ``with TunnelServer(...).start()`` reads well."""
+    def start(self, timeout: float = READY_TIMEOUT, *, wait: bool = True) -> Endpoint:
+        """Start the threads and return once the endpoint is ready: a server when it listens,
+        a client when its first handshake completed (unless ``wait=False``: then it returns at
+        once and connects in the background, retrying).
+
+        Returns self, so that ``with TunnelServer(...).start()`` reads well. A client that is
+        not connected within ``timeout`` seconds stops (no retries go on behind the caller's
+        back) and raises :class:`~tunlab.errors.TunlabError` naming the server's address and
+        the last reason it was refused.
+        """
         if self._started:
             return self
         self._started = True
         self._prepare()
         self._spawn(self._fast_device_reader if self.fast else self._device_reader,
                     "device-reader")
+        if wait:
+            self._wait_ready(timeout)
         return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Block until :meth:`start` may return; raise TunlabError (stopped) if never."""
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop all threads and close all sockets; the device stays open and unchanged.
@@ -108,6 +135,8 @@ class Endpoint:
                 return
             self._shut_down = True
             self._group.cancel()
+            with self._peer_changed:
+                self._peer_changed.notify_all()
             for callback in self._stop_callbacks:
                 try:
                     callback()
@@ -161,6 +190,14 @@ class Endpoint:
         """The features negotiated with the current peer (empty when none is connected)."""
         peer = self._peer
         return peer.session.features if peer is not None else frozenset()
+
+    def wait_connected(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Sleep until a peer is connected (True), or the endpoint stopped or ``timeout``
+        passed (False). Woken by the connection itself, no polling."""
+        with self._peer_changed:
+            self._peer_changed.wait_for(lambda: self._peer is not None or self._stop.is_set(),
+                                        timeout)
+            return self._peer is not None
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Poll ``condition`` every 10 ms until it holds or ``timeout`` passes."""
@@ -265,7 +302,7 @@ class Endpoint:
             try:
                 frame = peer.session.encode_packet(packet)
             except framing.EncodeError as exc:
-                stats.rejected["unsendable"] += 1
+                stats.rejected[RejectReason.UNSENDABLE] += 1
                 self._event("rejected", f"not sent: {exc}", len(packet))
                 continue
             frames.append(frame)
@@ -295,16 +332,18 @@ class Endpoint:
                 except OSError as exc:
                     self._event("error", f"TUNSETOFFLOAD failed: {exc}")
                     peer.vnet = False
-        with self._peer_lock:
+        with self._peer_changed:
             old, self._peer = self._peer, peer
+            self._peer_changed.notify_all()
         if old is not None:
             old.close()
             self._event("replaced", f"{old.address} replaced by {peer.address}")
 
     def _drop_peer(self, peer: Peer, why: str) -> None:
-        with self._peer_lock:
+        with self._peer_changed:
             if self._peer is peer:
                 self._peer = None
+                self._peer_changed.notify_all()
         if not peer.closed:
             peer.close()
             self.stats.disconnects += 1
@@ -325,7 +364,7 @@ class Endpoint:
             while not session.established:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return self._refuse(sock, address, "handshake_timeout",
+                    return self._refuse(sock, address, RejectReason.HANDSHAKE_TIMEOUT,
                                         f"no hello within {timeout:.0f} s")
                 if not self._wait_readable(sock, left):
                     if self._stop.is_set():
@@ -334,7 +373,7 @@ class Endpoint:
                     continue
                 data = sock.recv(RECV_SIZE)
                 if not data:
-                    return self._refuse(sock, address, "closed_in_handshake",
+                    return self._refuse(sock, address, RejectReason.CLOSED_IN_HANDSHAKE,
                                         "peer closed before its hello")
                 for event in session.receive(data):
                     if isinstance(event, ProtocolError):
@@ -352,12 +391,13 @@ class Endpoint:
                 if out:
                     sock.sendall(out)
         except OSError as exc:
-            return self._refuse(sock, address, "socket_error", str(exc))
+            return self._refuse(sock, address, RejectReason.SOCKET_ERROR, str(exc))
         peer = Peer(sock, session, address)
         peer.early = early
         return peer
 
-    def _refuse(self, sock: socket.socket, address: Any, reason: str, detail: str) -> None:
+    def _refuse(self, sock: socket.socket, address: Any, reason: RejectReason,
+                detail: str) -> None:
         self.stats.rejected[reason] += 1
         self._event("rejected", f"{address}: {reason}: {detail}")
         log.warning("%s: rejected %s: %s (%s)", self.role, address, reason, detail)
@@ -372,7 +412,8 @@ class Endpoint:
         self.writer_tid = threading.get_native_id()
         if self.fast:
             with self._owning_device():
-                self._fast_pump(peer)
+                why = FastPump(self, peer).run()
+            self._drop_peer(peer, why)
             return
         stats = self.stats
         sock = peer.sock
@@ -404,7 +445,7 @@ class Endpoint:
                 try:
                     self.device.write_packet(event.packet, event.vnet_header)
                 except InvalidPacketError as exc:
-                    stats.rejected["bad_offload"] += 1
+                    stats.rejected[RejectReason.BAD_OFFLOAD] += 1
                     self._event("rejected", str(exc), len(event.packet))
                     continue
                 except OSError as exc:
@@ -437,9 +478,9 @@ class Endpoint:
     def _fast_device_reader(self) -> None:
         """While no peer is connected: drain and count what the kernel routes into the device.
 
-        Once a peer is connected its pump (:meth:`_fast_pump`) owns the device and this thread
-        reads nothing: it waits for the device lock, so a packet is never read by one thread
-        and sent by another.
+        Once a peer is connected its pump (:class:`~tunlab.tunnel.pump.FastPump`) owns the
+        device and this thread reads nothing: it waits for the device lock, so a packet is never
+        read by one thread and sent by another.
         """
         fd = self.device.fileno()
         os.set_blocking(fd, False)
@@ -494,291 +535,11 @@ class Endpoint:
         try:
             return resolve(view[:VNET_HDR_SIZE], view[VNET_HDR_SIZE:])
         except OffloadError as exc:
-            self.stats.rejected["bad_offload"] += 1
+            self.stats.rejected[RejectReason.BAD_OFFLOAD] += 1
             self._event("rejected", f"not sent: {exc}")
             return []
-
-    def _fast_pump(self, peer: Peer) -> None:
-        """Both directions for one peer, in one thread, without sleeping while there is work.
-
-        Two threads (one per direction, as in the simple path) cost a thread wake-up and a
-        GIL hand-over on every hop of a round trip; OpenVPN's single event loop does not pay
-        them, and beat us on latency. So while a peer is connected this thread owns the device
-        (``_device_lock``) and alternates non-blocking steps: receive and write, then read and
-        send. A reply the kernel queued during our write is read in the same pass; when a pass
-        found nothing to do, poll() says which side to try next.
-
-        Sleeping is what costs: a trace (tracefs sched_switch and syscalls) of one ping showed
-        about 30 us to wake a thread on an idle CPU, then 50-80 us of Python per hop while the
-        caches are cold, against a few microseconds warm. So after sending what it read from
-        the device, the pump keeps trying for ``SPIN_SECONDS``, calling sched_yield() in
-        between so that the peer, ping and the kernel still get the CPU; the answer is then
-        read by a warm thread instead of a woken one. Measured here (ping every 10 ms, all bench
-        variants running, OpenVPN about 0.20 ms): median 0.27 ms with a 100 us spin, 0.22 ms
-        with 300 us, 0.14-0.16 ms with 1 ms, no better with 2 ms; a busy loop without
-        sched_yield() made it worse (2 ms), because on two cores it starves ping itself.
-
-        Two refinements keep the threads of one round trip on one CPU, where waking them is
-        cheap (docs/performance.md has the traces). The side that *answers* (it wrote into the
-        device and sends back what the kernel replied) does not spin: its spinning made the
-        CPU look busy when the next thread was woken, and the kernel put that one on the idle
-        CPU instead. And the pump runs as SCHED_BATCH, which only means that being woken does
-        not preempt the thread that woke it: ping then goes to sleep before the pump runs,
-        instead of still occupying the CPU when the pump wakes the next thread. The price is
-        CPU: at most 1 ms of a core after each request (a ping every 10 ms costs 0.08 of a core
-        for both ends together, OpenVPN 0.01); an idle tunnel sleeps.
-
-        Between the packets of a conversation (the last two packets from the device and the
-        last from the peer all within ``KEEP_WARM_SECONDS``) the pump polls with a
-        ``KEEP_WARM_TICK_MS`` timeout and runs its loop once on each tick, instead of sleeping
-        until the next packet: a thread that ran a millisecond ago wakes faster and finds its
-        code and data still in the caches. On a VM where waking an idle vCPU is slow this took
-        the median RTT from 0.29-0.35 ms to 0.21-0.25 ms (OpenVPN 0.16-0.25 in the same runs),
-        for at most 1,000 short wake-ups a second per end, only while traffic goes both ways;
-        0.1 s after the conversation stops the pump sleeps again.
-
-        Sends never block: what the socket does not take waits in ``pending``, and the device
-        is not read until it is gone (back-pressure: the device's queue fills and the kernel
-        drops, as a router does), so two endpoints sending to each other at full speed cannot
-        deadlock.
-        """
-        stats = self.stats
-        sock, session = peer.sock, peer.session
-        sock.settimeout(None)  # blocking socket; every call below passes MSG_DONTWAIT
-        dontwait = socket.MSG_DONTWAIT
-        recv_into, sendmsg = sock.recv_into, sock.sendmsg
-        device_fd, sock_fd = self.device.fileno(), sock.fileno()
-        os.set_blocking(device_fd, False)
-        rbuffer = bytearray(RECV_SIZE)
-        rview = memoryview(rbuffer)
-        buffers = [bytearray(READ_BUFFER) for _ in range(READ_BATCH)]
-        iovecs = [[buffer] for buffer in buffers]
-        views = [memoryview(buffer) for buffer in buffers]
-        readv = os.readv
-        poller = select.poll()
-        poller.register(device_fd, select.POLLIN)
-        poller.register(sock_fd, select.POLLIN)
-        poller.register(self._wake_fd, select.POLLIN)
-        stop = self._stop
-        pending: list[Any] = []
-        fatal = self._deliver(peer.early, stats)
-        why = fatal or "closed by peer"
-        frame_batch = self._batch_framer(peer)
-        try_receive = try_read = True
-        clock = time.monotonic
-        yield_cpu = os.sched_yield
-        last_work = last_from_peer = last_from_device = previous_from_device = 0.0
-        awaiting_answer = False  # we sent what the device gave us; the peer's answer is due
-        _prefer_batch_scheduling()
-        while fatal is None and not peer.closed and not stop.is_set():
-            busy = wrote = read = False
-            # peer -> device
-            try:
-                size = recv_into(rbuffer, RECV_SIZE, dontwait) if try_receive else -1
-            except BlockingIOError:
-                size = -1
-            except OSError as exc:
-                why = f"receive failed: {exc}"
-                break
-            if size == 0:
-                why = self._deliver(session.end_of_stream(), stats) or why
-                break
-            if size > 0:
-                busy = True
-                if self.record_packets:
-                    fatal = self._deliver(session.receive(rview[:size]), stats)
-                else:
-                    packets, events = session.receive_packets(rview[:size])
-                    if packets:
-                        fatal = self._write_packets(packets)
-                        wrote = True
-                        awaiting_answer = False
-                    if events and not fatal:
-                        fatal = self._deliver(events, stats)
-                if fatal:
-                    why = fatal
-                    break
-            # device -> peer
-            try:
-                if pending:
-                    pending = _send_some(sendmsg, pending, dontwait)
-                if not pending and try_read:
-                    # The first packet goes out at once (a lone ping should not wait for the
-                    # read that finds the device empty); the rest of a burst goes in batches.
-                    # The read buffers are not reused until ``pending`` is empty, so what the
-                    # socket did not take yet may point into them without a copy.
-                    size = readv(device_fd, iovecs[0])
-                    busy = True
-                    # Read right after our write: the kernel's reply to it, i.e. we answer.
-                    awaiting_answer = not wrote
-                    read = True
-                    pending = _send_some(sendmsg, frame_batch([views[0][:size]]), dontwait)
-                    batch: list[memoryview] = []
-                    for index in range(1, READ_BATCH if not pending else 1):
-                        try:
-                            size = readv(device_fd, iovecs[index])
-                        except BlockingIOError:
-                            break
-                        batch.append(views[index][:size])
-                    if batch:
-                        pending = _send_some(sendmsg, frame_batch(batch), dontwait)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                    why = f"send failed: {exc}"
-                else:
-                    self._device_failed(exc)
-                    why = "device gone"
-                break
-            if busy:
-                try_receive = try_read = True
-                last_work = clock()
-                if wrote:
-                    last_from_peer = last_work
-                if read:
-                    previous_from_device, last_from_device = last_from_device, last_work
-                continue
-            if awaiting_answer and clock() - last_work < SPIN_SECONDS:
-                yield_cpu()
-                continue
-            poller.modify(device_fd, 0 if pending else select.POLLIN)
-            poller.modify(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
-            try_receive = try_read = False
-            # A conversation: the last two packets from the device and the last one from the
-            # peer all came within the window (two stray packets that cross, such as the
-            # router solicitations of two fresh devices, are not one).
-            conversing = clock() - min(last_from_peer, previous_from_device) < KEEP_WARM_SECONDS
-            ready = poller.poll(KEEP_WARM_TICK_MS if conversing else None)
-            if not ready:  # a tick: run the data path once, finding nothing, and poll again
-                try_receive = try_read = True
-                continue
-            for fd, _ in ready:
-                if fd == sock_fd:
-                    try_receive = True
-                elif fd == device_fd:
-                    try_read = True
-        if stop.is_set():
-            why = "stopped"
-        self._drop_peer(peer, why)
-
-    def _batch_framer(self, peer: Peer) -> Callable[[list[memoryview]], list[Any]]:
-        """The function that frames batches of (virtio-net header + packet) reads for ``peer``,
-        chosen once per connection.
-
-        The common case, clear mode with a super-packet peer, is a tight closure: per packet an
-        8-byte header and a view of the read buffer, no copy. Sealed frames, and peers that take
-        plain packets, go through the session (:meth:`_frame_batch`).
-        """
-        if not (peer.vnet and not peer.session.sealed):
-            return lambda batch: self._frame_batch(peer, batch)
-        stats = self.stats
-        pack = framing.HEADER.pack
-        magic, version, gso = framing.MAGIC, framing.VERSION, int(framing.FrameType.GSO_DATA)
-        overhead = framing.HEADER_SIZE
-        record = self.record_packets
-
-        def frame(batch: list[memoryview]) -> list[Any]:
-            if record:
-                self._record_reads(batch)
-            pieces: list[Any] = []
-            total = 0
-            for view in batch:
-                size = len(view)
-                total += size
-                pieces.append(pack(magic, version, gso, size))
-                pieces.append(view)
-            count = len(batch)
-            stats.read_packets += count
-            stats.read_bytes += total - VNET_HDR_SIZE * count
-            stats.frames_sent += count
-            stats.bytes_sent += total + overhead * count
-            return pieces
-
-        return frame
-
-    def _frame_batch(self, peer: Peer, batch: list[memoryview]) -> list[Any]:
-        """Frames for a sealed session or a peer without super-packets, through the session."""
-        stats = self.stats
-        stats.read_packets += len(batch)
-        stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
-        if self.record_packets:
-            self._record_reads(batch)
-        pieces: list[Any] = []
-        encode = peer.session.encode_packet
-        for view in batch:
-            try:
-                if peer.vnet:
-                    pieces.append(encode(view[VNET_HDR_SIZE:], view[:VNET_HDR_SIZE]))
-                elif view[0] & 1 or view[1]:  # read before the offloads went off
-                    pieces.extend(encode(p) for p in self._finish(view))
-                else:
-                    pieces.append(encode(view[VNET_HDR_SIZE:]))
-            except framing.EncodeError as exc:
-                stats.rejected["unsendable"] += 1
-                self._event("rejected", f"not sent: {exc}", len(view))
-        stats.frames_sent += len(pieces)
-        stats.bytes_sent += sum(map(len, pieces))
-        return pieces
 
     def _record_reads(self, batch: list[memoryview]) -> None:
         for view in batch:
             self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
                         bytes(view[VNET_HDR_SIZE:]))
-
-    def _write_packets(self, packets: list[tuple[Any, Any]]) -> str | None:
-        """Write checked ``(packet, vnet_header)`` views from the decoder into the device.
-
-        One writev() each: the header as it came (a plain packet gets an all-zero one), then
-        the packet; no copy. The decoder already applied every check; what the kernel still
-        refuses (a nonsensical virtio-net header: EINVAL) is counted by the careful path.
-        """
-        stats = self.stats
-        writev = os.writev
-        fd = self.device.fileno()
-        count = nbytes = 0
-        for packet, header in packets:
-            try:
-                writev(fd, (ZERO_HEADER if header is None else header, packet))
-            except OSError:
-                # counted there, once
-                fatal = self._deliver([PacketReceived(bytes(packet), header and bytes(header))],
-                                      stats)
-                if fatal:
-                    break
-                continue
-            count += 1
-            nbytes += len(packet)
-        else:
-            fatal = None
-        stats.frames_received += count
-        stats.bytes_received += nbytes
-        stats.written_packets += count
-        stats.written_bytes += nbytes
-        return fatal
-
-
-def _prefer_batch_scheduling() -> None:
-    """Make the calling thread SCHED_BATCH: same share of the CPU, but a wake-up of it does not
-    preempt the thread that woke it (see ``Endpoint._fast_pump``). Best effort: no privilege
-    is needed, and where the call is refused the thread simply stays SCHED_OTHER."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
-
-
-def _send_some(sendmsg: Callable[..., int], pieces: list[Any], flags: int) -> list[Any]:
-    """One non-blocking sendmsg() of ``pieces``; returns what the socket did not take."""
-    try:
-        sent = sendmsg(pieces, (), flags)
-    except BlockingIOError:
-        return pieces
-    index = 0
-    while index < len(pieces) and sent >= len(pieces[index]):
-        sent -= len(pieces[index])
-        index += 1
-    rest = pieces[index:]
-    if rest and sent:
-        rest[0] = memoryview(rest[0])[sent:]
-    return rest

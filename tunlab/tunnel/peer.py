@@ -8,6 +8,19 @@ from typing import Any
 
 from ..proto.framing import VNET_FEATURE
 from ..proto.session import Session
+from .tuning import NOTSENT_LOWAT, SEND_TIMEOUT
+
+
+def tune_underlay(sock: socket.socket) -> None:
+    """Socket options of a connected underlay socket: no Nagle delay, a bounded unsent queue
+    (TCP_NOTSENT_LOWAT, where the kernel has it), and the send timeout of the simple path."""
+    sock.settimeout(SEND_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT)
+    except OSError:  # a kernel without it: the socket buffer alone bounds the queue
+        pass
 
 
 class Peer:

@@ -10,10 +10,11 @@ from typing import Any
 
 from ..errors import TunlabError
 from ..netns import Namespace
+from ..proto.framing import RejectReason
 from ..tun import TunDevice
 from .address import parse_hostport
 from .endpoint import Endpoint
-from .tuning import SEND_TIMEOUT
+from .peer import tune_underlay
 
 log = logging.getLogger("tunlab.tunnel")
 
@@ -32,8 +33,9 @@ class TunnelServer(Endpoint):
     def __init__(self, device: TunDevice, listen: tuple[str, int] | str = ("127.0.0.1", 0), *,
                  namespace: Namespace | None = None, handshake_timeout: float = 5.0,
                  max_pending: int = 64, record_packets: bool = False,
-                 psk: bytes | None = None) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
+                 psk: bytes | None = None, busy_poll_us: int = 0) -> None:
+        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk,
+                         busy_poll_us=busy_poll_us)
         self.listen_address = parse_hostport(listen) if isinstance(listen, str) else listen
         self.handshake_timeout = handshake_timeout
         self._pending = threading.BoundedSemaphore(max_pending)
@@ -89,7 +91,7 @@ class TunnelServer(Endpoint):
             except OSError:
                 continue
             if not self._pending.acquire(blocking=False):
-                self.stats.rejected["too_many_pending"] += 1
+                self.stats.rejected[RejectReason.TOO_MANY_PENDING] += 1
                 self._event("rejected", f"{address}: too many handshakes at once")
                 log.warning("server: rejected %s: too_many_pending (too many handshakes at "
                             "once)", address)
@@ -109,8 +111,7 @@ class TunnelServer(Endpoint):
                 if peer:
                     peer.close()
                 return
-            sock.settimeout(SEND_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_underlay(sock)
             self.stats.connections += 1
             self._set_peer(peer)
             self._event("connected", f"client {address}")

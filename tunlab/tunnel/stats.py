@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..proto.framing import RejectReason
+
 
 @dataclass
 class TunnelStats:
@@ -21,12 +23,13 @@ class TunnelStats:
     written_packets: int = 0    # packets written into the TUN device
     written_bytes: int = 0
     write_errors: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[RejectReason] = field(default_factory=Counter)  # by reason
     connections: int = 0
     disconnects: int = 0
+    busy_poll_spins: int = 0    # fast path: passes that polled instead of sleeping (busy_poll_us)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain dict copy, safe to keep while the tunnel runs on."""
         data = {k: v for k, v in self.__dict__.items() if k != "rejected"}
-        data["rejected"] = dict(self.rejected)
+        data["rejected"] = {str(reason): n for reason, n in self.rejected.items()}
         return data
