@@ -981,14 +981,37 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rtt_bars(axis: Any, rows: list[dict[str, Any]], title: str) -> None:
+    """p50 and p99 round trip per variant, horizontal bars on a log scale (ms)."""
+    rows = [r for r in rows if r.get("rtt", {}).get("n")][::-1]
+    positions = range(len(rows))
+    for offset, key, color in ((-0.2, "p50_ms", "#4c78a8"), (0.2, "p99_ms", "#f58518")):
+        axis.barh([y + offset for y in positions], [r["rtt"][key] for r in rows], 0.4,
+                  color=color, label=key[:3])
+    axis.set_yticks(list(positions))
+    axis.set_yticklabels([r["name"] for r in rows], fontsize=8)
+    if rows:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        axis.set_xscale("log")
+        values = [r["rtt"][k] for r in rows for k in ("p50_ms", "p99_ms") if r["rtt"][k] > 0]
+        axis.set_xlim(min(values, default=0.01) / 3, max(values, default=1) * 1.5)
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.legend(fontsize=8)
+    axis.set_xlabel("ms (ping, log scale)")
+    axis.set_title(title, loc="left", fontsize=10)
+
+
 def write_chart(report: dict[str, Any], path: Path) -> None:
-    """Bar charts of the results, the MTU and the streams sweeps, into a PNG (Agg, no display)."""
+    """Bar charts of the results, the MTU and the streams sweeps and the round trips (idle and
+    under load), into a PNG (Agg, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 7.5))
+    fig = Figure(figsize=(11, 11))
     canvas = FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2)
+    grid = fig.add_gridspec(3, 2)
     ax = fig.add_subplot(grid[0, :])
     names = [r["name"] for r in report["results"]][::-1]
     values = [r["mbps"] for r in report["results"]][::-1]
@@ -1019,6 +1042,10 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         axis.set_ylabel("Mbit/s")
         axis.legend(fontsize=8)
         axis.set_title(f"Throughput by {label}", loc="left", fontsize=10)
+    for position, (rows, title) in enumerate((
+            ([r for r in report["results"] if r["name"] != VETH], "Round trip, idle"),
+            (report.get("loaded") or [], "Round trip under load (one iperf3 stream)"))):
+        _rtt_bars(fig.add_subplot(grid[2, position]), rows, title)
     for axis in fig.axes:
         for side in ("top", "right"):
             axis.spines[side].set_visible(False)
