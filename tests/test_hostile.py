@@ -215,7 +215,8 @@ def test_junk_in_the_same_segment_as_the_handshake_is_still_checked(hostile, cap
         proof = session.data_to_send()
         keys = session._keys
         assert keys is not None
-        junk = crypto.Sealer(keys.sending("client")).seal(FrameType.DATA, b"\0" * 40)
+        junk = crypto.Sealer(keys.sending("client"), session.cipher or crypto.DEFAULT_CIPHER
+                             ).seal(FrameType.DATA, b"\0" * 40)
         sock.sendall(proof + junk)
     _expect(hostile, before, caplog, not_ip=1)
     sock.close()

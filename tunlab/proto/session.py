@@ -12,10 +12,11 @@ packets. :attr:`Session.authenticated` is False so that a front end can say so.
 
 *With a pre-shared key* (``psk=...``) the HELLOs carry fresh nonces, the client proves the key
 with an AUTH frame, the server checks it and proves the key back, and only then is the session
-established; every later frame is sealed with ChaCha20-Poly1305 under per-connection,
-per-direction keys (see :mod:`tunlab.proto.crypto` for the details). A peer without the key,
-with another key, or without a key while we have one, ends in ``ProtocolError("auth_failed", ...)``
-and never produces a :class:`~tunlab.proto.framing.PacketReceived`.
+established; every later frame is sealed with the negotiated AEAD (AES-256-GCM or
+ChaCha20-Poly1305) under per-connection, per-direction keys (see :mod:`tunlab.proto.crypto` for
+the details). A peer without the key, with another key, or without a key while we have one,
+ends in ``ProtocolError("auth_failed", ...)`` and never produces a
+:class:`~tunlab.proto.framing.PacketReceived`.
 
 After a :class:`~tunlab.proto.framing.ProtocolError` the session refuses further input, and
 :meth:`Session.data_to_send` holds a CLOSE frame telling the peer why (best effort).
@@ -150,11 +151,15 @@ class Session:
         offered = set(features) - {PSK_FEATURE}
         self.info = dict(info or {})
         self.info.pop(crypto.NONCE_INFO_KEY, None)
+        self.info.pop(crypto.CIPHERS_INFO_KEY, None)
         self._nonce = b""
         if psk is not None:
             offered.add(PSK_FEATURE)
             self._nonce = secrets.token_bytes(crypto.NONCE_SIZE)
             self.info[crypto.NONCE_INFO_KEY] = self._nonce.hex()
+            self.info[crypto.CIPHERS_INFO_KEY] = [c.value for c in crypto.preferred_ciphers()]
+        # The AEAD both sides seal with, once the HELLOs crossed (keyed sessions only).
+        self.cipher: crypto.Cipher | None = None
         self.offered = frozenset(offered)
         self.decoder = framing.Decoder(max_payload, accept_gso=False)
         self.decoder.pause_after = frozenset({FrameType.HELLO})
@@ -368,6 +373,9 @@ class Session:
             return [self._fail(
                 RejectReason.AUTH_FAILED,
                 "the peer echoed our own nonce (a reflection)")]
+        problem = self._choose_cipher(hello)
+        if problem:
+            return [self._fail(RejectReason.AUTH_FAILED, problem)]
         if self.role == "client":
             client_hello, server_hello = self._hello_payload, event.raw
             client_nonce, server_nonce = self._nonce, peer_nonce
@@ -381,6 +389,20 @@ class Session:
         if self.role == "client":
             self._send_proof()
         return []
+
+    def _choose_cipher(self, hello: Hello) -> str | None:
+        """Set :attr:`cipher` to the server's pick from both offers; else say what is wrong."""
+        theirs = crypto.offered_ciphers(hello.info)
+        if theirs is None:
+            return f"the {self.peer_role}'s HELLO carries a malformed cipher list"
+        mine = crypto.offered_ciphers(self.info)
+        assert mine is not None
+        client, server = (mine, theirs) if self.role == "client" else (theirs, mine)
+        self.cipher = crypto.choose_cipher(client, server)
+        if self.cipher is None:
+            return (f"no cipher in common: the client offers {[c.value for c in client]}, "
+                    f"the server {[c.value for c in server]}")
+        return None
 
     @staticmethod
     def _peer_nonce(hello: Hello) -> bytes | None:
@@ -413,8 +435,9 @@ class Session:
                 "ends differ")]
         if self.role == "server":
             self._send_proof()
-        self._sealer = crypto.Sealer(self._keys.sending(self.role))
-        self._opener = crypto.Opener(self._keys.receiving(self.role))
+        assert self.cipher is not None
+        self._sealer = crypto.Sealer(self._keys.sending(self.role), self.cipher)
+        self._opener = crypto.Opener(self._keys.receiving(self.role), self.cipher)
         # From the next byte on, a frame in the clear ends the session from its header alone:
         # its payload (a HELLO's JSON, say) is never parsed.
         self.decoder.only_accept(SecureFrameType.SEALED,
