@@ -8,8 +8,10 @@ a loop that never returns cannot hang the notebook. Each check gives one line sa
 wrong (or what the kernel counted when it worked). The pure diagnosis of a result
 (:func:`diagnose_read`, :func:`diagnose_reply`) needs no root.
 
-Importing this module registers the exercises ``"09a"``, ``"09b"`` and ``"09c"`` with
-:mod:`tunlab.course`, so ``course.check("09b", make_reply, lesson)`` works as for other lessons.
+Importing this module registers the exercises ``"09a"``, ``"09b"``, ``"09c"`` and (from
+:mod:`tunlab.handson_loss`: a UDP tunnel loop, raced against the TCP one under loss) ``"09d"``
+with :mod:`tunlab.course`, so ``course.check("09b", make_reply, lesson)`` works as for other
+lessons.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from .privileges import is_privileged
 from .tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
 
 __all__ = [
-    "Outcome", "TimeLimit", "Verdict", "Worker", "check_pump", "check_reader", "check_reply",
-    "counter_panel", "diagnose_read", "diagnose_reply", "make_reply", "open_tun", "pump",
-    "read_ping", "reference", "run_limited", "solution",
+    "Outcome", "Race", "TimeLimit", "TunnelRun", "Verdict", "Worker", "check_pump",
+    "check_reader", "check_reply", "check_udp_pump", "counter_panel", "diagnose_read",
+    "diagnose_reply", "make_reply", "open_tun", "pump", "race", "race_tunnels", "read_ping",
+    "reference", "run_limited", "solution", "udp_pump",
 ]
 
 PING_TARGET = "10.0.0.2"
@@ -212,7 +215,7 @@ _REFERENCES: dict[str, Callable[..., Any]] = {"09a": read_ping, "09b": make_repl
 
 
 def reference(exercise: str) -> Callable[..., Any]:
-    """The reference solution of ``exercise`` ("09a", "09b" or "09c")."""
+    """The reference solution of ``exercise`` ("09a", "09b", "09c" or "09d")."""
     return _REFERENCES[exercise]
 
 
@@ -655,3 +658,15 @@ def counter_panel(lesson: Any, device: str = "mytun") -> Any:
             self.view.value = ""
 
     return CounterPanel()
+
+
+# -- 09d: the UDP tunnel and the race under loss (its own module; registers itself) -------------
+
+from .handson_loss import (  # noqa: E402 - needs the names above
+    Race,
+    TunnelRun,
+    check_udp_pump,
+    race,
+    race_tunnels,
+    udp_pump,
+)

@@ -17,7 +17,6 @@ import os
 import select
 import socket
 import struct
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -25,12 +24,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import course
 from . import handson as _h
 from .errors import TunlabError
 from .measure import iperf3_server, ping_rtts
 from .netns import Namespace
 
-__all__ = ["Race", "TunnelRun", "check_udp_pump", "race_tunnels", "udp_pump"]
+__all__ = ["Race", "TunnelRun", "check_udp_pump", "race", "race_tunnels", "set_loss", "udp_pump"]
 
 PORT = 5555  # the tunnel's port on both hosts (UDP, or TCP for the TCP tunnel)
 IPERF_PORT = 5301
@@ -211,9 +211,10 @@ def _where(exc: BaseException) -> str:
     return f" (line {frame.lineno}{code})"
 
 
-def _crash(name: str, outcome: _h.Outcome) -> str:
-    assert outcome.error is not None
-    return _h._error_message(f"the UDP pump on host {name}", outcome) + _where(outcome.error)
+def _crash(name: str, outcome: _h.Outcome, kind: str = "UDP") -> str:
+    """One line: which pump raised what, and the participant's line that raised it."""
+    where = _where(outcome.error) if outcome.error is not None else ""
+    return _h._error_message(f"the {kind} pump on host {name}", outcome) + where
 
 
 @contextmanager
@@ -238,8 +239,9 @@ def _udp_problem(c: dict[str, int], unframed: int) -> str:
         return ("your pump read the echo request from a's tun0 but sent no datagram "
                 "(a Udp OutDatagrams +0): tun -> socket is missing")
     if c.get("b UdpInDatagrams", 0) == 0:
+        no_ports = f", NoPorts +{c['b UdpNoPorts']}" if c.get("b UdpNoPorts") else ""
         return ("a sent datagrams but b's kernel received none (b Udp InDatagrams +0"
-                f"{', NoPorts +%d' % c['b UdpNoPorts'] if c.get('b UdpNoPorts') else ''})")
+                f"{no_ports}): send on the socket you were given")
     if c.get("b tun0 rx packets", 0) == 0:
         return ("b received the datagrams (b Udp InDatagrams "
                 f"+{c['b UdpInDatagrams']}) but wrote nothing to b's tun0: socket -> tun "
@@ -375,6 +377,28 @@ class Race:
         """``{label: RTTs}`` for :func:`tunlab.plots.latency`."""
         return {f"ping through the {r.tunnel} tunnel": r.rtts for r in self.runs}
 
+    def describe(self) -> str:
+        """This run's numbers in words (so that the lesson's text never has to guess them)."""
+        udp, tcp = self.run("UDP"), self.run("TCP")
+        whose = ", ".join(f"{r.tunnel}: {r.code}" for r in self.runs)
+        ratio = (f"{udp.mbps / tcp.mbps:.1f} times as much" if tcp.mbps > 0 else
+                 "while nothing got through the TCP tunnel")
+        stacked = (f"The inner TCP in the TCP tunnel retransmitted {tcp.inner_retrans} "
+                   "segment(s) too: some stalls outlasted its own timer, and its copies "
+                   "queued behind the outer TCP's." if tcp.inner_retrans else
+                   "The inner TCP in the TCP tunnel retransmitted nothing: no stall outlasted "
+                   "its timer this time (at higher loss they do).")
+        return (f"This run ({self.loss:g}% loss each way; pumps: {whose}):\n"
+                f"- goodput: {udp.mbps:,.1f} Mbit/s inside the UDP tunnel, {tcp.mbps:,.1f} "
+                f"Mbit/s inside the TCP tunnel: {ratio}.\n"
+                f"- retransmissions: the inner TCP {udp.inner_retrans} in the UDP tunnel; in "
+                f"the TCP tunnel the tunnel's own TCP {tcp.outer_retrans}, the inner TCP "
+                f"{tcp.inner_retrans}.\n"
+                f"- {stacked}\n"
+                f"- pings: UDP tunnel {udp.lost} lost, slowest {udp.max_rtt:.3g} ms; TCP "
+                f"tunnel {tcp.lost} lost, {tcp.slow} slower than 10 ms, slowest "
+                f"{tcp.max_rtt:.3g} ms.")
+
     def _rows(self) -> list[tuple[str, ...]]:
         rows = [("", *(f"{r.tunnel} tunnel" for r in self.runs)),
                 ("whose pump", *(r.code for r in self.runs)),
@@ -425,26 +449,31 @@ def _iperf3(lab: Any, seconds: float) -> tuple[float, int]:
         return 0.0, 0
 
 
+def _start_carrying(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
+                    reference: Callable[..., Any]) -> tuple[_Pumps, str, str]:
+    """Start ``pump`` (or, when it is None or carries no ping, ``reference``) on both hosts;
+    returns the pumps, whose code runs, and a note when the reference took over."""
+    make_pair = _udp_pair if tunnel == "UDP" else _tcp_pair
+    candidates = [(pump, "yours")] if pump is not None else []
+    for fn, whose in [*candidates, (reference, "tunlab's reference")]:
+        devices = {"a": lab.open_device(lab.a, "tun0"), "b": lab.open_device(lab.b, "tun0")}
+        pumps = _Pumps.start(lab, fn, make_pair(lab), devices)
+        if _carries_ping(lab):
+            note = "" if fn is pump or pump is None else (
+                f"Your {tunnel} pump carried no ping (see its check), so tunlab's reference "
+                "ran in its place.")
+            return pumps, whose, note
+        pumps.stop(lab)
+        lab.close_devices()
+    raise TunlabError(f"the reference {tunnel} pump carried no ping",
+                      "rebuild the lab (reset lab) and run the cell again")
+
+
 def _one_tunnel(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
                 reference: Callable[..., Any], loss: float, seconds: float,
                 pings: int) -> TunnelRun:
-    make_pair = _udp_pair if tunnel == "UDP" else _tcp_pair
-    note = ""
-    for attempt, (fn, code) in enumerate(((pump, "yours"), (reference, "tunlab's reference"))):
-        if fn is None:
-            continue
-        devices = {"a": lab.open_device(lab.a, "tun0"), "b": lab.open_device(lab.b, "tun0")}
-        pair = make_pair(lab)
-        pumps = _Pumps.start(lab, fn, pair, devices)
-        if _carries_ping(lab):
-            break
-        pumps.stop(lab)
-        lab.close_devices()
-        if attempt == 1:
-            raise TunlabError(f"the reference {tunnel} pump carried no ping",
-                              "rebuild the lab (reset lab) and run the cell again")
-        note = (f"Your {tunnel} pump carried no ping (see its check), so tunlab's reference "
-                "ran in its place.")
+    pumps, whose, note = _start_carrying(lab, tunnel, pump, reference)
+    pair = (pumps.sockets["a"], pumps.sockets["b"])
     try:
         before = {name: _h._snmp(ns) for name, ns in (("a", lab.a), ("b", lab.b))}
         outer_before = sum(_total_retrans(s) for s in pair) if tunnel == "TCP" else 0
@@ -459,10 +488,14 @@ def _one_tunnel(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
         outer = sum(_total_retrans(s) for s in pair) - outer_before if tunnel == "TCP" else 0
         after = {name: _h._snmp(ns) for name, ns in (("a", lab.a), ("b", lab.b))}
     finally:
-        pumps.stop(lab)
+        outcomes, early = pumps.stop(lab)
         lab.close_devices()
+    crashed = [(n, o) for n, o in outcomes.items() if early[n] and o.error is not None]
+    if crashed:
+        crash = _crash(*crashed[0], kind=tunnel)
+        note = (note + " " if note else "") + f"During the race, {crash}."
     delta = {name: _h._delta(after[name], before[name]) for name in after}
-    return TunnelRun(tunnel, code, mbps, inner, outer,
+    return TunnelRun(tunnel, whose, mbps, inner, outer,
                      {n: d.get("TcpRetransSegs", 0) for n, d in delta.items()},
                      {n: d.get("UdpOutDatagrams", 0) for n, d in delta.items()},
                      rtts, note)
@@ -482,3 +515,38 @@ def race_tunnels(udp: Callable[..., Any] | None = None, tcp: Callable[..., Any] 
         runs = [_one_tunnel(lab, "UDP", udp, udp_pump, loss, seconds, pings),
                 _one_tunnel(lab, "TCP", tcp, _h.pump, loss, seconds, pings)]
     return Race(loss, seconds, runs)
+
+
+def race(lesson: Any, udp: Callable[..., Any] | None = None,
+         tcp: Callable[..., Any] | None = None, **kwargs: Any) -> Race | None:
+    """:func:`race_tunnels` in ``lesson``'s course: live when the lab runs (recorded under
+    ``"race"`` when recording), else the recorded race (None when there is none)."""
+    value = lesson.run("race", lambda: race_tunnels(udp, tcp, **kwargs))
+    if value is None or isinstance(value, Race):
+        return value
+    return Race.from_dict(value)
+
+
+# -- registration with the course ----------------------------------------------------------------
+
+_h._REFERENCES["09d"] = udp_pump
+
+EXERCISES: dict[str, course.Exercise] = {
+    "09d": course.Exercise(
+        "Turn your pump into udp_pump(tun_fd, sock) for a connected UDP socket: one packet "
+        "read from tun_fd goes out as one datagram, one datagram received is written to "
+        "tun_fd as one packet, until recv() gives b''. The check runs it on two hosts joined "
+        "by UDP sockets on the underlay, pings 10.9.0.2 from 10.9.0.1, and counts the "
+        "datagrams with the kernel.",
+        [],
+        ["A datagram keeps its boundaries: sock.send(packet) sends exactly one, and "
+         "sock.recv(2048) returns exactly one (the tun MTU is 1400).",
+         "No length prefix this time: the first byte of each datagram must be the IP "
+         "header's (0x45).",
+         "recv() returning b'' means the check shut the socket down: return. Still stuck? "
+         "Run handson.solution('09d')."],
+        verify=_h._verify(check_udp_pump, seed_lab=False)),
+}
+
+for _key, _exercise in EXERCISES.items():
+    course.register_exercise(_key, _exercise)
