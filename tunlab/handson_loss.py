@@ -30,7 +30,8 @@ from .errors import TunlabError
 from .measure import iperf3_server, ping_rtts
 from .netns import Namespace
 
-__all__ = ["Race", "TunnelRun", "check_udp_pump", "race", "race_tunnels", "set_loss", "udp_pump"]
+__all__ = ["Race", "TunnelRun", "check_udp_pump", "judge_udp", "race", "race_tunnels", "set_loss",
+           "udp_pump"]
 
 PORT = 5555  # the tunnel's port on both hosts (UDP, or TCP for the TCP tunnel)
 IPERF_PORT = 5301
@@ -229,7 +230,7 @@ def _two_host_lab(label: str, lab_factory: Callable[[], Any] | None) -> Iterator
 
 # -- 09d: the check --------------------------------------------------------------------------------
 
-def _udp_problem(c: dict[str, int], unframed: int) -> str:
+def _udp_problem(c: dict[str, int]) -> str:
     if c.get("a tun0 tx packets", 0) == 0:
         return "your pump never read the echo request from a's tun0 (a tun0 tx packets +0)"
     if c.get("a UdpOutDatagrams", 0) == 0:
@@ -277,26 +278,47 @@ def check_udp_pump(pump: Callable[[int, socket.socket], Any],
         unframed = _unframed(lab.a) + _unframed(lab.b)
         lab.close_devices()
     if unframed:
-        counters["datagrams not starting with an IP header"] = unframed
+        counters[UNFRAMED] = unframed
+    return judge_udp(code, counters, outcomes, early)
+
+
+UNFRAMED = "datagrams not starting with an IP header"
+
+
+def judge_udp(code: int, counters: dict[str, int], outcomes: dict[str, _h.Outcome],
+              early: dict[str, bool]) -> _h.Verdict:
+    """The 09d verdict from ping's exit ``code``, the kernels' counter deltas (``"a
+    UdpOutDatagrams"``, ``"b tun0 rx packets"``, ... and :data:`UNFRAMED`) and how each
+    host's pump ended (``early``: before the check shut its socket down). Pure."""
+    c = counters
+    unframed = c.get(UNFRAMED, 0)
     # after the sockets were shut down, an OSError from send/recv is the expected way out
     errors = [(n, o) for n, o in outcomes.items() if o.error is not None
-              and (early[n] or not isinstance(o.error, OSError))]
-    tcp = counters.get("a TcpOutSegs", 0) + counters.get("b TcpOutSegs", 0)
-    if code == 0 and (unframed or tcp):
-        what = (f"{unframed} datagram(s) did not start with the IP header: with UDP one "
-                "datagram is one packet, send it without a length prefix" if unframed else
-                f"the kernels counted {tcp} TCP segment(s): the packets must go as UDP "
-                "datagrams on the socket you were given")
+              and (early.get(n, False) or not isinstance(o.error, OSError))]
+    tcp = c.get("a TcpOutSegs", 0) + c.get("b TcpOutSegs", 0)
+    both_ways = all(c.get(k, 0) >= 1 for k in ("a UdpOutDatagrams", "b UdpInDatagrams",
+                                               "b UdpOutDatagrams", "a UdpInDatagrams"))
+    if code == 0 and (unframed or tcp or not both_ways):
+        if unframed:
+            what = (f"{unframed} datagram(s) did not start with the IP header: with UDP one "
+                    "datagram is one packet, send it without a length prefix")
+        elif tcp:
+            what = (f"the kernels counted {tcp} TCP segment(s): the packets must go as UDP "
+                    "datagrams on the socket you were given")
+        else:
+            what = ("not as datagrams both ways (Udp OutDatagrams a "
+                    f"+{c.get('a UdpOutDatagrams', 0)}, b +{c.get('b UdpOutDatagrams', 0)}): "
+                    "forward the packets, do not answer them yourself")
         return _h.Verdict(False, f"ping crossed, but {what}.", counters)
     if code == 0:
         note = "" if all(o.ok for o in outcomes.values()) else (
             " (Your pump did not return when the socket was shut down: return when recv() "
             "gives b''.)")
         return _h.Verdict(True, "ping 10.9.0.2 crossed your UDP tunnel: a tun0 read "
-                          f"+{counters.get('a tun0 tx packets', 0)}, Udp OutDatagrams a "
-                          f"+{counters.get('a UdpOutDatagrams', 0)}, Udp InDatagrams b "
-                          f"+{counters.get('b UdpInDatagrams', 0)}, b tun0 written "
-                          f"+{counters.get('b tun0 rx packets', 0)}, and back; no TCP "
+                          f"+{c.get('a tun0 tx packets', 0)}, Udp OutDatagrams a "
+                          f"+{c.get('a UdpOutDatagrams', 0)}, Udp InDatagrams b "
+                          f"+{c.get('b UdpInDatagrams', 0)}, b tun0 written "
+                          f"+{c.get('b tun0 rx packets', 0)}, and back; no TCP "
                           "segment." + note, counters)
     if errors:
         name, outcome = errors[0]
@@ -304,7 +326,7 @@ def check_udp_pump(pump: Callable[[int, socket.socket], Any],
     if unframed:
         return _h.Verdict(False, f"{unframed} datagram(s) did not start with the IP header: "
                           "with UDP one datagram is one packet, send it as it is", counters)
-    return _h.Verdict(False, _udp_problem(counters, unframed), counters)
+    return _h.Verdict(False, _udp_problem(counters), counters)
 
 
 # -- the race: TCP inside a UDP tunnel vs. inside a TCP tunnel, under loss ------------------------
