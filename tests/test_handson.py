@@ -323,6 +323,7 @@ def test_race_result_survives_its_recording_and_describes_itself():
     text = again.describe()
     assert "6.0 times as much" in text and "retransmitted nothing" in text
     assert "<td>yours</td>" in race._repr_html_()
+    assert "Udp RcvbufErrors a / b" in repr(race)  # a recording without the field still shows
 
 
 def _udp_one_way(tun_fd: int, sock: socket.socket) -> None:
@@ -376,6 +377,7 @@ def test_udp_pump_with_the_stream_framing_is_rejected():
     (_udp_one_way, "socket -> tun is missing"),
     (_udp_back_into_tun, "sent no datagram"),
     (_udp_typo, "raised NameError: name 'pakcet' is not defined"),
+    (lambda tun_fd, sock: time.sleep(30), "never read the echo request"),
 ])
 def test_typical_udp_mistakes_are_named(pump, message):
     verdict = handson.check_udp_pump(pump)

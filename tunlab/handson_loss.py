@@ -352,6 +352,9 @@ class TunnelRun:
     rtts: list[float | None]
     """Ping RTT (ms) per echo while idle under loss; None = no reply."""
     note: str = ""
+    rcvbuf_errors: dict[str, int] = field(default_factory=dict)
+    """Udp RcvbufErrors per host: datagrams the kernel dropped because the pump did not read
+    its socket fast enough (loss on top of the cable's)."""
 
     @property
     def lost(self) -> int:
@@ -413,9 +416,10 @@ class Race:
         return (f"This run ({self.loss:g}% loss each way; pumps: {whose}):\n"
                 f"- goodput: {udp.mbps:,.1f} Mbit/s inside the UDP tunnel, {tcp.mbps:,.1f} "
                 f"Mbit/s inside the TCP tunnel: {ratio}.\n"
-                f"- retransmissions: the inner TCP {udp.inner_retrans} in the UDP tunnel; in "
-                f"the TCP tunnel the tunnel's own TCP {tcp.outer_retrans}, the inner TCP "
-                f"{tcp.inner_retrans}.\n"
+                f"- retransmissions: the inner TCP {udp.inner_retrans} in the UDP tunnel "
+                f"(b's kernel dropped {udp.rcvbuf_errors.get('b', 0)} datagram(s) its pump "
+                f"did not read in time); in the TCP tunnel the tunnel's own TCP "
+                f"{tcp.outer_retrans}, the inner TCP {tcp.inner_retrans}.\n"
                 f"- {stacked}\n"
                 f"- pings: UDP tunnel {udp.lost} lost, slowest {udp.max_rtt:.3g} ms; TCP "
                 f"tunnel {tcp.lost} lost, {tcp.slow} slower than 10 ms, slowest "
@@ -433,6 +437,9 @@ class Race:
                                            f"{r.retrans_segs.get('b', 0)}" for r in self.runs)),
                 ("Udp OutDatagrams a / b", *(f"{r.datagrams.get('a', 0)} / "
                                              f"{r.datagrams.get('b', 0)}" for r in self.runs)),
+                ("Udp RcvbufErrors a / b", *(f"{r.rcvbuf_errors.get('a', 0)} / "
+                                             f"{r.rcvbuf_errors.get('b', 0)}"
+                                             for r in self.runs)),
                 (f"pings lost (of {len(self.runs[0].rtts)})", *(str(r.lost) for r in self.runs)),
                 ("pings slower than 10 ms", *(str(r.slow) for r in self.runs)),
                 ("slowest ping", *(f"{r.max_rtt:.3g} ms" for r in self.runs))]
@@ -520,7 +527,7 @@ def _one_tunnel(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
     return TunnelRun(tunnel, whose, mbps, inner, outer,
                      {n: d.get("TcpRetransSegs", 0) for n, d in delta.items()},
                      {n: d.get("UdpOutDatagrams", 0) for n, d in delta.items()},
-                     rtts, note)
+                     rtts, note, {n: d.get("UdpRcvbufErrors", 0) for n, d in delta.items()})
 
 
 def race_tunnels(udp: Callable[..., Any] | None = None, tcp: Callable[..., Any] | None = None,
