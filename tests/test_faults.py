@@ -21,11 +21,10 @@ from labtools import (
 )
 from transfer import transfer
 
-from tunlab import tunnel
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.netns import Namespace
-from tunlab.protocol import Session
-from tunlab.tunnel import TunnelClient, TunnelServer
+from tunlab.proto.session import Session
+from tunlab.tunnel import TunnelClient, TunnelServer, endpoint
 
 
 @pytest.fixture
@@ -137,7 +136,7 @@ def test_an_exception_in_a_connection_drops_that_peer_and_the_endpoint_goes_on(
             self._maybe_fail()
             return super().receive_packets(data)
 
-    monkeypatch.setattr(tunnel, "Session", BuggySession)
+    monkeypatch.setattr(endpoint, "Session", BuggySession)
     server = TunnelServer(lab.open_device(lab.b, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),
                           namespace=lab.b).start()
     client = TunnelClient(lab.open_device(lab.a, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),

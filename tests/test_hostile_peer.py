@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from labtools import KEY, ping, start_client, start_server, wait_for, wait_for_ping
 from test_protocol import _steps
 
-from tunlab import framing
-from tunlab.framing import HEADER, HEADER_SIZE, FrameType
 from tunlab.ippacket import ip_packet_problem
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.netns import Namespace
-from tunlab.protocol import Session
+from tunlab.proto import framing
+from tunlab.proto.framing import HEADER, HEADER_SIZE, FrameType
+from tunlab.proto.session import Session
 from tunlab.tunnel import TunnelClient, TunnelServer
 
 NESTED_HELLO = framing.encode_frame(FrameType.HELLO, b"[" * 1000 + b"]" * 1000)

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_framing import ipv4, ipv6
 
-from tunlab import framing, secure
-from tunlab.framing import (
+from tunlab.proto import crypto, framing
+from tunlab.proto.framing import (
     HEADER_SIZE,
     FrameRejected,
     FrameType,
@@ -21,7 +21,7 @@ from tunlab.framing import (
     PacketReceived,
     ProtocolError,
 )
-from tunlab.protocol import Established, Session
+from tunlab.proto.session import Established, Session
 
 KEY = b"correct horse battery staple 42"
 OTHER = b"another key that is long enough"
@@ -136,7 +136,7 @@ def test_server_reveals_no_key_proof_to_a_client_that_has_not_proved_the_key():
     client.receive(server_hello)
     server.receive(client.data_to_send())  # a wrong proof
     out = server.data_to_send()
-    assert secure.SecureFrameType.AUTH not in _frame_types(out)
+    assert crypto.SecureFrameType.AUTH not in _frame_types(out)
     assert _frame_types(out) == [FrameType.CLOSE]
 
 
@@ -220,7 +220,7 @@ def test_attacks_on_sealed_frames_end_the_session(attack, reason):
         data = framing.encode_packet(ipv4(b"injected"))
     elif attack == "truncate_tag":
         body = second[HEADER_SIZE:-1]
-        data = framing.encode_frame(secure.SecureFrameType.SEALED, body)
+        data = framing.encode_frame(crypto.SecureFrameType.SEALED, body)
     else:
         data = server.encode_packet(ipv4(b"two"))  # server->client key, sent back to server
     events = server.receive(data)
@@ -489,7 +489,7 @@ def test_no_peer_input_raises_out_of_the_session(state, steps, cuts):
     data = bytearray()
     for sealed, frame_type, payload in steps:
         if sealed and peer is not None and peer._sealer is not None:
-            if len(payload) + secure.SEAL_OVERHEAD <= framing.DEFAULT_MAX_PAYLOAD:
+            if len(payload) + crypto.SEAL_OVERHEAD <= framing.DEFAULT_MAX_PAYLOAD:
                 data += peer._sealer.seal(frame_type, payload)
         else:
             data += framing.encode_frame(frame_type, payload)

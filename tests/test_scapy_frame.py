@@ -10,9 +10,10 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from tunlab import framing, scapy_frame
-from tunlab.framing import Hello
+from tunlab import scapy_frame
 from tunlab.lab import SeedLab
+from tunlab.proto import framing
+from tunlab.proto.framing import Hello
 from tunlab.scapy_frame import TunlabFrame
 from tunlab.tunnel import TunnelClient, TunnelServer
 

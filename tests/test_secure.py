@@ -23,10 +23,10 @@ from labtools import (
 from test_framing import ipv4
 from test_protocol import pair
 
-from tunlab import secure
 from tunlab.errors import TunlabError
-from tunlab.framing import VNET_FEATURE, EncodeError, FrameType
 from tunlab.lab import TwoHostLab
+from tunlab.proto import crypto
+from tunlab.proto.framing import VNET_FEATURE, EncodeError, FrameType
 
 # -- load_psk -------------------------------------------------------------------------------
 
@@ -40,15 +40,15 @@ def _key_file(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
 
 def test_load_psk_reads_a_private_key_file(tmp_path):
     path = _key_file(tmp_path, b"  c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA==\n")
-    assert secure.load_psk(path) == b"c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA=="
-    assert secure.load_psk(str(path)) == secure.load_psk(path)
+    assert crypto.load_psk(path) == b"c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA=="
+    assert crypto.load_psk(str(path)) == crypto.load_psk(path)
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602])
 def test_load_psk_refuses_a_file_others_can_access(tmp_path, mode):
     path = _key_file(tmp_path, b"x" * 32, mode)
     with pytest.raises(TunlabError) as info:
-        secure.load_psk(path)
+        crypto.load_psk(path)
     assert info.value.fix == f"chmod 600 {path}"
     assert f"{mode:04o}" in info.value.message and str(path) in info.value.message
 
@@ -59,64 +59,64 @@ def test_load_psk_refuses_a_file_others_can_access(tmp_path, mode):
 ])
 def test_load_psk_refuses_empty_short_and_huge_keys(tmp_path, content, message):
     with pytest.raises(TunlabError, match=message) as info:
-        secure.load_psk(_key_file(tmp_path, content))
+        crypto.load_psk(_key_file(tmp_path, content))
     assert "urandom" in info.value.fix
 
 
 def test_load_psk_missing_file_and_directory(tmp_path):
     with pytest.raises(TunlabError, match="does not exist") as info:
-        secure.load_psk(tmp_path / "nope.key")
+        crypto.load_psk(tmp_path / "nope.key")
     assert "chmod 600" in info.value.fix and "nope.key" in info.value.fix
     with pytest.raises(TunlabError, match="directory|not a regular file"):
-        secure.load_psk(tmp_path)
+        crypto.load_psk(tmp_path)
 
 
 def test_load_psk_does_not_hang_on_a_fifo(tmp_path):
     fifo = tmp_path / "fifo.key"
     os.mkfifo(fifo, 0o600)
     with pytest.raises(TunlabError, match="not a regular file"):
-        secure.load_psk(fifo)
+        crypto.load_psk(fifo)
 
 
 # -- crypto pieces ----------------------------------------------------------------------------
 def test_derived_keys_are_distinct_and_depend_on_every_input():
     nonce_a, nonce_b = b"a" * 32, b"b" * 32
-    keys = secure.derive_keys(KEY, nonce_a, nonce_b, b"t" * 32)
+    keys = crypto.derive_keys(KEY, nonce_a, nonce_b, b"t" * 32)
     values = [keys.client_to_server, keys.server_to_client, keys.client_auth, keys.server_auth]
     assert len(set(values)) == 4 and all(len(v) == 32 for v in values)
-    for other in (secure.derive_keys(KEY + b"!", nonce_a, nonce_b, b"t" * 32),
-                  secure.derive_keys(KEY, nonce_b, nonce_a, b"t" * 32),
-                  secure.derive_keys(KEY, nonce_a, nonce_b, b"u" * 32)):
+    for other in (crypto.derive_keys(KEY + b"!", nonce_a, nonce_b, b"t" * 32),
+                  crypto.derive_keys(KEY, nonce_b, nonce_a, b"t" * 32),
+                  crypto.derive_keys(KEY, nonce_a, nonce_b, b"u" * 32)):
         assert other.client_to_server != keys.client_to_server
     assert keys.sending("client") == keys.receiving("server")
     assert keys.sending("server") == keys.receiving("client")
 
 
 def test_transcript_hash_cannot_be_shifted_between_hellos():
-    assert secure.transcript_hash(b"ab", b"c") != secure.transcript_hash(b"a", b"bc")
+    assert crypto.transcript_hash(b"ab", b"c") != crypto.transcript_hash(b"a", b"bc")
 
 
 def test_sealer_and_opener_counters():
     key = os.urandom(32)
-    sealer, opener = secure.Sealer(key), secure.Opener(key)
+    sealer, opener = crypto.Sealer(key), crypto.Opener(key)
     frames = [sealer.seal(FrameType.DATA, ipv4(bytes([i]))) for i in range(3)]
     for i, frame in enumerate(frames):
         assert opener.open(frame[8:]) == (FrameType.DATA, ipv4(bytes([i])))
-    with pytest.raises(secure.SealError) as info:
+    with pytest.raises(crypto.SealError) as info:
         opener.open(frames[1][8:])
     assert info.value.reason == "replayed"
-    with pytest.raises(secure.SealError) as info:
-        secure.Opener(os.urandom(32)).open(frames[0][8:])
+    with pytest.raises(crypto.SealError) as info:
+        crypto.Opener(os.urandom(32)).open(frames[0][8:])
     assert info.value.reason == "forged"
-    sealer.counter = secure.MAX_COUNTER
+    sealer.counter = crypto.MAX_COUNTER
     with pytest.raises(EncodeError, match="exhausted"):
         sealer.seal(FrameType.DATA, ipv4())
 
 
 def test_sealed_frames_respect_the_payload_limit():
-    sealer = secure.Sealer(os.urandom(32))
-    biggest = b"\0" * (secure.DEFAULT_MAX_PAYLOAD - secure.SEAL_OVERHEAD)
-    assert len(sealer.seal(FrameType.DATA, biggest)) == 8 + secure.DEFAULT_MAX_PAYLOAD
+    sealer = crypto.Sealer(os.urandom(32))
+    biggest = b"\0" * (crypto.DEFAULT_MAX_PAYLOAD - crypto.SEAL_OVERHEAD)
+    assert len(sealer.seal(FrameType.DATA, biggest)) == 8 + crypto.DEFAULT_MAX_PAYLOAD
     with pytest.raises(EncodeError):
         sealer.seal(FrameType.DATA, biggest + b"!")
 

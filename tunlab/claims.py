@@ -42,10 +42,13 @@ class Checked:
         return f"checked against the kernel: {'; '.join(self.facts)}"
 
 
-def _as_dict(result: Any) -> dict[str, Any]:
+def as_data(result: Any) -> dict[str, Any]:
+    """A result as plain data, live or recorded: a live object's ``to_dict()``, a recording's
+    dict as it is."""
     if hasattr(result, "to_dict"):
         return result.to_dict()
     return dict(result)
+
 
 
 def _reply_tuple(reply: Mapping[str, Any]) -> tuple:
@@ -66,7 +69,7 @@ def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | 
     other fields of the result and their values. ``holds``: statements (as the text makes
     them) and whether they are true of the result.
     """
-    report = _as_dict(result)
+    report = as_data(result)
     where = f"{label}: " if label else ""
     problems: list[str] = []
     facts: list[str] = []

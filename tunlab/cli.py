@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _load_psk(path: str | None) -> bytes | None:
     if path is None:
         return None
-    from .secure import load_psk
+    from .proto.crypto import load_psk
 
     return load_psk(path)
 
@@ -103,10 +103,10 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
 
 def _cmd_endpoint(args: argparse.Namespace, role: str) -> int:
     from .tun import TunDevice
-    from .tunnel import TunnelClient, TunnelServer, _parse_hostport
+    from .tunnel import TunnelClient, TunnelServer, parse_hostport
 
     require_privileges(f"tunlab {role}")
-    address = _parse_hostport(args.listen if role == "server" else args.server)
+    address = parse_hostport(args.listen if role == "server" else args.server)
     psk = _load_psk(args.psk_file)
     endpoint_class = TunnelServer if role == "server" else TunnelClient
     with TunDevice.open(args.dev, vnet_hdr=_fast_path(args)) as device:

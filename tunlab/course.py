@@ -980,7 +980,7 @@ def _header_bytes(answer: Any) -> bytes:
 
 
 def _judge_header(answer: Any) -> Judgement:
-    from . import framing
+    from .proto import framing
 
     header = _header_bytes(answer)
     if _matches("03", header.hex()):

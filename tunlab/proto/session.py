@@ -13,11 +13,11 @@ packets. :attr:`Session.authenticated` is False so that a front end can say so.
 *With a pre-shared key* (``psk=...``) the HELLOs carry fresh nonces, the client proves the key
 with an AUTH frame, the server checks it and proves the key back, and only then is the session
 established; every later frame is sealed with ChaCha20-Poly1305 under per-connection,
-per-direction keys (see :mod:`tunlab.secure` for the details). A peer without the key, with
-another key, or without a key while we have one, ends in ``ProtocolError("auth_failed", ...)``
-and never produces a :class:`~tunlab.framing.PacketReceived`.
+per-direction keys (see :mod:`tunlab.proto.crypto` for the details). A peer without the key,
+with another key, or without a key while we have one, ends in ``ProtocolError("auth_failed", ...)``
+and never produces a :class:`~tunlab.proto.framing.PacketReceived`.
 
-After a :class:`~tunlab.framing.ProtocolError` the session refuses further input, and
+After a :class:`~tunlab.proto.framing.ProtocolError` the session refuses further input, and
 :meth:`Session.data_to_send` holds a CLOSE frame telling the peer why (best effort).
 """
 
@@ -28,7 +28,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from . import framing, secure
+from ..ippacket import ip_packet_problem
+from . import crypto, framing
+from .crypto import PSK_FEATURE, SecureFrameType
 from .framing import (
     CloseReceived,
     Event,
@@ -41,8 +43,6 @@ from .framing import (
     PacketReceived,
     ProtocolError,
 )
-from .ippacket import ip_packet_problem
-from .secure import PSK_FEATURE, SecureFrameType
 
 _PEER_ROLE = {"client": "server", "server": "client"}
 # Inner frame types a sealed frame may carry.
@@ -79,7 +79,7 @@ def _describe(event: Event) -> str:
 class Session:
     """One side of one tunnel connection, before and after the handshake.
 
-    ``psk`` (16 to 4096 bytes, see :func:`tunlab.secure.load_psk`) turns on mutual
+    ``psk`` (16 to 4096 bytes, see :func:`tunlab.proto.crypto.load_psk`) turns on mutual
     authentication and encryption; without it the session runs in the unauthenticated
     teaching mode and refuses a peer that demands a key.
     """
@@ -90,7 +90,7 @@ class Session:
         if role not in _PEER_ROLE:
             raise ValueError("role is 'client' or 'server'")
         if psk is not None:
-            secure.check_psk(psk)
+            crypto.check_psk(psk)
             psk = bytes(psk)
         self.role = role
         self.peer_role = _PEER_ROLE[role]
@@ -98,12 +98,12 @@ class Session:
         # A feature means "I have and demand a key"; it is offered exactly when we hold one.
         offered = set(features) - {PSK_FEATURE}
         self.info = dict(info or {})
-        self.info.pop(secure.NONCE_INFO_KEY, None)
+        self.info.pop(crypto.NONCE_INFO_KEY, None)
         self._nonce = b""
         if psk is not None:
             offered.add(PSK_FEATURE)
-            self._nonce = secrets.token_bytes(secure.NONCE_SIZE)
-            self.info[secure.NONCE_INFO_KEY] = self._nonce.hex()
+            self._nonce = secrets.token_bytes(crypto.NONCE_SIZE)
+            self.info[crypto.NONCE_INFO_KEY] = self._nonce.hex()
         self.offered = frozenset(offered)
         self.decoder = framing.Decoder(max_payload, accept_gso=False)
         self.decoder.pause_after = frozenset({FrameType.HELLO})
@@ -114,9 +114,9 @@ class Session:
         self._established = False
         self._hello_payload = b""
         self._transcript = b""
-        self._keys: secure.SessionKeys | None = None
-        self._sealer: secure.Sealer | None = None
-        self._opener: secure.Opener | None = None
+        self._keys: crypto.SessionKeys | None = None
+        self._sealer: crypto.Sealer | None = None
+        self._opener: crypto.Opener | None = None
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -161,9 +161,10 @@ class Session:
                       vnet_header: bytes | None = None) -> bytes:
         """The bytes that carry one IP packet (with its virtio-net header, if any) to the peer.
 
-        Sealed when the session is authenticated. Raises :class:`~tunlab.framing.EncodeError`
-        for something that cannot be sent (including a virtio-net header when both sides did
-        not offer ``vnet_hdr``) and RuntimeError before the handshake finished.
+        Sealed when the session is authenticated. Raises
+        :class:`~tunlab.proto.framing.EncodeError` for something that cannot be sent (including
+        a virtio-net header when both sides did not offer ``vnet_hdr``) and RuntimeError before
+        the handshake finished.
         """
         if not self._established:
             raise RuntimeError("handshake not finished")
@@ -230,7 +231,7 @@ class Session:
 
         In the clear mode, after the handshake, the leading DATA/GSO_DATA frames come back as
         ``(packet, vnet_header)`` views into ``data`` (valid until ``data`` changes; see
-        :meth:`tunlab.framing.Decoder.feed_packets`) with the same checks; everything else,
+        :meth:`tunlab.proto.framing.Decoder.feed_packets`) with the same checks; everything else,
         and every sealed session, goes through :meth:`receive` into ``events``, in order after
         the packets.
         """
@@ -290,7 +291,7 @@ class Session:
         peer_nonce = self._peer_nonce(hello)
         if peer_nonce is None:
             return [self._fail("auth_failed", f"the {self.peer_role}'s HELLO carries no valid "
-                               f"{secure.NONCE_INFO_KEY}")]
+                               f"{crypto.NONCE_INFO_KEY}")]
         if peer_nonce == self._nonce:
             return [self._fail("auth_failed", "the peer echoed our own nonce (a reflection)")]
         if self.role == "client":
@@ -299,8 +300,8 @@ class Session:
         else:
             client_hello, server_hello = event.raw, self._hello_payload
             client_nonce, server_nonce = peer_nonce, self._nonce
-        self._transcript = secure.transcript_hash(client_hello, server_hello)
-        self._keys = secure.derive_keys(self.psk, client_nonce, server_nonce, self._transcript)
+        self._transcript = crypto.transcript_hash(client_hello, server_hello)
+        self._keys = crypto.derive_keys(self.psk, client_nonce, server_nonce, self._transcript)
         self.decoder.pause_after = frozenset({SecureFrameType.AUTH})
         if self.role == "client":
             self._send_proof()
@@ -308,8 +309,8 @@ class Session:
 
     @staticmethod
     def _peer_nonce(hello: Hello) -> bytes | None:
-        text = hello.info.get(secure.NONCE_INFO_KEY)
-        if not isinstance(text, str) or len(text) != 2 * secure.NONCE_SIZE:
+        text = hello.info.get(crypto.NONCE_INFO_KEY)
+        if not isinstance(text, str) or len(text) != 2 * crypto.NONCE_SIZE:
             return None
         try:
             return bytes.fromhex(text)
@@ -318,7 +319,7 @@ class Session:
 
     def _send_proof(self) -> None:
         assert self._keys is not None
-        tag = secure.auth_tag(self._keys, self.role, self._transcript)
+        tag = crypto.auth_tag(self._keys, self.role, self._transcript)
         self._outgoing += framing.encode_frame(SecureFrameType.AUTH, tag)
 
     def _before_proof(self, event: Event) -> list[SessionEvent]:
@@ -328,14 +329,14 @@ class Session:
         if not (isinstance(event, ExtensionFrame) and event.frame_type == SecureFrameType.AUTH):
             return [self._fail("auth_failed", f"{_describe(event)} before the {self.peer_role} "
                                "proved the pre-shared key")]
-        if not secure.auth_tag_valid(self._keys, self.peer_role, self._transcript,
+        if not crypto.auth_tag_valid(self._keys, self.peer_role, self._transcript,
                                      event.payload):
             return [self._fail("auth_failed", f"the {self.peer_role} could not prove the "
                                "pre-shared key: the keys on the two ends differ")]
         if self.role == "server":
             self._send_proof()
-        self._sealer = secure.Sealer(self._keys.sending(self.role))
-        self._opener = secure.Opener(self._keys.receiving(self.role))
+        self._sealer = crypto.Sealer(self._keys.sending(self.role))
+        self._opener = crypto.Opener(self._keys.receiving(self.role))
         # From the next byte on, a frame in the clear ends the session from its header alone:
         # its payload (a HELLO's JSON, say) is never parsed.
         self.decoder.only_accept(SecureFrameType.SEALED, "unsealed", "a frame in the clear in "
@@ -355,7 +356,7 @@ class Session:
                                "where every frame must be sealed")]
         try:
             inner_type, inner = self._opener.open(event.payload)
-        except secure.SealError as exc:
+        except crypto.SealError as exc:
             return [self._fail(exc.reason, exc.detail)]
         if inner_type not in _SEALABLE:
             return [self._fail("bad_inner", f"sealed frame carries frame type {inner_type}")]

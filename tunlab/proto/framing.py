@@ -14,8 +14,8 @@ JSON payload lists features (offloads, authentication, ...) so that later versio
 negotiate what both ends understand. A DATA payload must be a whole IPv4/IPv6 packet whose own
 header claims exactly the payload's length; anything else is rejected *before* it could reach a
 TUN device. Authentication and encryption with a pre-shared key are layered above this codec
-(:mod:`tunlab.secure`, driven by :mod:`tunlab.protocol`) in the extension frame types: a sealed
-frame is opened there and its inner frame goes through the same checks here
+(:mod:`tunlab.proto.crypto`, driven by :mod:`tunlab.proto.session`) in the extension frame
+types: a sealed frame is opened there and its inner frame goes through the same checks here
 (:meth:`Decoder.frame_event`).
 
 Errors come in two kinds. A bad DATA payload or an unknown frame type is a
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from .ippacket import ip_packet_problem
+from ..ippacket import ip_packet_problem
 
 MAGIC = b"TL"
 VERSION = 1
@@ -59,7 +59,7 @@ class FrameType(IntEnum):
     GSO_DATA = 3  # virtio-net header (10 bytes) + IP (super-)packet, for offload-capable peers
     KEEPALIVE = 4
     CLOSE = 5
-    # 0x10-0x1f belong to extensions layered above this codec: tunlab.secure uses 0x10 (AUTH,
+    # 0x10-0x1f belong to extensions layered above this codec: tunlab.proto.crypto uses 0x10 (AUTH,
     # the key proof) and 0x11 (SEALED, an encrypted and authenticated inner frame).
     EXTENSION_FIRST = 0x10
     EXTENSION_LAST = 0x1F
@@ -410,7 +410,7 @@ class Decoder:
         """The event for one complete frame, with every payload check (and stats) applied.
 
         Public so that a layer which unwraps frames (the sealed frames of
-        :mod:`tunlab.secure`) puts the inner frame through exactly the same validation.
+        :mod:`tunlab.proto.crypto`) puts the inner frame through exactly the same validation.
         """
         if frame_type == FrameType.DATA:
             problem = ip_packet_problem(payload)

@@ -1,6 +1,6 @@
 """Pre-shared-key authentication and encryption for the tunnel, as sans-IO building blocks.
 
-The handshake (driven by :class:`tunlab.protocol.Session`) works like this:
+The handshake (driven by :class:`tunlab.proto.session.Session`) works like this:
 
 1. Each side puts 32 fresh random bytes (``psk_nonce``) into its HELLO and offers the ``psk``
    feature. A side that has a key refuses a peer that does not offer ``psk`` and vice versa:
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import TunlabError
+from ..errors import TunlabError
 from .framing import DEFAULT_MAX_PAYLOAD, EncodeError, frame_header
 
 PSK_FEATURE = "psk"
@@ -57,7 +57,7 @@ _LABEL = b"tunlab psk v1"
 
 
 class SecureFrameType(IntEnum):
-    """The extension frame types (0x10-0x1f range of :mod:`tunlab.framing`) used here."""
+    """The extension frame types (0x10-0x1f range of :mod:`tunlab.proto.framing`) used here."""
 
     AUTH = 0x10
     SEALED = 0x11

@@ -1,38 +1,4 @@
-"""The VPN tunnel: TUN -> encapsulate -> TCP -> decapsulate -> TUN, as threads owned by objects.
-
-:class:`TunnelServer` and :class:`TunnelClient` each own:
-
-* a *device reader* thread: read packets the kernel routed into the TUN device, frame them and
-  send them to the peer (dropped and counted while there is no peer);
-* a *receiver* thread per connection: read the TCP stream, let the sans-IO
-  :class:`~tunlab.protocol.Session` turn it into packets, write those into the device.
-
-Both forward at once, keep live :class:`TunnelStats`, and record :class:`TunnelEvent` objects
-(connections, rejections, and optionally every packet) for notebooks to show and plot.
-A :class:`~tunlab.runtime.ThreadGroup` owns the threads: ``stop()`` wakes every one of them
-through its :class:`~tunlab.runtime.Waker`, so it returns within a second, and it never closes
-the device it was given. No peer input ends an endpoint: an unexpected exception while serving
-one connection drops that peer (socket closed, unregistered) and the endpoint goes on; the
-first such exception is kept (``failure``) and re-raised by ``stop()``.
-
-Two data paths, chosen by how the device was opened:
-
-* the **simple path** (a plain device, the default for notebooks): one ``read()`` per packet,
-  one frame per packet, the code reads like the diagram;
-* the **fast path** (a device opened with ``TunDevice.open(name, vnet_hdr=True)``, used by the
-  command line and the benchmark): each endpoint offers the ``vnet_hdr`` feature in its HELLO.
-  When both offer it, the device is told it may hand over unfinished TCP super-packets of up to
-  64 KiB (``TUNSETOFFLOAD(CSUM|TSO4|TSO6)``), which travel as GSO_DATA frames with their
-  virtio-net header, and the far kernel finishes them: one read, one frame and one write
-  instead of forty-five. When the peer lacks the feature, offloads stay off (the kernel then
-  hands over finished MTU-sized packets) and plain DATA frames are sent, so a fast and a simple
-  endpoint interoperate. The switch happens per connection, because the offload setting
-  belongs to the device while the feature belongs to the connection; packets queued under the
-  previous setting are finished in software (:mod:`tunlab.vnet`). While a peer is connected,
-  one *pump* thread owns the device and does both directions with non-blocking calls, frames
-  without copying and spins briefly before it sleeps (see :meth:`_Endpoint._fast_pump`); the
-  device reader only drains the device while no peer is there.
-"""
+"""The endpoint both server and client are: threads, peer, data paths, events."""
 
 from __future__ import annotations
 
@@ -44,97 +10,43 @@ import select
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import framing
-from .errors import InvalidPacketError, TunlabError
-from .framing import CloseReceived, FrameRejected, PacketReceived, ProtocolError
-from .netns import Namespace
-from .protocol import Established, Session
-from .runtime import ThreadGroup
-from .tun import OFFLOAD_FAST, TunDevice
-from .vnet import VNET_HDR_SIZE, ZERO_HEADER, OffloadError, resolve
+from ..errors import InvalidPacketError
+from ..netns import Namespace
+from ..proto import framing
+from ..proto.framing import (
+    VNET_FEATURE,
+    CloseReceived,
+    FrameRejected,
+    PacketReceived,
+    ProtocolError,
+)
+from ..proto.session import Established, Session
+from ..runtime import ThreadGroup
+from ..tun import OFFLOAD_FAST, TunDevice
+from ..vnet import VNET_HDR_SIZE, ZERO_HEADER, OffloadError, resolve
+from .events import TunnelEvent
+from .peer import Peer
+from .stats import TunnelStats
+from .tuning import (
+    KEEP_WARM_SECONDS,
+    KEEP_WARM_TICK_MS,
+    READ_BATCH,
+    READ_BUFFER,
+    RECV_SIZE,
+    SEND_TIMEOUT,
+    SPIN_SECONDS,
+)
 
 log = logging.getLogger("tunlab.tunnel")
 
-READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
-RECV_SIZE = 256 * 1024
-SEND_TIMEOUT = 5.0
-VNET_FEATURE = framing.VNET_FEATURE  # HELLO feature: "send me GSO_DATA super-packets"
-_READ_BUFFER = 65535 + VNET_HDR_SIZE + 64
-# Fast path: after sending something read from the device, keep trying (yielding the CPU in
-# between) this long for the peer's answer before sleeping in poll(); see _Endpoint._fast_pump.
-SPIN_SECONDS = 1e-3
-# While packets flow both ways (a conversation), the pump polls with a 1 ms timeout instead of
-# sleeping until the next packet, for KEEP_WARM_SECONDS after the last one; see _fast_pump.
-KEEP_WARM_SECONDS = 0.1
-KEEP_WARM_TICK_MS = 1
 
+class Endpoint:
+    """What server and client share: threads, the peer, both data paths, events and stats."""
 
-@dataclass(frozen=True)
-class TunnelEvent:
-    """Something that happened, with a monotonic timestamp; ``data`` only for packet events."""
-
-    time: float
-    kind: str
-    detail: str = ""
-    size: int = 0
-    data: bytes | None = None
-
-
-@dataclass
-class TunnelStats:
-    """Live counters for both directions. Read them any time; they only grow."""
-
-    read_packets: int = 0       # device -> tunnel: packets read from the TUN device
-    read_bytes: int = 0
-    frames_sent: int = 0        # frames (and their bytes, headers included) sent to the peer
-    bytes_sent: int = 0
-    dropped_no_peer: int = 0    # read while no peer was connected
-    frames_received: int = 0    # tunnel -> device: valid packet frames received
-    bytes_received: int = 0
-    written_packets: int = 0    # packets written into the TUN device
-    written_bytes: int = 0
-    write_errors: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    connections: int = 0
-    disconnects: int = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """A plain dict copy, safe to keep while the tunnel runs on."""
-        data = {k: v for k, v in self.__dict__.items() if k != "rejected"}
-        data["rejected"] = dict(self.rejected)
-        return data
-
-
-class _Peer:
-    def __init__(self, sock: socket.socket, session: Session, address: Any) -> None:
-        self.sock = sock
-        self.session = session
-        self.address = address
-        self.send_lock = threading.Lock()
-        self.closed = False
-        self.early: list[Any] = []  # events that arrived in the same read as the handshake's end
-        self.vnet = VNET_FEATURE in session.features  # both ends take super-packets
-
-    def send(self, data: bytes) -> None:
-        with self.send_lock:
-            self.sock.sendall(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.sock.close()
-
-
-class _Endpoint:
     role = ""
 
     def __init__(self, device: TunDevice, *, namespace: Namespace | None = None,
@@ -159,14 +71,14 @@ class _Endpoint:
         self._shutdown_lock = threading.RLock()
         self._shut_down = False
         self._failure_raised = False
-        self._peer: _Peer | None = None
+        self._peer: Peer | None = None
         self._peer_lock = threading.Lock()
         self._device_lock = threading.Lock()  # fast path: who reads the device right now
         self._started = False
         self._stop_callbacks: list[Callable[[], None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> _Endpoint:
+    def start(self) -> Endpoint:
         """Start the threads; returns self so that ``with TunnelServer(...).start()`` reads well."""
         if self._started:
             return self
@@ -228,7 +140,7 @@ class _Endpoint:
     def running(self) -> bool:
         return self._started and not self._stop.is_set()
 
-    def __enter__(self) -> _Endpoint:
+    def __enter__(self) -> Endpoint:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -280,7 +192,7 @@ class _Endpoint:
                       name, self.role, exc, exc_info=exc)
             self._event("error", f"{name}: {exc!r}")
 
-    def _connection_failed(self, address: Any, peer: _Peer | None, sock: socket.socket,
+    def _connection_failed(self, address: Any, peer: Peer | None, sock: socket.socket,
                            exc: Exception) -> None:
         """An unexpected exception while serving one connection: drop that peer (close its
         socket, unregister it), keep the exception, and let the endpoint go on."""
@@ -370,7 +282,7 @@ class _Endpoint:
         stats.frames_sent += len(frames)
         stats.bytes_sent += len(data)
 
-    def _set_peer(self, peer: _Peer) -> None:
+    def _set_peer(self, peer: Peer) -> None:
         if self.fast:
             # Offloads belong to the device, the feature to this connection: set them to what
             # this peer can take before any of its traffic flows.
@@ -389,7 +301,7 @@ class _Endpoint:
             old.close()
             self._event("replaced", f"{old.address} replaced by {peer.address}")
 
-    def _drop_peer(self, peer: _Peer, why: str) -> None:
+    def _drop_peer(self, peer: Peer, why: str) -> None:
         with self._peer_lock:
             if self._peer is peer:
                 self._peer = None
@@ -399,7 +311,7 @@ class _Endpoint:
             self._event("disconnected", f"{peer.address}: {why}")
             log.info("%s: peer %s disconnected: %s", self.role, peer.address, why)
 
-    def _handshake(self, sock: socket.socket, address: Any, timeout: float) -> _Peer | None:
+    def _handshake(self, sock: socket.socket, address: Any, timeout: float) -> Peer | None:
         """Exchange hellos on ``sock``; return the peer, or None after closing it."""
         features = frozenset({VNET_FEATURE}) if self.offer_vnet else frozenset()
         session = Session(self.role, features=features, info={"mtu": self.device.mtu},
@@ -441,7 +353,7 @@ class _Endpoint:
                     sock.sendall(out)
         except OSError as exc:
             return self._refuse(sock, address, "socket_error", str(exc))
-        peer = _Peer(sock, session, address)
+        peer = Peer(sock, session, address)
         peer.early = early
         return peer
 
@@ -455,7 +367,7 @@ class _Endpoint:
             pass
         return None
 
-    def _receive_loop(self, peer: _Peer) -> None:
+    def _receive_loop(self, peer: Peer) -> None:
         """Peer -> device until the connection ends."""
         self.writer_tid = threading.get_native_id()
         if self.fast:
@@ -534,7 +446,7 @@ class _Endpoint:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(self._wake_fd, select.POLLIN)
-        iovec = [bytearray(_READ_BUFFER)]
+        iovec = [bytearray(READ_BUFFER)]
         stats = self.stats
         stop = self._stop
         lock = self._device_lock
@@ -586,7 +498,7 @@ class _Endpoint:
             self._event("rejected", f"not sent: {exc}")
             return []
 
-    def _fast_pump(self, peer: _Peer) -> None:
+    def _fast_pump(self, peer: Peer) -> None:
         """Both directions for one peer, in one thread, without sleeping while there is work.
 
         Two threads (one per direction, as in the simple path) cost a thread wake-up and a
@@ -639,7 +551,7 @@ class _Endpoint:
         os.set_blocking(device_fd, False)
         rbuffer = bytearray(RECV_SIZE)
         rview = memoryview(rbuffer)
-        buffers = [bytearray(_READ_BUFFER) for _ in range(READ_BATCH)]
+        buffers = [bytearray(READ_BUFFER) for _ in range(READ_BATCH)]
         iovecs = [[buffer] for buffer in buffers]
         views = [memoryview(buffer) for buffer in buffers]
         readv = os.readv
@@ -750,7 +662,7 @@ class _Endpoint:
             why = "stopped"
         self._drop_peer(peer, why)
 
-    def _batch_framer(self, peer: _Peer) -> Callable[[list[memoryview]], list[Any]]:
+    def _batch_framer(self, peer: Peer) -> Callable[[list[memoryview]], list[Any]]:
         """The function that frames batches of (virtio-net header + packet) reads for ``peer``,
         chosen once per connection.
 
@@ -785,7 +697,7 @@ class _Endpoint:
 
         return frame
 
-    def _frame_batch(self, peer: _Peer, batch: list[memoryview]) -> list[Any]:
+    def _frame_batch(self, peer: Peer, batch: list[memoryview]) -> list[Any]:
         """Frames for a sealed session or a peer without super-packets, through the session."""
         stats = self.stats
         stats.read_packets += len(batch)
@@ -848,7 +760,7 @@ class _Endpoint:
 
 def _prefer_batch_scheduling() -> None:
     """Make the calling thread SCHED_BATCH: same share of the CPU, but a wake-up of it does not
-    preempt the thread that woke it (see ``_Endpoint._fast_pump``). Best effort: no privilege
+    preempt the thread that woke it (see ``Endpoint._fast_pump``). Best effort: no privilege
     is needed, and where the call is refused the thread simply stays SCHED_OTHER."""
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
@@ -870,176 +782,3 @@ def _send_some(sendmsg: Callable[..., int], pieces: list[Any], flags: int) -> li
     if rest and sent:
         rest[0] = memoryview(rest[0])[sent:]
     return rest
-
-
-def _parse_hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise TunlabError(f"{text!r} is not HOST:PORT", "write it like 127.0.0.1:5555")
-    return host.strip("[]"), int(port)
-
-
-class TunnelServer(_Endpoint):
-    """Accept tunnel clients on TCP and forward between them and a TUN device.
-
-    One client is active at a time; a new client that completes the handshake replaces the old
-    one (a restarted client need not wait for the server to notice the old connection died).
-    Connections that do not finish the handshake within ``handshake_timeout`` are closed; at
-    most ``max_pending`` handshakes run at once.
-    """
-
-    role = "server"
-
-    def __init__(self, device: TunDevice, listen: tuple[str, int] | str = ("127.0.0.1", 0), *,
-                 namespace: Namespace | None = None, handshake_timeout: float = 5.0,
-                 max_pending: int = 64, record_packets: bool = False,
-                 psk: bytes | None = None) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
-        self.listen_address = _parse_hostport(listen) if isinstance(listen, str) else listen
-        self.handshake_timeout = handshake_timeout
-        self._pending = threading.BoundedSemaphore(max_pending)
-        self._listener: socket.socket | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The address actually listened on (the port is filled in when 0 was asked)."""
-        if self._listener is None:
-            raise RuntimeError("server not started")
-        return self._listener.getsockname()[:2]
-
-    def _prepare(self) -> None:
-        def bind() -> socket.socket:
-            family = socket.AF_INET6 if ":" in self.listen_address[0] else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(self.listen_address)
-            except OSError as exc:
-                sock.close()
-                host, port = self.listen_address
-                if exc.errno == errno.EADDRINUSE:
-                    raise TunlabError(f"port {port} on {host} is already in use",
-                                      "stop the other server or pick another --listen port"
-                                      ) from exc
-                raise TunlabError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                                  "use an address of this host, e.g. 127.0.0.1") from exc
-            sock.listen(16)
-            return sock
-
-        self._listener = self.namespace.run(bind) if self.namespace else bind()
-        self._event("listening", "{}:{}".format(*self.address))
-        log.info("server: listening on %s:%d, device %s", *self.address, self.device.name)
-        self._spawn(self._accept_loop, "accept")
-
-    def _close_sockets(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-        super()._close_sockets()
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
-            if not self._wait_readable(self._listener):
-                continue
-            try:
-                sock, address = self._listener.accept()
-            except OSError:
-                continue
-            if not self._pending.acquire(blocking=False):
-                self.stats.rejected["too_many_pending"] += 1
-                self._event("rejected", f"{address}: too many handshakes at once")
-                log.warning("server: rejected %s: too_many_pending (too many handshakes at "
-                            "once)", address)
-                sock.close()
-                continue
-            self._event("accepted", f"{address}")
-            self._spawn(self._serve, "connection", sock, address, essential=False)
-
-    def _serve(self, sock: socket.socket, address: Any) -> None:
-        peer = None
-        try:
-            try:
-                peer = self._handshake(sock, address, self.handshake_timeout)
-            finally:
-                self._pending.release()
-            if peer is None or self._stop.is_set():
-                if peer:
-                    peer.close()
-                return
-            sock.settimeout(SEND_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.stats.connections += 1
-            self._set_peer(peer)
-            self._event("connected", f"client {address}")
-            log.info("server: client %s connected", address)
-            self._receive_loop(peer)
-        except Exception as exc:  # noqa: BLE001 - one connection's failure ends only that one
-            self._connection_failed(address, peer, sock, exc)
-
-
-class TunnelClient(_Endpoint):
-    """Connect to a tunnel server and forward between it and a TUN device.
-
-    While the server is unreachable the client retries with exponential backoff (from
-    ``backoff_initial`` up to ``backoff_max`` seconds); when the connection drops, it reconnects.
-    """
-
-    role = "client"
-
-    def __init__(self, device: TunDevice, server: tuple[str, int] | str, *,
-                 namespace: Namespace | None = None, backoff_initial: float = 0.05,
-                 backoff_max: float = 2.0, connect_timeout: float = 2.0,
-                 record_packets: bool = False, psk: bytes | None = None) -> None:
-        super().__init__(device, namespace=namespace, record_packets=record_packets, psk=psk)
-        self.server_address = _parse_hostport(server) if isinstance(server, str) else server
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.connect_timeout = connect_timeout
-        self.attempts = 0
-
-    def _prepare(self) -> None:
-        self._spawn(self._connect_loop, "connection")
-
-    def _connect_loop(self) -> None:
-        backoff = self.backoff_initial
-        while not self._stop.is_set():
-            self.attempts += 1
-            if self._connect_once(backoff):
-                backoff = self.backoff_initial
-                continue
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.backoff_max)
-
-    def _connect_once(self, backoff: float) -> bool:
-        """One connection, served until it ends; False when none was established.
-
-        Whatever goes wrong in it (a refusal, or an unexpected exception, which is kept and
-        logged) costs this connection only: the caller tries again.
-        """
-        host, port = self.server_address
-        try:
-            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
-        except OSError as exc:
-            self._event("retry", f"{host}:{port}: {exc.strerror or exc}; again in "
-                        f"{backoff:.2f} s")
-            return False
-        peer = None
-        try:
-            peer = self._handshake(sock, (host, port), timeout=5.0)
-            if peer is None:
-                return False
-            sock.settimeout(SEND_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.stats.connections += 1
-            self._set_peer(peer)
-            self._event("connected", f"server {host}:{port}")
-            log.info("client: connected to %s:%d", host, port)
-            self._receive_loop(peer)
-            return True
-        except Exception as exc:  # noqa: BLE001 - one connection's failure ends only that one
-            self._connection_failed((host, port), peer, sock, exc)
-            return False

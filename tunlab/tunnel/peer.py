@@ -1,0 +1,38 @@
+"""A connected peer as the endpoint sees it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from ..proto.framing import VNET_FEATURE
+from ..proto.session import Session
+
+
+class Peer:
+    """One connected peer: its socket, its session and how to send to it."""
+
+
+    def __init__(self, sock: socket.socket, session: Session, address: Any) -> None:
+        self.sock = sock
+        self.session = session
+        self.address = address
+        self.send_lock = threading.Lock()
+        self.closed = False
+        self.early: list[Any] = []  # events that arrived in the same read as the handshake's end
+        self.vnet = VNET_FEATURE in session.features  # both ends take super-packets
+
+    def send(self, data: bytes) -> None:
+        with self.send_lock:
+            self.sock.sendall(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
