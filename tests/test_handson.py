@@ -18,7 +18,7 @@ import pytest
 from nbclient import NotebookClient
 from scapy.layers.inet import ICMP, IP
 
-from tunlab import course, handson, handson_loss
+from tunlab import claims, course, handson, handson_loss
 from tunlab.lab import SeedLab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,6 +324,15 @@ def test_race_result_survives_its_recording_and_describes_itself():
     assert "6.0 times as much" in text and "retransmitted nothing" in text
     assert "<td>yours</td>" in race._repr_html_()
     assert "Udp RcvbufErrors a / b" in repr(race)  # a recording without the field still shows
+
+    class ReadOnlyLesson:  # what a lesson without the lab gives back: the recorded dict
+        def run(self, key: str, fn: object) -> object:
+            assert key == "race"
+            return course.to_jsonable(race)
+
+    shown = handson.race(ReadOnlyLesson())
+    assert shown.recorded and shown.runs == race.runs
+    assert "recorded answer" in claims.expect(shown.to_dict(), holds={"x": True})._repr_html_()
 
 
 def _udp_one_way(tun_fd: int, sock: socket.socket) -> None:

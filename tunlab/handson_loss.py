@@ -379,6 +379,8 @@ class Race:
     loss: float
     seconds: float
     runs: list[TunnelRun]
+    recorded: bool = False
+    """True when this is a recording shown without the lab (read-only mode)."""
 
     def run(self, tunnel: str) -> TunnelRun:
         """The run of ``"UDP"`` or ``"TCP"``."""
@@ -386,13 +388,14 @@ class Race:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (recordings)."""
-        return {"loss": self.loss, "seconds": self.seconds, "runs": [asdict(r) for r in self.runs]}
+        return {"loss": self.loss, "seconds": self.seconds, "recorded": self.recorded,
+                "runs": [asdict(r) for r in self.runs]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Race:
         """The inverse of :meth:`to_dict`."""
         return cls(float(data["loss"]), float(data["seconds"]),
-                   [TunnelRun(**r) for r in data["runs"]])
+                   [TunnelRun(**r) for r in data["runs"]], bool(data.get("recorded")))
 
     def goodput(self) -> dict[str, float]:
         """``{label: Mbit/s}`` for :func:`tunlab.plots.bars`."""
@@ -553,7 +556,9 @@ def race(lesson: Any, udp: Callable[..., Any] | None = None,
     value = lesson.run("race", lambda: race_tunnels(udp, tcp, **kwargs))
     if value is None or isinstance(value, Race):
         return value
-    return Race.from_dict(value)
+    recorded = Race.from_dict(value)
+    recorded.recorded = True
+    return recorded
 
 
 # -- registration with the course ----------------------------------------------------------------
