@@ -170,7 +170,6 @@ class _Pumps:
 
     workers: dict[str, _h.Worker]
     sockets: dict[str, socket.socket]
-    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def start(cls, lab: Any, pump: Callable[..., Any], pair: tuple[socket.socket, socket.socket],
