@@ -1,19 +1,20 @@
 """Three participants share one JupyterHub without disturbing each other.
 
 A JupyterHub on 127.0.0.1 (SharedPasswordAuthenticator: one workshop password;
-LocalProcessSpawner: each participant's server runs as their own Unix user), the "tunlab (no sudo)" kernel spec installed
-for everybody with deploy/tljh's server settings (default kernel, IPC transport), and three
-participant accounts made by the test. Each participant logs in through the login form, gets a
-token, starts their server, starts a "tunlab (no sudo)" kernel through the Jupyter server's REST
-API and, over the kernel's websocket, sends lesson 05's seed martian with the lesson's own
-packet builder. The kernel's verdict must be the root lab's (dropped), from the counters.
+LocalProcessSpawner: each participant's server runs as their own Unix user), the "tunlab (no
+sudo)" kernel spec installed for everybody with deploy/tljh's server settings (default
+kernel, IPC transport), and three participant accounts made by the test. Each participant logs
+in through the login form, gets a token, starts their server, starts a "tunlab (no sudo)"
+kernel through the Jupyter server's REST API and, over the kernel's websocket, sends lesson
+05's seed martian with the lesson's own packet builder. The kernel's verdict must be the root
+lab's (dropped), from the counters.
 
-Then one participant resets their lab and runs ``tunlab cleanup`` (in their kernel, and as their
-Unix user in a shell); the other two keep their namespaces and ownership records (seen from
-outside, through /proc/PID/root) and their next packet still gets the kernel's verdict.
+Then one participant resets their lab and runs ``tunlab cleanup`` (in their kernel, and as
+their Unix user in a shell); the other two keep their namespaces and ownership records (seen
+from outside, through /proc/PID/root) and their next packet still gets the kernel's verdict.
 
-Only the builder call runs, not lesson 05 top to bottom (see test_nosudo: the whole lesson does
-not yet finish in time in the no-sudo kernel).
+Only the builder call runs, not lesson 05 top to bottom (see test_nosudo: the whole lesson
+does not yet finish in time in the no-sudo kernel).
 """
 
 from __future__ import annotations
