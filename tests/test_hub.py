@@ -20,6 +20,7 @@ does not yet finish in time in the no-sudo kernel).
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from tunlab import course, doctor, kernelspec
 ROOT = Path(__file__).resolve().parent.parent
 CHP = ROOT / ".hub/node_modules/.bin/configurable-http-proxy"
 SERVER_CONFIG = ROOT / "deploy/tljh/jupyter_server_config.json"
+HUB_SNIPPET = ROOT / "deploy/tljh/tunlab.py"
 VENV = Path(sys.prefix)
 PARTICIPANTS = 3
 SETUP_SECONDS = 600
@@ -116,6 +118,9 @@ def _hub_config(work: Path, port: int, token: str, password: str, names: list[st
     bindir = Path(python).parent
     config = f"""
 c = get_config()  # noqa: F821
+# deploy/tljh's snippet as TLJH loads it (its Spawner.cmd copies the course into each home);
+# its SystemdSpawner settings do not apply to LocalProcessSpawner.
+load_subconfig({str(HUB_SNIPPET)!r})  # noqa: F821
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {port}
 c.JupyterHub.hub_ip = "127.0.0.1"
@@ -128,7 +133,6 @@ c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = {password!r}
 c.Authenticator.allowed_users = set({names!r})
 c.JupyterHub.spawner_class = "localprocess"
-c.Spawner.cmd = [{str(bindir / "jupyterhub-singleuser")!r}]
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 180
 c.Spawner.environment = {{
@@ -253,6 +257,9 @@ def test_each_participant_gets_the_kernels_verdict_through_the_hub(room):
     for participant in room.participants:
         specs = participant.kernel.kernelspecs()
         assert specs["default"] == kernelspec.KERNEL_NAME, specs["default"]
+        assert list(specs["kernelspecs"]) == [kernelspec.KERNEL_NAME], specs["kernelspecs"]
+        home = Path(pwd.getpwnam(participant.name).pw_dir)
+        assert (home / "tunlab-notebooks/05-martians-and-rp_filter.ipynb").is_file()
         assert specs["kernelspecs"][kernelspec.KERNEL_NAME]["spec"]["display_name"] == \
             kernelspec.DISPLAY_NAME
         participant.kernel.start()
