@@ -216,7 +216,6 @@ def room() -> Iterator[Room]:
                                     str(os.major(rdev)), str(os.minor(rdev))], check=True)
                     os.chown(node, user.pw_uid, user.pw_gid)
                     env[user.pw_name]["tun"] = str(node)
-            subprocess.run(["chmod", "-R", "a+rX", str(work / "jupyter")], check=True)
             port = free_port()
             token, password = new_secret(), new_secret()
             config = _hub_config(work, port, token, password, names, python, env)
