@@ -126,16 +126,22 @@ def run_lesson(path: Path, kernel: str, timeout: float) -> LessonCost:
     started = time.monotonic()
     error = ""
     sampler: Sampler | None = None
-    with client.setup_kernel():
-        pid = km.provisioner.process.pid  # type: ignore[union-attr]
-        sampler = Sampler(psutil.Process(pid))
-        sampler.start()
-        try:
-            client.execute()
-        except Exception as exc:  # noqa: BLE001 - a measurement records the failure, goes on
-            error = f"{type(exc).__name__}: {str(exc)[:300]}"
-        sampler.cpu = max(sampler.cpu, _cpu(_tree(sampler.root)))
-        sampler.stop()
+    try:
+        with client.setup_kernel():
+            pid = km.provisioner.process.pid  # type: ignore[union-attr]
+            sampler = Sampler(psutil.Process(pid))
+            sampler.start()
+            try:
+                client.execute()
+            except Exception as exc:  # noqa: BLE001 - record the failure, measure on
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            sampler.cpu = max(sampler.cpu, _cpu(_tree(sampler.root)))
+            sampler.stop()
+    finally:
+        # nbclient leaves a kernel it did not create running; the no-sudo kernel's parent
+        # is unshare, so it would not notice that this script is gone either
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     if errors and not error:
