@@ -19,6 +19,7 @@ does not yet finish in time in the no-sudo kernel).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -52,7 +53,6 @@ VENV = Path(sys.prefix)
 PARTICIPANTS = 3
 SETUP_SECONDS = 600
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 # Lesson 05's packet builder with the seed's martian typed in: 10.0.0.1 -> 10.0.2.33 written
 # into mytun, forwarding and martian logging on (the lesson's first experiment).
@@ -251,6 +251,8 @@ def _expected_verdict() -> str:
     return str(course.recorded_fate(**SEED_MARTIAN)["verdict"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_each_participant_gets_the_kernels_verdict_through_the_hub(room):
     labs = []
     for participant in room.participants:
@@ -291,6 +293,8 @@ def test_each_participant_gets_the_kernels_verdict_through_the_hub(room):
     assert not host & {n for names in labs for n in names}, "a lab namespace is on the host"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_one_participants_reset_and_cleanup_leave_the_others_alone(room):
     if not all(p.kernel_pid for p in room.participants):
         pytest.skip("the kernels did not start (see the test before)")
@@ -322,3 +326,22 @@ def test_one_participants_reset_and_cleanup_leave_the_others_alone(room):
         assert sent["lab_ready"] is True, sent
     for p in others:
         assert _inside(p.kernel_pid, "/run/netns") == before[p.name][0], p.name
+
+
+@pytest.mark.pure
+def test_the_deploy_files_name_the_no_sudo_kernel_and_files_that_exist():
+    import yaml
+
+    server = json.loads(SERVER_CONFIG.read_text())
+    assert server["MultiKernelManager"]["default_kernel_name"] == kernelspec.KERNEL_NAME
+    assert server["KernelSpecManager"]["allowed_kernelspecs"] == [kernelspec.KERNEL_NAME]
+    assert server["KernelManager"]["transport"] == "ipc"
+    values = yaml.safe_load((ROOT / "deploy/z2jh/values.yaml").read_text())
+    context = values["hub"]["config"]["KubeSpawner"]["container_security_context"]
+    assert context["capabilities"] == {"drop": ["ALL"]} and context["runAsNonRoot"] is True
+    assert values["singleuser"]["uid"] == 1000
+    containerfile = (ROOT / "Containerfile").read_text()
+    for line in containerfile.splitlines():
+        if line.startswith("COPY ") and "--from" not in line and not line.startswith("COPY . "):
+            assert (ROOT / line.split()[1]).exists(), line
+    assert "tunlab kernelspec install --sys-prefix" in containerfile
