@@ -187,35 +187,14 @@ def room() -> Iterator[Room]:
     tag = f"{os.getpid() % 100000:05d}"
     names = [f"tlhub{tag}{letter}" for letter in "abc"[:PARTICIPANTS]]
     work = Path(tempfile.mkdtemp(prefix="tunlab-hub."))
-    hub: Hub | None = None
-    kernels: list[KernelSession] = []
     try:
         work.chmod(0o755)
-        with accounts(names) as users:
+        with accounts(names) as users:  # removed last: after the hub and its servers
             reason = _userns_allowed(names[0])
             if reason:
                 pytest.skip(reason)
             python = _participant_python(names[0]) or str(_world_readable_venv(work))
-            # The kernel spec for everybody (a prefix the hub's users read, like TLJH's user
-            # environment) and deploy/tljh's server settings, both found through the spawner's
-            # JUPYTER_PATH / JUPYTER_CONFIG_PATH.
-            kernelspec.install(prefix=str(work / "jupyter"), python=python)
-            config_dir = work / "jupyter/etc/jupyter"
-            config_dir.mkdir(parents=True)
-            shutil.copy(SERVER_CONFIG, config_dir / "jupyter_server_config.json")
-            # /dev/net/tun may be 0600 here: each participant gets a node of their own (same
-            # device numbers), as docs/no-sudo.md describes, instead of a change to the host's.
-            env: dict[str, dict[str, str]] = {name: {} for name in names}
-            tun = Path("/dev/net/tun")
-            if not os.access(tun, os.R_OK | os.W_OK, effective_ids=False) or \
-                    (tun.stat().st_mode & 0o006) != 0o006:
-                rdev = tun.stat().st_rdev
-                for user in users:
-                    node = work / f"tun-{user.pw_name}"
-                    subprocess.run(["mknod", "-m", "0600", str(node), "c",
-                                    str(os.major(rdev)), str(os.minor(rdev))], check=True)
-                    os.chown(node, user.pw_uid, user.pw_gid)
-                    env[user.pw_name]["tun"] = str(node)
+            env = _prepare(work, users, python)
             port = free_port()
             token, password = new_secret(), new_secret()
             config = _hub_config(work, port, token, password, names, python, env)
@@ -223,21 +202,47 @@ def room() -> Iterator[Room]:
                        "HOME": str(work), "LANG": "C.UTF-8"}
             hub = start_hub(config, work, f"http://127.0.0.1:{port}/", token, hub_env,
                             str(jupyterhub))
-            participants = []
-            for user in users:
-                session = log_in(hub.url, user.pw_name, password)
-                user_token = token_for(session, hub.url, user.pw_name)
-                server = wait_for_server(hub, user.pw_name, user_token)
-                kernel = KernelSession(server, user_token, kernelspec.KERNEL_NAME)
-                kernels.append(kernel)
-                participants.append(Participant(user.pw_name, user.pw_uid, user_token, kernel))
-            yield Room(hub, participants, python)
+            participants: list[Participant] = []
+            try:
+                for user in users:
+                    session = log_in(hub.url, user.pw_name, password)
+                    user_token = token_for(session, hub.url, user.pw_name)
+                    server = wait_for_server(hub, user.pw_name, user_token)
+                    participants.append(Participant(
+                        user.pw_name, user.pw_uid, user_token,
+                        KernelSession(server, user_token, kernelspec.KERNEL_NAME)))
+                yield Room(hub, participants, python)
+            finally:
+                for participant in participants:
+                    participant.kernel.close()
+                hub.stop()
     finally:
-        for kernel in kernels:
-            kernel.close()
-        if hub is not None:
-            hub.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _prepare(work: Path, users: list[pwd.struct_passwd],
+             python: str) -> dict[str, dict[str, str]]:
+    """The kernel spec for everybody (a prefix the hub's users read, like TLJH's user
+    environment) and deploy/tljh's server settings, both found through the spawner's
+    JUPYTER_PATH / JUPYTER_CONFIG_PATH; a TUN node per participant where /dev/net/tun is
+    not usable by all. Returns each participant's extra settings."""
+    kernelspec.install(prefix=str(work / "jupyter"), python=python)
+    config_dir = work / "jupyter/etc/jupyter"
+    config_dir.mkdir(parents=True)
+    shutil.copy(SERVER_CONFIG, config_dir / "jupyter_server_config.json")
+    env: dict[str, dict[str, str]] = {user.pw_name: {} for user in users}
+    tun = Path("/dev/net/tun")
+    if tun.stat().st_mode & 0o006 != 0o006:
+        # 0600 here: each participant gets a node of their own (same device numbers), as
+        # docs/no-sudo.md describes, instead of a change to the host's
+        rdev = tun.stat().st_rdev
+        for user in users:
+            node = work / f"tun-{user.pw_name}"
+            subprocess.run(["mknod", "-m", "0600", str(node), "c", str(os.major(rdev)),
+                            str(os.minor(rdev))], check=True)
+            os.chown(node, user.pw_uid, user.pw_gid)
+            env[user.pw_name]["tun"] = str(node)
+    return env
 
 
 def _send(participant: Participant) -> dict:
