@@ -64,6 +64,9 @@ def install(user: bool = False, sys_prefix: bool = False, prefix: str | None = N
     if sys_prefix:
         prefix = sys.prefix
     with tempfile.TemporaryDirectory() as tmp:
+        # the spec directory is copied with its mode: 0700 (mkdtemp's) would hide a
+        # system-wide spec from every user but its installer
+        Path(tmp).chmod(0o755)
         (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_json(python), indent=1))
         try:
             where = KernelSpecManager().install_kernel_spec(
