@@ -67,9 +67,14 @@ else:
     for cell in nb.cells:
         if "answer" in cell.get("metadata", {}).get("tags", []):
             cell.source = "answer = " + answer
-    client = NotebookClient(nb, km=manager(), timeout=200,
+    km = manager()
+    client = NotebookClient(nb, km=km, timeout=200,
                             resources={"metadata": {"path": os.path.dirname(path)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:  # nbclient leaves a kernel it was given running
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     cells = [{"tags": c.get("metadata", {}).get("tags", []), "outputs": c.get("outputs", [])}
              for c in nb.cells if c.cell_type == "code"]
     print(json.dumps(cells))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import drops, nfttrace, packets
+from ..doctor import in_user_namespace
 from ..errors import EnvironmentProblem, TunlabError
 from ..lab import SEED_DEVICES, UPLINK, SeedLab
 from ..netns import Namespace
@@ -165,7 +166,8 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
             evidence.append(Evidence.TRACEFS)
         except (EnvironmentProblem, OSError) as exc:
             tracing = f"unavailable: {exc}"
-            missing["tracefs"] = str(exc)
+            missing["tracefs"] = (f"tracefs belongs to the host, out of this user namespace's "
+                                  f"reach ({exc})" if in_user_namespace() else str(exc))
     else:
         tracing = "off"
         missing["tracefs"] = "tracing was turned off for this run"
@@ -183,7 +185,9 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
         if martians.available:
             evidence.append(Evidence.KERNEL_LOG)
         else:
-            missing["kernel log"] = "/dev/kmsg cannot be read here (needs CAP_SYSLOG)"
+            missing["kernel log"] = (
+                "the kernel log belongs to the host, out of this user namespace's reach"
+                if in_user_namespace() else "/dev/kmsg cannot be read here (needs CAP_SYSLOG)")
     finally:
         if tracer is not None:
             tracer.stop()
