@@ -19,12 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .recorded_evidence import MARTIANS_KEY as RECORDED_MARTIANS
+from .recorded_evidence import REASONS_KEY as RECORDED_REASONS
+
 Result = Mapping[str, Any]
 RECORDED_LABEL = " (recorded on a root run: not traceable here)"
-# The keys tunlab.fate.recorded adds where a run lacked tracefs or the kernel log (JSON edge;
-# importing tunlab.fate here would cost the notebooks' claims cells most of a second).
-RECORDED_REASONS = "recorded_drop_reasons"
-RECORDED_MARTIANS = "recorded_martian_log"
 
 
 class ClaimMismatch(AssertionError):

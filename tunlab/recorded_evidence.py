@@ -33,6 +33,8 @@ def with_recorded_evidence(live: dict[str, Any], sysctls: Mapping[str, Any] | No
     Only a recording whose verdict is the live verdict counts; one that disagrees says nothing
     about this run and is left out.
     """
+    if REASONS_KEY in live or MARTIANS_KEY in live:
+        return live  # already beside a recording
     given = {k: str(v) for k, v in (sysctls or {}).items()}
     completed = {**{k: str(v) for k, v in (live.get("settings") or {}).items()}, **given}
     for settings in [given] + ([completed] if completed != given else []):
@@ -64,3 +66,23 @@ def _add(live: dict[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
             f"{live.get('explanation', '')} Recorded, not seen here: a root run of this same "
             f"packet {' and '.join(notes)}.").strip()
     return out
+
+
+def beside(value: Any, recording: Any) -> Any:
+    """A lesson step's live ``value`` with its recording's traced evidence, where it lacked it.
+
+    ``value`` is a fate report dict, or a list of ``(label, report)`` pairs (a sweep), matched
+    to ``recording`` (the same step's value from a root run) report by report, by label.
+    Anything else, and anything with its own traced evidence, comes back unchanged.
+    """
+    if isinstance(value, Mapping) and "verdict" in value:
+        if isinstance(recording, Mapping) and lacks_traced_evidence(value):
+            return with_recorded_evidence(dict(value), None, lambda _settings: recording)
+        return value
+    if isinstance(value, list) and isinstance(recording, list):
+        recorded = {str(item[0]): item[1] for item in recording
+                    if isinstance(item, list | tuple) and len(item) == 2}
+        return [(item[0], beside(item[1], recorded.get(str(item[0]))))
+                if isinstance(item, tuple | list) and len(item) == 2 else item
+                for item in value]
+    return value
