@@ -24,7 +24,13 @@ from .errors import TunlabError
 
 KERNEL_NAME = "tunlab-nosudo"
 DISPLAY_NAME = "tunlab (no sudo)"
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--fork", "--kill-child"]
+# No --fork: unshare(1) enters the namespaces and execs the kernel in its own process, so the
+# kernel stays the child of the Jupyter client that launched it. ipykernel then notices when
+# that client dies (JPY_PARENT_PID is its parent) and exits with it, and the client's signals
+# (interrupt, terminate, kill) reach the kernel itself. With --fork, an unshare process that
+# ignores SIGTERM sat in between: a kernel whose client died ran on, holding its lab and the
+# client's stdout and stderr.
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount"]
 NETNS_DIR = Path("/run/netns")
 TUN_DEVICE = Path("/dev/net/tun")
 TUN_ENV = "TUNLAB_NOSUDO_TUN"
@@ -114,7 +120,8 @@ def _private_run() -> None:
 
 
 def _inside(connection_file: str) -> None:
-    """Inside the namespaces: check the transport, prepare /run/netns, become ipykernel."""
+    """Inside the namespaces: check the transport, prepare /run/netns, become ipykernel (same
+    process, so the client that launched unshare stays the kernel's parent)."""
     transport = json.loads(Path(connection_file).read_text()).get("transport", "tcp")
     if transport != "ipc":
         print(f"tunlab (no sudo): this kernel has its own network namespace, so a {transport} "
