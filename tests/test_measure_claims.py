@@ -50,3 +50,34 @@ def test_a_syn_announces_its_devices_mtu_minus_40(lab) -> None:
 def test_without_a_tunnel_the_mss_lookup_says_so(lab) -> None:
     with pytest.raises(TunlabError, match="is the tunnel running"):
         measure.tcp_mss(lab.a, lab.b, "10.9.0.2", "tun0", timeout=1.0)
+
+
+def test_loss_is_on_the_wire_the_sender_learns_nothing(lab) -> None:
+    """Lesson 08's loss is a lossy cable: a's send() succeeds, b never gets the datagram. (A
+    drop in a's output hook would fail a's send() with EPERM, which is not loss.)"""
+    import socket
+
+    from tunlab.drops import link_counters, snmp_counters
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(5):
+                sock.sendto(b"lost", ("198.18.0.2", 9))    # raises on EPERM
+
+    lab.a.exec(["ping", "-c1", "-W2", "198.18.0.2"])    # a knows b's MAC before the cable fails
+    before, wire = snmp_counters(lab.b), link_counters(lab.b)
+    measure.set_loss(lab.b, 100)
+    try:
+        lab.a.run(send)
+    finally:
+        measure.set_loss(lab.b, 0)
+    after = snmp_counters(lab.b)
+    assert link_counters(lab.b)["veth0.rx_packets"] - wire["veth0.rx_packets"] >= 5
+    assert after["IpInReceives"] == before["IpInReceives"]
+    assert measure.LOSS_TABLE not in lab.b.exec(["nft", "list", "ruleset"]).stdout
+
+
+def test_a_loss_outside_0_to_100_is_refused_and_changes_nothing(lab) -> None:
+    with pytest.raises(TunlabError, match="between 0 and 100"):
+        measure.set_loss(lab.b, 101)
+    assert measure.LOSS_TABLE not in lab.b.exec(["nft", "list", "ruleset"]).stdout

@@ -27,7 +27,7 @@ from typing import Any
 from . import course
 from . import handson as _h
 from .errors import TunlabError
-from .measure import iperf3_server, ping_rtts
+from .measure import iperf3_server, ping_rtts, set_loss
 from .netns import Namespace
 
 __all__ = ["Race", "TunnelRun", "check_udp_pump", "judge_udp", "race", "race_tunnels", "set_loss",
@@ -36,7 +36,6 @@ __all__ = ["Race", "TunnelRun", "check_udp_pump", "judge_udp", "race", "race_tun
 PORT = 5555  # the tunnel's port on both hosts (UDP, or TCP for the TCP tunnel)
 IPERF_PORT = 5301
 COUNT_TABLE = "tunlab_udpcheck"
-LOSS_TABLE = "tunlab_wireloss"
 PING_COUNT = 3
 LOSS = 5.0  # % of each host's packets dropped on the underlay in the race
 RACE_SECONDS = 2.0
@@ -104,23 +103,6 @@ def _total_retrans(sock: socket.socket) -> int:
     """The kernel's count of segments this TCP socket retransmitted (tcp_info)."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     return int(struct.unpack_from("I", info, TCP_INFO_TOTAL_RETRANS)[0])
-
-
-def set_loss(ns: Namespace, percent: float, device: str = "veth0") -> None:
-    """Drop ``percent`` % of the packets arriving on ``device`` in ``ns``, as a lossy cable
-    would (0 removes the rule).
-
-    nftables' netdev *ingress* hook drops them before IP sees them, so no sender learns of
-    it. (A drop in the sender's own output hook would not do: the kernel returns EPERM to
-    the sending socket, and a UDP tunnel's send() would fail.)
-    """
-    ns.exec(["nft", "delete", "table", "netdev", LOSS_TABLE], check=False)
-    if percent <= 0:
-        return
-    ruleset = (f"table netdev {LOSS_TABLE} {{\n chain in {{\n"
-               f'  type filter hook ingress device "{device}" priority 0; policy accept;\n'
-               f"  numgen random mod 1000 < {int(round(percent * 10))} drop\n }}\n}}\n")
-    ns.exec(["nft", "-f", "-"], input=ruleset.encode())
 
 
 # -- counters --------------------------------------------------------------------------------------

@@ -134,25 +134,33 @@ def lab_iperf3(lab: Any, target: str, seconds: float = 2.0, port: int = IPERF_PO
 
 
 def set_loss(ns: Any, percent: float, device: str = "veth0") -> None:
-    """Drop ``percent`` % of the packets ``ns`` sends out of ``device`` (0 removes the rule).
+    """Drop ``percent`` % of the packets arriving on ``device`` in ``ns``, as a lossy cable
+    would (0 removes the rule).
 
-    nftables' ``numgen random`` does it, so no netem (sch_netem) is needed; only packets this
-    namespace itself sends are affected (the tunnel's TCP stream, a direct iperf3).
+    nftables' netdev *ingress* hook drops them before IP sees them, so no sender learns of it
+    and TCP has to find the loss itself, as on a real wire. (A drop in the sender's own output
+    hook is not loss: the kernel returns EPERM to the sending socket, so UDP's send() fails
+    and TCP just tries again later.) ``numgen random`` needs no netem (sch_netem).
     """
-    ns.exec(["nft", "delete", "table", "inet", LOSS_TABLE], check=False)
+    if not 0 <= percent <= 100:
+        raise TunlabError(f"a loss of {percent} % is not a share of packets",
+                          "choose a loss between 0 and 100 %")
+    ns.exec(["nft", "delete", "table", "netdev", LOSS_TABLE], check=False)
     if percent <= 0:
         return
     per_mille = int(round(percent * 10))
-    ruleset = (f"table inet {LOSS_TABLE} {{\n chain out {{\n"
-               f"  type filter hook output priority 0; policy accept;\n"
-               f'  oifname "{device}" numgen random mod 1000 < {per_mille} drop\n }}\n}}\n')
+    match = "" if per_mille >= 1000 else f"numgen random mod 1000 < {per_mille} "
+    ruleset = (f"table netdev {LOSS_TABLE} {{\n chain in {{\n"
+               f'  type filter hook ingress device "{device}" priority 0; policy accept;\n'
+               f"  {match}drop\n }}\n}}\n")
     ns.exec(["nft", "-f", "-"], input=ruleset.encode())
 
 
 def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float = 1.5,
                     pings: int = 100) -> dict[str, Any]:
-    """TCP over TCP: for each loss rate on a's underlay, iperf3 direct (198.18.0.2) and through
-    the tunnel (10.9.0.2), and ping RTTs both ways. The tunnel must be running.
+    """TCP over TCP: for each loss rate of what a sends on the underlay (dropped as it arrives
+    at b), iperf3 direct (198.18.0.2) and through the tunnel (10.9.0.2), and ping RTTs both
+    ways. The tunnel must be running.
 
     Returns ``{"throughput": {"direct TCP": [(loss, Mbit/s)], "TCP in the tunnel": [...]},
     "rtts": {"<path> @ <loss>%": [ms or None, ...]}}``.
@@ -162,7 +170,7 @@ def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float =
     rtts: dict[str, list[float | None]] = {}
     try:
         for loss in losses:
-            set_loss(lab.a, loss)
+            set_loss(lab.b, loss)
             for name, target in paths.items():
                 throughput[name].append((float(loss), lab_iperf3(lab, target, seconds)))
             if loss:
@@ -171,7 +179,7 @@ def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float =
                     rtts[f"{name.split(' (')[0]} @ {loss:g}% loss"] = ping_rtts(
                         lab.a, target, pings, linger=1.0)
     finally:
-        set_loss(lab.a, 0)
+        set_loss(lab.b, 0)
     return {"throughput": throughput, "rtts": rtts}
 
 

@@ -1568,7 +1568,7 @@ class TunnelPanel(LabPanel, w.VBox):
                 self._ensure_lab()
             else:
                 return  # no lab, no loss rule to remove
-        set_loss(self.lab.a, percent)
+        set_loss(self.lab.b, percent)  # a's packets, lost as they reach b
 
     def reset_view(self) -> None:
         """The lab was rebuilt: the tunnel is gone, so is its loss rule; start from zero."""
