@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InvalidPacketError, TunlabError
 from ..netns import Namespace
@@ -43,6 +43,7 @@ from .tuning import (
 )
 
 log = logging.getLogger("tunlab.tunnel")
+E = TypeVar("E", bound="Endpoint")
 
 
 class Endpoint:
@@ -92,7 +93,7 @@ class Endpoint:
         self._stop_callbacks: list[Callable[[], None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self, timeout: float = READY_TIMEOUT, *, wait: bool = True) -> Endpoint:
+    def start(self: E, timeout: float = READY_TIMEOUT, *, wait: bool = True) -> E:
         """Start the threads and return once the endpoint is ready: a server when it listens,
         a client when its first handshake completed (unless ``wait=False``: then it returns at
         once and connects in the background, retrying).
@@ -169,7 +170,7 @@ class Endpoint:
     def running(self) -> bool:
         return self._started and not self._stop.is_set()
 
-    def __enter__(self) -> Endpoint:
+    def __enter__(self: E) -> E:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
