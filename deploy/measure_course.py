@@ -138,8 +138,7 @@ def run_lesson(path: Path, kernel: str, timeout: float) -> LessonCost:
             sampler.cpu = max(sampler.cpu, _cpu(_tree(sampler.root)))
             sampler.stop()
     finally:
-        # nbclient leaves a kernel it did not create running; the no-sudo kernel's parent
-        # is unshare, so it would not notice that this script is gone either
+        # nbclient leaves running a kernel it did not create
         if km.has_kernel:
             km.shutdown_kernel(now=True)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
