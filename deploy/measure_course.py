@@ -16,7 +16,8 @@ Usage (as the participant, e.g. via ``runuser -u USER --``, for the no-sudo kern
     python deploy/measure_course.py --kernel tunlab-nosudo --out nosudo.json DIR
     python deploy/measure_course.py --kernel python3 --out root.json DIR      # as root
 
-The numbers behind docs/instructor-guide.md come from this script (raw: deploy/measured-course.json).
+The numbers behind docs/instructor-guide.md come from this script (raw numbers:
+deploy/measured-course.json).
 """
 
 from __future__ import annotations
