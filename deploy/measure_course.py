@@ -16,7 +16,8 @@ Usage (as the participant, e.g. via ``runuser -u USER --``, for the no-sudo kern
     python deploy/measure_course.py --kernel tunlab-nosudo --out nosudo.json DIR
     python deploy/measure_course.py --kernel python3 --out root.json DIR      # as root
 
-The numbers behind docs/instructor-guide.md come from this script (raw: deploy/measured-course.json).
+The numbers behind docs/instructor-guide.md come from this script (raw numbers:
+deploy/measured-course.json).
 """
 
 from __future__ import annotations
@@ -138,8 +139,7 @@ def run_lesson(path: Path, kernel: str, timeout: float) -> LessonCost:
             sampler.cpu = max(sampler.cpu, _cpu(_tree(sampler.root)))
             sampler.stop()
     finally:
-        # nbclient leaves a kernel it did not create running; the no-sudo kernel's parent
-        # is unshare, so it would not notice that this script is gone either
+        # nbclient leaves running a kernel it did not create
         if km.has_kernel:
             km.shutdown_kernel(now=True)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
