@@ -132,6 +132,7 @@ def _observe(lab: SeedLab, server: TunnelServer, inject: Callable[[], None]) -> 
         event = _first(server.events(), "written")
         return event.data if event else None
 
-    report = observe(lab.ns, inject, writer_tid=server.writer_tid, capture_devices=(),
+    report = observe(lab.ns, inject, writer_tid=server.writer_tid,
+                     writer_comm=server.writer_comm, capture_devices=(),
                      packet=released, dev="mytun2")
     return report.to_dict()

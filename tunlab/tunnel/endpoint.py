@@ -75,6 +75,10 @@ class Endpoint:
         self.stats = TunnelStats()
         self.error: str | None = None
         self.writer_tid: int | None = None
+        # The writer thread's kernel name (comm), unique on the machine: tracefs filters drops
+        # by it, because inside a PID namespace (a container) writer_tid is not the host PID
+        # tracefs records.
+        self.writer_comm: str | None = None
         self._events: deque[TunnelEvent] = deque(maxlen=max_events)
         self._group = ThreadGroup(f"tunlab-{self.role}", on_failure=self._thread_failed,
                                   factory=namespace)
@@ -411,6 +415,7 @@ class Endpoint:
     def _receive_loop(self, peer: Peer) -> None:
         """Peer -> device until the connection ends."""
         self.writer_tid = threading.get_native_id()
+        self.writer_comm = _name_writer_thread()
         if self.fast:
             with self._owning_device():
                 why = FastPump(self, peer).run()
@@ -544,3 +549,18 @@ class Endpoint:
         for view in batch:
             self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
                         bytes(view[VNET_HDR_SIZE:]))
+
+
+def _name_writer_thread() -> str | None:
+    """Give the calling thread a unique kernel name (``tlw`` + 12 hex digits); None if the
+    kernel refuses."""
+    import secrets
+
+    from ..drops import name_this_thread
+
+    comm = f"tlw{secrets.token_hex(6)}"
+    try:
+        name_this_thread(comm)
+    except OSError:
+        return None
+    return comm
