@@ -461,3 +461,12 @@ def test_claims_check_recorded_reasons_labelled_and_live_verdicts():
     traced = {**_report("dropped", drop_reasons=["IP_RPFILTER"]), "missing_evidence": {}}
     with pytest.raises(claims.ClaimMismatch, match="the kernel traced"):
         claims.expect(traced, reasons=["IP_LOCAL_SOURCE"])
+
+
+@pytest.mark.pure
+def test_a_run_with_its_own_tracing_passes_through_unchanged():
+    from tunlab import recorded_evidence as rec
+
+    traced = [["a", {**_report("dropped", drop_reasons=["IP_RPFILTER"]),
+                     "missing_evidence": {}}], [1, 2]]
+    assert rec.beside(traced, [["a", {"verdict": "dropped"}]]) is traced

@@ -82,7 +82,9 @@ def beside(value: Any, recording: Any) -> Any:
     if isinstance(value, list) and isinstance(recording, list):
         recorded = {str(item[0]): item[1] for item in recording
                     if isinstance(item, list | tuple) and len(item) == 2}
-        return [(item[0], beside(item[1], recorded.get(str(item[0]))))
-                if isinstance(item, tuple | list) and len(item) == 2 else item
-                for item in value]
+        out = [(item[0], new) if isinstance(item, tuple | list) and len(item) == 2 and
+               (new := beside(item[1], recorded.get(str(item[0])))) is not item[1] else item
+               for item in value]
+        # unchanged (a run with its own tracing): the very same object, as if never passed here
+        return value if all(a is b for a, b in zip(out, value, strict=True)) else out
     return value
