@@ -40,3 +40,18 @@ def test_demo_in_words_names_each_hop(tunlab_cmd):
     assert "ping 10.0.0.2 -c1" in out
     assert "vpn-client read" in out and "wrote" in out and "mytun2" in out
     assert "the very packet that was sent" in out
+
+
+def test_demo_traces_the_released_packet_inside_a_pid_namespace(tunlab_cmd):
+    """In a container the server's writer thread id is not the host PID tracefs records; the
+    demo matches that thread by its unique name, as fate does (found in the container image:
+    drop_reasons were empty there)."""
+    import json
+    import subprocess
+
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", *tunlab_cmd, "demo",
+                             "--json"], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    fate = json.loads(result.stdout)["fate"]
+    assert fate["drop_reasons"] == ["IP_INADDRERRORS"]
+    assert "tracefs" in fate["evidence"]

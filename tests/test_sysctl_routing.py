@@ -80,3 +80,13 @@ def test_route_get_for_an_arriving_packet_reports_the_refusal(lab):
     answer = routing.route_get(lab.ns, "10.0.0.2", src="200.1.2.3", iif="mytun2")
     assert "error" in answer  # forwarding is off in a new namespace
     assert routing.describe_lookup(answer).startswith("No route")
+
+
+def test_a_refused_write_says_why_by_the_kernels_reason() -> None:
+    import errno
+
+    from tunlab.sysctl import _refusal_fix
+
+    assert "unmask=/proc/sys" in _refusal_fix(errno.EROFS)
+    assert "CAP_NET_ADMIN" in _refusal_fix(errno.EPERM)
+    assert "allowed values" in _refusal_fix(errno.EINVAL)

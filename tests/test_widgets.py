@@ -259,10 +259,10 @@ def test_tunnel_panel_samples_live_and_stops_its_threads():
         assert panel.samples[-1]["bytes"] > 1_000_000
         assert bytes(panel.image.value).startswith(b"\x89PNG")
         panel.loss.value = 5
-        assert "numgen random" in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+        assert "numgen random" in lesson.lab.b.exec(["nft", "list", "ruleset"]).stdout
         panel.stop_button.click()
         assert not panel.running and lesson.lab.client is None
-        assert measure.LOSS_TABLE not in lesson.lab.a.exec(["nft", "list", "ruleset"]).stdout
+        assert measure.LOSS_TABLE not in lesson.lab.b.exec(["nft", "list", "ruleset"]).stdout
         assert not [t for t in __import__("threading").enumerate() if t.name == "tunlab-panel"]
         panel.close()
     finally:

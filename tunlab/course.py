@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import resources
+from . import recorded_evidence, resources
 from .privileges import is_privileged
 
 DATA_DIR = resources.data_path()
@@ -408,6 +408,8 @@ class Lesson:
             value = fn()
             if recording_enabled():
                 self._recording[key] = to_jsonable(value)
+            if key in self._recorded:  # no tracefs here (no-sudo kernel): a root run's, labelled
+                value = recorded_evidence.beside(value, from_jsonable(self._recorded[key]))
             return value
         if key in self._recorded:
             return from_jsonable(self._recorded[key])
@@ -668,8 +670,12 @@ def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None =
     from .fate import packet_fate
 
     report = packet_fate(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev,
-                         sysctls=sysctls, nft_ruleset=nft_ruleset, **extra)
-    return report.to_dict()
+                         sysctls=sysctls, nft_ruleset=nft_ruleset, **extra).to_dict()
+    if recorded_evidence.lacks_traced_evidence(report):  # the no-sudo kernel: a root run's
+        report = recorded_evidence.with_recorded_evidence(
+            report, sysctls, lambda settings: recorded_fate(
+                src, dst, proto, dport, ttl, dev, settings, nft_ruleset, **extra))
+    return report
 
 
 def fate(src: str, dst: str, **kwargs: Any) -> dict[str, Any]:
@@ -980,7 +986,7 @@ def _header_bytes(answer: Any) -> bytes:
 
 
 def _judge_header(answer: Any) -> Judgement:
-    from . import framing
+    from .proto import framing
 
     header = _header_bytes(answer)
     if _matches("03", header.hex()):

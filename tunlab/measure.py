@@ -134,25 +134,33 @@ def lab_iperf3(lab: Any, target: str, seconds: float = 2.0, port: int = IPERF_PO
 
 
 def set_loss(ns: Any, percent: float, device: str = "veth0") -> None:
-    """Drop ``percent`` % of the packets ``ns`` sends out of ``device`` (0 removes the rule).
+    """Drop ``percent`` % of the packets arriving on ``device`` in ``ns``, as a lossy cable
+    would (0 removes the rule).
 
-    nftables' ``numgen random`` does it, so no netem (sch_netem) is needed; only packets this
-    namespace itself sends are affected (the tunnel's TCP stream, a direct iperf3).
+    nftables' netdev *ingress* hook drops them before IP sees them, so no sender learns of it
+    and TCP has to find the loss itself, as on a real wire. (A drop in the sender's own output
+    hook is not loss: the kernel returns EPERM to the sending socket, so UDP's send() fails
+    and TCP just tries again later.) ``numgen random`` needs no netem (sch_netem).
     """
-    ns.exec(["nft", "delete", "table", "inet", LOSS_TABLE], check=False)
+    if not 0 <= percent <= 100:
+        raise TunlabError(f"a loss of {percent} % is not a share of packets",
+                          "choose a loss between 0 and 100 %")
+    ns.exec(["nft", "delete", "table", "netdev", LOSS_TABLE], check=False)
     if percent <= 0:
         return
     per_mille = int(round(percent * 10))
-    ruleset = (f"table inet {LOSS_TABLE} {{\n chain out {{\n"
-               f"  type filter hook output priority 0; policy accept;\n"
-               f'  oifname "{device}" numgen random mod 1000 < {per_mille} drop\n }}\n}}\n')
+    match = "" if per_mille >= 1000 else f"numgen random mod 1000 < {per_mille} "
+    ruleset = (f"table netdev {LOSS_TABLE} {{\n chain in {{\n"
+               f'  type filter hook ingress device "{device}" priority 0; policy accept;\n'
+               f"  {match}drop\n }}\n}}\n")
     ns.exec(["nft", "-f", "-"], input=ruleset.encode())
 
 
 def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float = 1.5,
                     pings: int = 100) -> dict[str, Any]:
-    """TCP over TCP: for each loss rate on a's underlay, iperf3 direct (198.18.0.2) and through
-    the tunnel (10.9.0.2), and ping RTTs both ways. The tunnel must be running.
+    """TCP over TCP: for each loss rate of what a sends on the underlay (dropped as it arrives
+    at b), iperf3 direct (198.18.0.2) and through the tunnel (10.9.0.2), and ping RTTs both
+    ways. The tunnel must be running.
 
     Returns ``{"throughput": {"direct TCP": [(loss, Mbit/s)], "TCP in the tunnel": [...]},
     "rtts": {"<path> @ <loss>%": [ms or None, ...]}}``.
@@ -162,7 +170,7 @@ def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float =
     rtts: dict[str, list[float | None]] = {}
     try:
         for loss in losses:
-            set_loss(lab.a, loss)
+            set_loss(lab.b, loss)
             for name, target in paths.items():
                 throughput[name].append((float(loss), lab_iperf3(lab, target, seconds)))
             if loss:
@@ -171,8 +179,149 @@ def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float =
                     rtts[f"{name.split(' (')[0]} @ {loss:g}% loss"] = ping_rtts(
                         lab.a, target, pings, linger=1.0)
     finally:
-        set_loss(lab.a, 0)
+        set_loss(lab.b, 0)
     return {"throughput": throughput, "rtts": rtts}
+
+
+@dataclass(frozen=True)
+class AnnouncedMss:
+    """One TCP connection's MSS: the option in its SYN (tcpdump) and what ``ss -tin`` says it
+    sends per segment, with the MTU of the device the connection uses."""
+
+    path: str
+    device: str
+    mtu: int
+    syn_mss: int    # the MSS option of the SYN: the route's MTU - 40
+    mss: int        # ss's mss: payload per segment once TCP options (timestamps) take theirs
+    syn_line: str
+    ss_line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (recordings, claims)."""
+        return {"path": self.path, "device": self.device, "mtu": self.mtu,
+                "syn_mss": self.syn_mss, "mss": self.mss, "syn_line": self.syn_line,
+                "ss_line": self.ss_line}
+
+
+def _device_mtu(ns: Namespace, device: str) -> int:
+    return int(json.loads(ns.ip("-j", "link", "show", device))[0]["mtu"])
+
+
+def _ss_mss(ns: Namespace, target: str, port: int) -> tuple[int, str]:
+    text = ns.exec(["ss", "-tinH", "state", "established", "dst", f"{target}:{port}"]).stdout
+    line = " ".join(text.split())
+    for part in line.split():
+        if part.startswith("mss:"):
+            return int(part[4:]), line
+    raise TunlabError(f"ss shows no MSS for the connection to {target}:{port}: {text!r}",
+                      "is the tunnel running? lesson 08 starts it in its first cells")
+
+
+def _syn_capture(ns: Namespace, device: str, port: int,
+                 timeout: float) -> subprocess.Popen[str]:
+    # -Z root: tcpdump's default drop to user "tcpdump" does not exist in a user namespace.
+    capture = ns.popen(["tcpdump", "-Z", "root", "-nli", device, "-c", "1", "-v",
+                        f"tcp dst port {port} and tcp[tcpflags] == tcp-syn"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    assert capture.stderr is not None
+    while time.monotonic() < deadline:    # tcpdump says "listening on" once it captures
+        line = capture.stderr.readline()
+        if "listening on" in line or not line:
+            break
+    return capture
+
+
+def tcp_mss(ns: Namespace, server_ns: Namespace, target: str, device: str,
+            port: int = 5299, timeout: float = 3.0) -> tuple[int, int, str, str]:
+    """Open one TCP connection from ``ns`` over ``device`` to ``target`` (a listener in
+    ``server_ns``): ``(MSS option of its SYN, ss's mss, the SYN as tcpdump shows it, ss's
+    line)``."""
+    import re
+    import socket
+
+    def listen() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((target, port))
+        sock.listen(1)
+        return sock
+
+    listener = server_ns.run(listen)
+    capture = _syn_capture(ns, device, port, timeout)
+    try:
+        try:
+            client = ns.run(socket.create_connection, (target, port), timeout)
+        except OSError as exc:
+            raise TunlabError(f"no TCP connection to {target}:{port} in {timeout:g} s "
+                              f"({exc.strerror or exc})",
+                              "is the tunnel running? lesson 08 starts it in its first "
+                              "cells") from exc
+        try:
+            mss, ss_line = _ss_mss(ns, target, port)
+        finally:
+            client.close()
+        try:
+            out, _ = capture.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out = ""
+        syn = " ".join(out.split())
+        found = re.search(r"\bmss (\d+)", syn)
+        if not found:
+            raise TunlabError(f"tcpdump saw no SYN with an MSS option on {device}: {out!r}",
+                              "is tcpdump installed? (apt-get install tcpdump)")
+        return int(found.group(1)), mss, syn, ss_line
+    finally:
+        stop_process(capture)
+        listener.close()
+
+
+def announced_mss(lab: Any, tunnel_mtus: Sequence[int] = (1400, 9000)) -> list[AnnouncedMss]:
+    """The MSS a's SYN announces and the segment size ss reports, over the underlay (veth0)
+    and through the tunnel (tun0) at each of ``tunnel_mtus``. The tunnel must be running;
+    tun0's MTU is put back afterwards."""
+    rows = [AnnouncedMss("underlay", "veth0", _device_mtu(lab.a, "veth0"),
+                         *tcp_mss(lab.a, lab.b, "198.18.0.2", "veth0"))]
+    old = _device_mtu(lab.a, "tun0")
+    try:
+        for mtu in tunnel_mtus:
+            for ns in (lab.a, lab.b):
+                ns.ip("link", "set", "tun0", "mtu", str(mtu))
+            rows.append(AnnouncedMss("tunnel", "tun0", mtu,
+                                     *tcp_mss(lab.a, lab.b, "10.9.0.2", "tun0")))
+    finally:
+        for ns in (lab.a, lab.b):
+            ns.ip("link", "set", "tun0", "mtu", str(old))
+    return rows
+
+
+def describe_mss(rows: Sequence[AnnouncedMss | dict[str, Any]]) -> str:
+    """A table of :func:`announced_mss` (live rows or their recording)."""
+    lines = [f"{'path':9} {'device':7} {'MTU':>6} {'MSS in SYN':>11} {'ss mss':>7}"]
+    for row in rows:
+        r = row.to_dict() if isinstance(row, AnnouncedMss) else row
+        lines.append(f"{r['path']:9} {r['device']:7} {r['mtu']:>6} {r['syn_mss']:>11} "
+                     f"{r['mss']:>7}")
+    return "\n".join(lines)
+
+
+def loss_summary(loss: dict[str, Any]) -> dict[str, float]:
+    """What lesson 08 says about a :func:`loss_experiment` (live or recorded): echoes lost and
+    the slowest echo per path over every loss rate, and the share of its loss-free throughput
+    each path kept at 5 % loss."""
+    def echoes(prefix: str) -> list[float | None]:
+        return [r for name, values in loss["rtts"].items() if name.startswith(prefix)
+                for r in values]
+
+    def kept_at_5(name: str) -> float:
+        rates = {float(rate): mbps for rate, mbps in loss["throughput"][name]}
+        return rates[5.0] / rates[0.0] if rates.get(0.0) else 0.0
+
+    tunnel, direct = echoes("TCP in the tunnel"), echoes("direct")
+    return {"tunnel_lost": tunnel.count(None), "direct_lost": direct.count(None),
+            "tunnel_max_ms": max((r for r in tunnel if r is not None), default=0.0),
+            "tunnel_kept_at_5": kept_at_5("TCP in the tunnel"),
+            "direct_kept_at_5": kept_at_5("direct TCP (underlay)")}
 
 
 def compare_paths(lab: Any, seconds: float = 1.5) -> dict[str, float]:

@@ -8,6 +8,7 @@ the host's own settings.
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
@@ -48,6 +49,18 @@ def get(ns: Namespace, key: str) -> str:
     return _require(ns).run(read)
 
 
+def _refusal_fix(code: int | None) -> str:
+    """What to do about a refused sysctl write, by the kernel's reason."""
+    if code == errno.EROFS:
+        return ("/proc/sys is mounted read-only here (a container without its own /proc/sys): "
+                "run the container with --security-opt unmask=/proc/sys, see "
+                "docs/instructor-guide.md")
+    if code in (errno.EPERM, errno.EACCES):
+        return ("this needs CAP_NET_ADMIN in the lab's namespace: run as root, or in the "
+                "no-sudo kernel")
+    return "check the allowed values of this setting"
+
+
 def set(ns: Namespace, key: str, value: str | int) -> str:  # noqa: A001 - mirrors `sysctl -w`
     """Set ``key`` to ``value`` inside ``ns``; return the previous value."""
     path = _path(key)
@@ -62,7 +75,7 @@ def set(ns: Namespace, key: str, value: str | int) -> str:  # noqa: A001 - mirro
             path.write_text(f"{value}\n")
         except OSError as exc:
             raise TunlabError(f"the kernel refused {key}={value}: {exc.strerror}",
-                              "check the allowed values of this setting") from exc
+                              _refusal_fix(exc.errno)) from exc
         return old
 
     return _require(ns).run(write)

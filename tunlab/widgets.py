@@ -31,6 +31,7 @@ import ipywidgets as w
 
 from . import plots
 from .drops import counter_delta, snmp_counters
+from .errors import TunlabError
 from .fate.reasons import COUNTERS
 from .measure import lab_iperf3, set_loss
 from .vpn_lab import VpnScenario
@@ -72,6 +73,9 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
     if reasons:
         parts.append(" drop reason: " + ", ".join(
             f'<code class="tunlab-reason">{html.escape(r)}</code>' for r in reasons))
+    elif report.get("recorded_drop_reasons"):  # no tracefs here: a root run's, labelled
+        parts.append(" drop reason <i>(recorded on a root run, not traced here)</i>: " + ", ".join(
+            f"<code>{html.escape(str(r))}</code>" for r in report["recorded_drop_reasons"]))
     if report.get("recorded"):
         parts.append(' <span style="color:#7a5b00">(recorded example, no root here)</span>')
     if elapsed is not None:
@@ -80,6 +84,9 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
     martians = list(report.get("martian_log") or [])
     if martians:
         rows.append("<div><b>kernel log:</b>" + _pre("\n".join(martians)) + "</div>")
+    elif report.get("recorded_martian_log"):
+        rows.append("<div><b>kernel log</b> <i>(recorded on a root run, not readable here)</i>:"
+                    + _pre("\n".join(report["recorded_martian_log"])) + "</div>")
     elif "martian line" in (report.get("missing_evidence") or {}):
         rows.append("<div><b>kernel log:</b> no line this time: the kernel rate-limits martian "
                     "messages (10 per 5 s, machine-wide) and suppressed it</div>")
@@ -604,6 +611,11 @@ def fate_table(results: Sequence[Sequence[Any]]) -> w.HTML:
         verdict = str(report.get("verdict", "?"))
         reasons = ", ".join(report.get("drop_reasons") or []) or "—"
         martian = "<br>".join(html.escape(m) for m in report.get("martian_log") or []) or "—"
+        if report.get("recorded_drop_reasons") and reasons == "—":  # labelled: not traced here
+            reasons = ", ".join(report["recorded_drop_reasons"]) + " (recorded)"
+        if report.get("recorded_martian_log") and martian == "—":
+            martian = "<br>".join(html.escape(m) for m in report["recorded_martian_log"]) + \
+                " <i>(recorded)</i>"
         rows.append(f"<tr><td><code>{html.escape(str(label))}</code></td>"
                     f"<td>{_badge(verdict, VERDICT_COLORS.get(verdict, '#1f77b4'))}</td>"
                     f"<td><code>{html.escape(reasons)}</code></td><td>{martian}</td></tr>")
@@ -834,6 +846,13 @@ def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
         return fd
 
     fd = ns.run(attach)
+    # Attaching turns the carrier on, but the kernel activates the device's queue a moment
+    # later (linkwatch): a ping sent before that is silently dropped. Its operstate turns
+    # from DOWN in the same step.
+    for _ in range(50):
+        if " state DOWN " not in ns.ip("-o", "link", "show", device, check=False):
+            break
+        time.sleep(0.02)
     ping = ns.popen(["ping", "-c1", "-W1", "-s", str(size), target],
                     stdout=-3, stderr=-3)  # subprocess.DEVNULL
     try:
@@ -1095,10 +1114,10 @@ class SeedTunnel:
 
         lab = self.lesson.lab
         self.client = TunnelClient(lab.device("mytun"), self.server.address, namespace=lab.ns,
-                                   record_packets=True).start()
-        if not self.client.wait_until(lambda: self.client.connected and self.server.connected,
-                                      5):
-            raise TimeoutError("the vpn-client could not connect to the vpn-server in 5 s")
+                                   record_packets=True).start(timeout=5)
+        if not self.server.wait_connected(5):
+            raise TunlabError("the vpn-server did not take the vpn-client's connection in 5 s",
+                              "run the cell again; the server's events say why it refused")
 
     @property
     def running(self) -> bool:
@@ -1549,7 +1568,7 @@ class TunnelPanel(LabPanel, w.VBox):
                 self._ensure_lab()
             else:
                 return  # no lab, no loss rule to remove
-        set_loss(self.lab.a, percent)
+        set_loss(self.lab.b, percent)  # a's packets, lost as they reach b
 
     def reset_view(self) -> None:
         """The lab was rebuilt: the tunnel is gone, so is its loss rule; start from zero."""
