@@ -80,7 +80,7 @@ TARGET_LOADED_P99_MS = 5.0
 # Encrypted peers: tunlab with --psk-file against wireguard-go and against its own clear path.
 TARGET_PSK_VS_WIREGUARD = 10.0
 TARGET_PSK_VS_FAST = 0.8
-BUSY_POLL_USEC = 100
+BUSY_POLL_USEC = 200  # the --busy-poll of the busy-poll variant (`tunlab bench --busy-poll-usec`)
 PING_INTERVAL_S = 0.01
 OPENVPN = "OpenVPN 2.6"
 OPENVPN_NODELAY = "OpenVPN 2.6 + TCP_NODELAY"
