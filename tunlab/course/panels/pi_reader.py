@@ -1,0 +1,138 @@
+"""Lesson 01's reader: a ping read from mytun's raw fd, with IFF_NO_PI on or off."""
+
+from __future__ import annotations
+
+import select
+import time
+from typing import Any
+
+import ipywidgets as w
+
+from ... import plots
+from .base import LabPanel, _image, clear_figure, show_figure
+
+
+def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
+                  no_pi: bool = True, timeout: float = 3.0, size: int = 56) -> bytes:
+    """Attach to ``device`` by hand (with or without IFF_NO_PI), ping ``target``, return the
+    first IPv4 packet ``read()`` returned, exactly as read (PI header included when off).
+
+    IPv6 router solicitations that new devices send are skipped. Raises TimeoutError when no
+    IPv4 packet arrives in ``timeout`` seconds.
+    """
+    import fcntl
+    import os
+    import struct
+
+    from ...tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
+
+    def attach() -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        flags = IFF_TUN | (IFF_NO_PI if no_pi else 0)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", device.encode(), flags))
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    fd = ns.run(attach)
+    ping = ns.popen(["ping", "-c1", "-W1", "-s", str(size), target],
+                    stdout=-3, stderr=-3)  # subprocess.DEVNULL
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            data = os.read(fd, 65535 + 4)
+            ip = data[4:] if not no_pi else data
+            if ip and ip[0] >> 4 == 4:
+                return data
+        raise TimeoutError(f"no IPv4 packet read from {device} within {timeout:.0f} s")
+    finally:
+        os.close(fd)
+        try:
+            ping.wait(3)
+        except Exception:  # noqa: BLE001
+            ping.kill()
+
+
+def hexdump(data: bytes, highlight: int = 0, width: int = 16) -> str:
+    """Hex dump as HTML; the first ``highlight`` bytes are marked red (the PI header)."""
+    lines = []
+    for off in range(0, len(data), width):
+        cells = []
+        for i, byte in enumerate(data[off:off + width]):
+            cell = f"{byte:02x}"
+            if off + i < highlight:
+                cell = f'<span style="background:#f4a6a6">{cell}</span>'
+            cells.append(cell)
+        lines.append(f"{off:04x}  " + " ".join(cells))
+    return ('<pre style="background:#f6f8fa;padding:6px 10px;margin:2px 0">'
+            + "\n".join(lines) + "</pre>")
+
+
+class PiReader(LabPanel, w.VBox):
+    """Lesson 01: read a ping from mytun's raw fd, with IFF_NO_PI on or off, and see the bytes.
+
+    Headless: ``reader.no_pi.value = False; reader.read.click()``, then ``reader.last_read``.
+    """
+
+    def __init__(self, lesson: Any, device: str = "mytun", target: str = "10.0.0.2") -> None:
+        self.lesson = lesson
+        self.device = device
+        self.target = target
+        self.last_read: bytes | None = None
+        self.last_no_pi = True
+        self.last_error: str | None = None
+        self.no_pi = w.Checkbox(value=True, description="IFF_NO_PI (no packet-info header)",
+                                indent=False)
+        self.read = w.Button(description=f"ping {target}, read()", button_style="primary",
+                             layout=w.Layout(width="200px"))
+        self.result = w.HTML()
+        self.layout_image = _image(width="80%")
+        self._setup_panel(lesson)
+        self.read.on_click(self.guarded(lambda _b: self.read_packet()))
+        self.no_pi.observe(self.guarded(lambda _change: self.reset_view()), "value")
+        super().__init__([w.HBox([self.no_pi, self.read]), self.result, self.layout_image,
+                          self.bar])
+
+    def reset_view(self) -> None:
+        self.last_read = None
+        self.last_error = None
+        self.result.value = ""
+        clear_figure(self.layout_image)
+
+    def redraw(self) -> None:
+        if self.last_read is not None:
+            show_figure(self.layout_image, plots.read_layout(self.last_read,
+                                                             pi=not self.last_no_pi))
+
+    def read_packet(self) -> bytes | None:
+        """Attach, ping, read one packet; show its bytes and their meaning."""
+        no_pi = bool(self.no_pi.value)
+        key = f"read no_pi={int(no_pi)}"
+        self.reset_view()
+        try:
+            data = self.lesson.run(key, lambda: read_one_ping(self.lesson.ns, self.device,
+                                                              self.target, no_pi))
+        except (OSError, TimeoutError) as exc:
+            self.last_error = str(exc)
+            self.fail(exc)
+            return None
+        if data is None:
+            self.result.value = "(no recording: start the lab with `sudo make lab`)"
+            return None
+        self.last_read, self.last_no_pi = data, no_pi
+        first = data[0] >> 4
+        verdict = ("first nibble 4: an IPv4 packet starts right at byte 0" if no_pi else
+                   f"first nibble {first}: not IPv4! The packet starts at byte 4, after flags "
+                   f"0x{data[0:2].hex()} and proto 0x{data[2:4].hex()}")
+        self.result.value = (f"<div><b>read() returned {len(data)} bytes</b>"
+                             f"{' (recorded)' if not self.lesson.live else ''}: {verdict}</div>"
+                             + hexdump(data, highlight=0 if no_pi else 4))
+        show_figure(self.layout_image, plots.read_layout(data, pi=not no_pi))
+        return data
+
+
