@@ -239,7 +239,7 @@ def test_each_lesson_asks_checks_and_offers_hints_in_that_order(key):
 
 def test_06_builder_is_not_preset_to_the_exercises_packet():
     text = _source("06")
-    builder = re.search(r"widgets\.PacketBuilder\((.*?)\)", text).group(1)
+    builder = re.search(r"course\.PacketBuilder\((.*?)\)", text).group(1)
     assert "udp" not in builder.lower()
     assert "udp" in course.EXERCISES["06"].question.lower()
 

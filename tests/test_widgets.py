@@ -11,6 +11,7 @@ from labtools import wait_for
 from tunlab import course, measure, netns, plots, vpn_lab
 from tunlab.course import checkers, cleanup, exercises, recording, reports, style, tables
 from tunlab.course.panels import doctor_panel, fix_panel, route_view, tunnel_panel
+from tunlab.doctor import Check
 
 
 @pytest.fixture
@@ -196,13 +197,13 @@ def test_seed_tunnel_capture_frame_explorer_and_goal_panel(seed_lesson):
         panel.target.value = "10.0.0.2"
         panel.ping.click()
         result = panel.last_result
-        assert result["echo_read"] == 1 and result["echo_written"] == 1
-        assert result["sent_hex"] == result["released_hex"] != ""
-        assert result["counters"].get("IpInAddrErrors") == 1  # ip_forward=0 in the lab
+        assert result.echo_read == 1 and result.echo_written == 1
+        assert result.sent_hex == result.released_hex != ""
+        assert result.counters.get("IpInAddrErrors") == 1  # ip_forward=0 in the lab
         assert "IP_INADDRERRORS" in panel.result.value
         panel.target.value = "10.0.0.1"
         panel.ping.click()
-        assert panel.last_result["echo_read"] == 0 and panel.last_result["ping_rc"] == 0
+        assert panel.last_result.echo_read == 0 and panel.last_result.ping_rc == 0
         ok = course.check("04", 0, panel)
         assert ok and "read 0 echo request" in ok.message
         assert not course.check("04", 1, panel)
@@ -226,16 +227,16 @@ def test_fix_panel_follows_each_drop_and_the_checker_asks_the_kernels():
             if fix:
                 panel.boxes[fix].value = True
             panel.ping_button.click()
-            stages.append((panel.last_result["stage"], panel.last_result["reason"]))
+            stages.append((panel.last_result.stage, panel.last_result.reason))
         assert [s for s, _ in stages] == [0, 4, 5, 6, None]
         assert "IP_INADDRERRORS" in stages[1][1] and "NETFILTER_DROP" in stages[2][1]
-        assert panel.last_result["ok"] and "reply received" in panel.result.value
+        assert panel.last_result.ok and "reply received" in panel.result.value
         view = panel.step(source="198.18.0.1")
-        assert "IP_RPFILTER" in view.result["reason"]
+        assert "IP_RPFILTER" in view.result.reason
         assert "data:image/png;base64" in view._repr_html_()
         panel.boxes["route_c"].value = False  # revert one: the reply cannot come back
         panel.ping_button.click()
-        assert panel.last_result["stage"] == 6
+        assert panel.last_result.stage == 6
         assert course.check("07", "route_a forward_b firewall_b route_c", panel)
         extra = course.check("07", {"route_a", "forward_b", "firewall_b", "route_c",
                                     "rp_filter_b_off"}, panel)
@@ -298,10 +299,11 @@ def test_lesson_08_experiments_on_a_small_scale():
 
 def test_doctor_panel_runs_the_checks():
     panel = course.DoctorPanel()
-    assert panel.last_checks and all({"name", "ok", "fix"} <= set(c) for c in panel.last_checks)
+    assert panel.last_checks and all(c.name and isinstance(c.ok, bool) for c in panel.last_checks)
     panel.rerun.click()
     assert "checks pass" in panel.table.value
-    assert doctor_panel.normalize_check({"name": "x", "status": "ok"})["ok"] is True
+    report = doctor_panel.run_doctor(lambda: [Check("x", False, "what for", "do this")])
+    assert "0 of 1 checks pass" in report._repr_html_() and "do this" in report._repr_html_()
 
 
 # -- course: lessons, recordings, exercises ----------------------------------------------------
@@ -465,7 +467,7 @@ def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
         view.address.value = "10.0.0.1"
         assert (view.last_device, view.last_table) == ("lo", "local") and not view.errors
         panel.ping.click()  # the tunnel restarts in the new lab
-        assert panel.last_result["echo_read"] == 1 and not panel.errors
+        assert panel.last_result.echo_read == 1 and not panel.errors
         assert panel.server is not tunnel.server or tunnel.running
         panel.bar.reset_button.click()
         assert not panel.errors and lesson.lab.namespaces[0].name not in new
@@ -474,7 +476,7 @@ def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
         assert "fresh lab" in panel.bar.status.value
         panel.ping.click()
         panel.ping.click()
-        assert panel.last_result["echo_read"] == 1 and not panel.errors
+        assert panel.last_result.echo_read == 1 and not panel.errors
     finally:
         lesson.close()
     assert not [n for n in netns.list_lab_namespaces() if n in
@@ -488,8 +490,8 @@ def test_goal_panel_tells_the_way_back_through_mytun2(seed_lesson):
         panel.target.value = "10.0.2.33"
         panel.ping.click()
         r = panel.last_result
-        assert r["echo_read"] == 0 and r["echo_server_read"] == 1
-        assert r["echo_client_written"] == 1 and r["direction"] == "mytun2 → mytun"
+        assert r.echo_read == 0 and r.echo_server_read == 1
+        assert r.echo_client_written == 1 and r.direction == "mytun2 → mytun"
         assert "mytun2 → vpn-server → vpn-client → mytun" in panel.result.value
         assert "nothing entered" not in panel.result.value
         fig_text = " ".join(plots.figure_text(panel.figure(r)))
@@ -521,8 +523,8 @@ def test_fix_panel_has_a_source_field_and_survives_a_rebuilt_lab():
             panel.boxes[fix].value = True
         panel.source.value = "198.18.0.1"
         panel.ping_button.click()
-        assert panel.last_result["source"] == "198.18.0.1"
-        assert "IP_RPFILTER" in panel.last_result["reason"] and "from 198.18.0.1" in \
+        assert panel.last_result.source == "198.18.0.1"
+        assert "IP_RPFILTER" in panel.last_result.reason and "from 198.18.0.1" in \
             panel.result.value
         panel.source.value = "not an ip"
         panel.ping_button.click()
@@ -530,7 +532,7 @@ def test_fix_panel_has_a_source_field_and_survives_a_rebuilt_lab():
         panel.source.value = ""
         lesson.finish()
         panel.ping_button.click()  # new lab, new scenario with the ticked fixes
-        assert panel.last_result["ok"], panel.last_result
+        assert panel.last_result.ok, panel.last_result
         assert not panel.errors
     finally:
         lesson.close()
@@ -601,3 +603,20 @@ def test_read_only_banner_names_commands_that_work(offline):
     assert "sudo make lab" in banner and "sudo bash scripts/setup.sh lab" in banner
     assert ".venv/bin/jupyter lab" not in banner
     lesson.close()
+
+
+@pytest.mark.parametrize("lesson, key, kind", [
+    ("04-seed-goal", "ping 10.0.0.2", "SeedPing"),
+    ("07-working-vpn", "vpn ", "VpnPing"),
+    ("03-encapsulation", "capture size=56", "FrameCapture"),
+])
+def test_typed_results_read_and_write_the_recorded_form(lesson, key, kind):
+    """A panel's result comes back from its recording unchanged, and renders itself."""
+    from tunlab.course.panels import frame_explorer, seed_goal
+
+    cls = {"SeedPing": seed_goal.SeedPing, "VpnPing": fix_panel.VpnPing,
+           "FrameCapture": frame_explorer.FrameCapture}[kind]
+    recorded = recording.load_recording(lesson)[key]
+    result = cls.from_dict(recording.from_jsonable(recorded), recorded=True)
+    assert recording.to_jsonable(result) == recorded
+    assert "recorded" in result._repr_html_() and result.figure() is not None

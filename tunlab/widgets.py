@@ -12,7 +12,7 @@ from .course.experiments import (
     ping_device_counts,
 )
 from .course.panels.base import LabBar, LabPanel, clear_figure, show_figure
-from .course.panels.doctor_panel import DoctorPanel, normalize_check, run_doctor
+from .course.panels.doctor_panel import DoctorPanel, DoctorReport, run_doctor
 from .course.panels.fix_panel import VPN_STEPS, FixPanel, StepView, vpn_figure
 from .course.panels.frame_explorer import FrameExplorer, capture_ping_frames
 from .course.panels.kernel_log import KernelLogView, kernel_log, read_kernel_log
@@ -32,7 +32,7 @@ __all__ = (
     "SeedTunnel", "StepView", "TunnelPanel", "capture_ping_frames", "clear_figure",
     "count_outcomes", "events_dicts", "events_html", "events_table", "explain_counters",
     "fate_box", "fate_html", "fate_table", "frames_html", "frames_table", "hexdump",
-    "kernel_log", "kfree_skb_reasons", "link_tx_packets", "normalize_check", "parse_route_get",
+    "kernel_log", "kfree_skb_reasons", "link_tx_packets", "DoctorReport", "parse_route_get",
     "ping_bound", "ping_device_counts", "ping_through_seed", "presenter_style", "read_kernel_log",
     "read_one_ping", "route_figure", "rp_sweep", "run_doctor", "seed_tunnel", "set_presenter",
     "show_figure", "sweep", "vpn_figure",

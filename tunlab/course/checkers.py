@@ -283,7 +283,7 @@ def _verify_echo_count(answer: Any, panel: Any) -> Judgement | None:
     result = panel.run("10.0.0.1")
     if result is None:
         return None
-    seen = int(result["echo_read"])
+    seen = result.echo_read
     if count == seen:
         return True, (f"The vpn-client read {seen} echo request(s) for 10.0.0.1: the kernel "
                       "answered the ping itself via lo.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import ipywidgets as w
 
@@ -43,6 +43,17 @@ def show_figure(image: w.Image, fig: Any, dpi: int = 80) -> None:
         image.layout.width = getattr(image, "_tunlab_width", "100%")
         image.layout.max_width = "900px"
     image.layout.display = None
+
+
+def inline_figure(fig: Any, dpi: int = 72) -> str:
+    """``fig`` as an ``<img>`` inside HTML (for results shown as a cell's value)."""
+    import base64
+
+    rendered = plots.render(fig, dpi=dpi)
+    png = base64.b64encode(rendered.png).decode()
+    size = (f"width:{rendered.css_width}px" if plots.presenter_on() else
+            "max-width:900px;width:100%")
+    return f'<img src="data:image/png;base64,{png}" style="{size}">'
 
 
 def clear_figure(image: w.Image | None) -> None:
@@ -113,12 +124,25 @@ class LabBar(w.VBox):
                              if on else "presenter mode off")
 
 
+class Result(Protocol):
+    """What an experiment gives its panel: a typed result that renders itself."""
+
+    def _repr_html_(self) -> str:
+        """The result as HTML (what the panel's output shows)."""
+
+    def figure(self) -> Any:
+        """The result's figure (a matplotlib Figure), or None."""
+
+
 class LabPanel:
     """Mixin for the lessons' panels: the :class:`LabBar`, guarded handlers that show their
     errors in the panel, and a reset that clears what the panel showed.
 
-    Subclasses call :meth:`_setup_panel` in ``__init__`` and put ``self.bar`` last in their
-    children; they override :meth:`reset_view` (and :meth:`redraw` when they draw figures).
+    A panel is controls, one experiment call and an output: the experiment returns a typed
+    :class:`Result`, and :meth:`show` puts its HTML into the panel's output (an
+    ``ipywidgets.HTML``, which, unlike ``ipywidgets.Output``, also works headless) and its
+    figure into the panel's image. Subclasses call :meth:`_setup_panel` in ``__init__``, put
+    ``self.bar`` last in their children and override :meth:`reset_view`.
     """
 
     lesson: Any
@@ -134,6 +158,7 @@ class LabPanel:
         self.lesson = lesson
         self.errors = []
         self.last_exception = None
+        self._drawn: tuple[Result, w.Image | None] | None = None
         self.bar = LabBar(self)
         if lesson is not None and hasattr(lesson, "on_rebuild"):
             lesson.on_rebuild(self._lab_rebuilt)
@@ -184,8 +209,33 @@ class LabPanel:
         are gone; settings the participant chose may stay. Default: :meth:`reset_view`."""
         self.reset_view()
 
+    def show(self, result: Result, output: w.HTML, image: w.Image | None = None) -> None:
+        """Show ``result`` in ``output`` and its figure in ``image``."""
+        output.value = result._repr_html_()
+        self.draw(result, image)
+
+    def draw(self, result: Result, image: w.Image | None) -> None:
+        """Draw ``result``'s figure into ``image`` (and again when presenter mode changes)."""
+        self._drawn = (result, image)
+        self.redraw()
+
+    def forget(self, output: w.HTML | None = None, image: w.Image | None = None) -> None:
+        """Show no result: empty ``output``, hide ``image`` (the result is no longer current)."""
+        self._drawn = None
+        if output is not None:
+            output.value = ""
+        clear_figure(image)
+
     def redraw(self) -> None:
-        """Draw the current result again (presenter mode changed)."""
+        """Draw the current result's figure again (presenter mode changed)."""
+        if self._drawn is None:
+            return
+        result, image = self._drawn
+        figure = result.figure() if image is not None else None
+        if figure is None:
+            clear_figure(image)
+        else:
+            show_figure(image, figure)
 
 
 def _ipv4(value: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import ipywidgets as w
@@ -11,7 +12,7 @@ import ipywidgets as w
 from ... import plots
 from ...vpn_lab import VpnScenario
 from ..style import CSS_BOX, badge, invalid, pre
-from .base import LabPanel, _image, _ipv4, clear_figure, show_figure
+from .base import LabPanel, _image, _ipv4, inline_figure
 
 VPN_STEPS = [
     plots.Step("a: ping\nroute lookup", "kernel"),
@@ -25,11 +26,56 @@ VPN_STEPS = [
 ]
 
 
-def vpn_figure(result: Mapping[str, Any]) -> Any:
-    """The two-host path with where this ping stopped."""
-    stage = result.get("stage")
-    return plots.packet_path(VPN_STEPS, drop_at=stage, reason=str(result.get("reason", "")),
-                             verdict="reply received" if result.get("ok") else "",
+@dataclass(frozen=True)
+class VpnPing:
+    """One ``ping 192.168.50.2`` from host a with some fixes applied: whether a reply came,
+    where the packet stopped (``stage``, an index into :data:`VPN_STEPS`) and why, and the
+    counters that moved on each host. :meth:`to_dict` is the recorded form (what
+    :meth:`tunlab.vpn_lab.VpnScenario.ping` returns)."""
+
+    ok: bool
+    reason: str = ""
+    stage: int | None = None
+    output: str = ""
+    source: str | None = None
+    fixes: list[str] = field(default_factory=list)
+    tunnel_read: int = 0
+    policy_drops: int = 0
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    recorded: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], recorded: bool = False) -> VpnPing:
+        """A ping as :meth:`to_dict` (or the scenario) gives it."""
+        known = {f.name for f in fields(cls)} - {"recorded"}
+        return cls(**{k: v for k, v in data.items() if k in known}, recorded=recorded)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["recorded"]
+        return data
+
+    def verdict_html(self) -> str:
+        return badge("reply received", "#2ca02c") if self.ok else badge("no reply", "#d62728")
+
+    def _repr_html_(self) -> str:
+        moved = "; ".join(f"{h}: " + ", ".join(f"{k} +{v}" for k, v in d.items())
+                          for h, d in self.counters.items() if d)
+        recorded = " <i>(recorded example)</i>" if self.recorded else ""
+        where = f" (from {html.escape(self.source)})" if self.source else ""
+        return (f'<div style="{CSS_BOX}">{self.verdict_html()}{where} '
+                f"{html.escape(self.reason)}{recorded}{pre(self.output)}"
+                f"<b>counters that moved:</b> {html.escape(moved or 'none')}</div>")
+
+    def figure(self) -> Any:
+        """The two-host path with where this ping stopped."""
+        return vpn_figure(self)
+
+
+def vpn_figure(result: VpnPing) -> Any:
+    """The two-host path with where ``result``'s ping stopped."""
+    return plots.packet_path(VPN_STEPS, drop_at=result.stage, reason=result.reason,
+                             verdict="reply received" if result.ok else "",
                              groups=[("host a", 0, 1), ("host b", 3, 5), ("host c", 6, 6)],
                              title="ping 192.168.50.2 from host a", stop_word="stopped")
 
@@ -49,7 +95,7 @@ class FixPanel(LabPanel, w.VBox):
         self.scenario = scenario
         self._generation = getattr(lesson, "generation", 0)
         self._quiet = False
-        self.last_result: dict[str, Any] | None = None
+        self.last_result: VpnPing | None = None
         self.boxes = {name: w.Checkbox(value=False, description=text, indent=False,
                                        layout=w.Layout(width="560px"))
                       for name, text in VpnScenario.FIXES.items()}
@@ -97,8 +143,7 @@ class FixPanel(LabPanel, w.VBox):
 
     def _clear_result(self) -> None:
         self.last_result = None
-        self.result.value = ""
-        clear_figure(self.path)
+        self.forget(self.result, self.path)
 
     def lab_rebuilt(self) -> None:
         """Keep the ticks: the new scenario applies them (see :meth:`_live_scenario`)."""
@@ -114,10 +159,6 @@ class FixPanel(LabPanel, w.VBox):
             self._quiet = False
         self._clear_result()
 
-    def redraw(self) -> None:
-        if self.last_result is not None:
-            show_figure(self.path, vpn_figure(self.last_result))
-
     def fixes(self) -> list[str]:
         return sorted(n for n, box in self.boxes.items() if box.value)
 
@@ -129,7 +170,7 @@ class FixPanel(LabPanel, w.VBox):
             raise ValueError(f"source {text!r} is not an IPv4 address (try 198.18.0.1)")
         return _ipv4(text)
 
-    def run(self, source: str | None = None) -> dict[str, Any] | None:
+    def run(self, source: str | None = None) -> VpnPing | None:
         """Ping once with the fixes ticked now (from ``source``, default the source field);
         show where it stopped."""
         self._clear_result()
@@ -140,29 +181,21 @@ class FixPanel(LabPanel, w.VBox):
             return None
         key = "vpn " + ",".join(self.fixes()) + (f" -I {src}" if src else "")
 
-        def live() -> dict[str, Any]:
+        def live() -> VpnPing:
             scenario = self._live_scenario()
             if scenario is None:
                 raise RuntimeError("no scenario: the lesson's two-host lab is missing")
-            return scenario.ping(src)
+            return VpnPing.from_dict(scenario.ping(src))
 
         result = self.lesson.run(key, live)
         if result is None:
             self.result.value = ("(no recording for this combination: start the lab with "
                                  "`sudo make lab`)")
             return None
+        if not isinstance(result, VpnPing):
+            result = VpnPing.from_dict(result, recorded=True)
         self.last_result = result
-        verdict = badge("reply received", "#2ca02c") if result["ok"] else \
-            badge("no reply", "#d62728")
-        moved = "; ".join(f"{h}: " + ", ".join(f"{k} +{v}" for k, v in d.items())
-                          for h, d in result["counters"].items() if d)
-        recorded = " <i>(recorded example)</i>" if not self.lesson.live else ""
-        where = f" (from {html.escape(src)})" if src else ""
-        self.result.value = (f'<div style="{CSS_BOX}">{verdict}{where} '
-                             f'{html.escape(result["reason"])}'
-                             f"{recorded}{pre(result['output'])}"
-                             f"<b>counters that moved:</b> {html.escape(moved or 'none')}</div>")
-        show_figure(self.path, vpn_figure(result))
+        self.show(result, self.result, self.path)
         return result
 
     def step(self, fix: str | None = None, source: str | None = None) -> Any:
@@ -184,35 +217,25 @@ class FixPanel(LabPanel, w.VBox):
         return ok, message
 
 
+@dataclass(frozen=True)
 class StepView:
     """One step of lesson 07, shown as a verdict line and the path figure."""
 
-    def __init__(self, result: Mapping[str, Any] | None, fix: str | None = None) -> None:
-        self.result = result
-        self.fix = fix
+    result: VpnPing | None
+    fix: str | None = None
 
     def _repr_html_(self) -> str:
-        import base64
-
         if self.result is None:
             return "<p>(no recording for this step: start the lab with <code>sudo make lab"\
                    "</code>)</p>"
         r = self.result
         head = f"after <code>{html.escape(self.fix)}</code>: " if self.fix else ""
-        if r.get("source"):
-            head += f"from <code>{html.escape(str(r['source']))}</code>: "
-        verdict = badge("reply received", "#2ca02c") if r["ok"] else badge("no reply",
-                                                                            "#d62728")
-        rendered = plots.render(vpn_figure(r), dpi=72)
-        png = base64.b64encode(rendered.png).decode()
-        size = (f"width:{rendered.css_width}px" if plots.presenter_on() else
-                "max-width:900px;width:100%")
-        return (f"<div>{head}{verdict} {html.escape(str(r.get('reason', '')))}</div>"
-                f'<img src="data:image/png;base64,{png}" style="{size}">')
+        if r.source:
+            head += f"from <code>{html.escape(str(r.source))}</code>: "
+        return (f"<div>{head}{r.verdict_html()} {html.escape(r.reason)}</div>"
+                + inline_figure(r.figure()))
 
     def __repr__(self) -> str:
         if self.result is None:
             return "(not recorded)"
-        return f"ok={self.result['ok']} {self.result.get('reason', '')}"
-
-
+        return f"ok={self.result.ok} {self.result.reason}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
@@ -11,7 +12,72 @@ import ipywidgets as w
 from ... import plots
 from ..seed_tunnel import seed_tunnel
 from ..style import pre
-from .base import LabPanel, _image, clear_figure, show_figure
+from .base import LabPanel, _image
+
+
+@dataclass(frozen=True)
+class FrameCapture:
+    """The tunlab frames one ping produced on the TCP stream, and the one carrying the echo.
+
+    ``frames`` are :meth:`tunlab.scapy_frame.CapturedFrame.to_dict` rows; :meth:`to_dict` is
+    the recorded form (``echo_frame`` in hex).
+    """
+
+    frames: list[dict[str, Any]]
+    echo_frame: bytes
+    pcap: str = ""
+    recorded: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "echo_frame": self.echo_frame.hex(), "pcap": self.pcap}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], recorded: bool = False) -> FrameCapture:
+        """The capture :meth:`to_dict` wrote (a recording)."""
+        return cls(list(data["frames"]), bytes.fromhex(data["echo_frame"]),
+                   str(data.get("pcap", "")), recorded)
+
+    @property
+    def dissection(self) -> str:
+        """scapy's ``TunlabFrame(echo_frame).show()``."""
+        from ...scapy_frame import TunlabFrame
+
+        return TunlabFrame(self.echo_frame).show(dump=True)
+
+    def summary_html(self) -> str:
+        """One line per frame: direction, type, length, the packet it carries."""
+        rows = "\n".join(f"{f['flow']}  {f['type']:<9} len={f['length']}" +
+                         (f"  {f['inner_src']} -> {f['inner_dst']}" if "inner_src" in f else "")
+                         for f in self.frames)
+        return (f"<div><b>{len(self.frames)} tunlab frame(s) in the capture</b>"
+                f"{' (recorded)' if self.recorded else ''}:</div>" + pre(rows))
+
+    def dissection_html(self) -> str:
+        return "<b>scapy: TunlabFrame(frame).show()</b>" + pre(self.dissection)
+
+    def _repr_html_(self) -> str:
+        return self.summary_html() + self.dissection_html()
+
+    def figure(self) -> Any:
+        """The echo frame's bytes, field by field."""
+        return plots.frame_layout(self.echo_frame)
+
+
+def capture_frames(lesson: Any, size: int, server: Any = None) -> FrameCapture | None:
+    """One ``ping -s SIZE`` through the lesson's seed tunnel (started or restarted as needed),
+    captured; recorded without a lab (the 56-byte capture when this size was not recorded)."""
+    def live() -> FrameCapture:
+        tunnel = seed_tunnel(lesson, server)
+        if tunnel is None:
+            raise RuntimeError("no tunnel: this lesson has no seed lab")
+        return capture_ping_frames(lesson.ns, tunnel.ensure().server.address[1], size)
+
+    result = lesson.run(f"capture size={size}", live)
+    if result is None:
+        result = lesson.run("capture size=56", lambda: None)
+    if result is None or isinstance(result, FrameCapture):
+        return result
+    return FrameCapture.from_dict(result, recorded=True)
 
 
 class FrameExplorer(LabPanel, w.VBox):
@@ -19,16 +85,15 @@ class FrameExplorer(LabPanel, w.VBox):
     traffic on ``lo`` with tcpdump, and dissect the tunlab frame with scapy.
 
     ``server`` is the running :class:`tunlab.tunnel.TunnelServer` (its port is captured).
-    Headless: ``explorer.size.value = 200; explorer.send.click()``; then ``last_frame``
-    (bytes), ``last_dissection`` (scapy's ``show()``), ``last_frames`` (all frames captured).
+    Headless: ``explorer.size.value = 200; explorer.send.click()``; then ``last_capture``
+    (a :class:`FrameCapture`), ``last_frame`` (bytes), ``last_dissection`` (scapy's
+    ``show()``), ``last_frames`` (all frames captured).
     """
 
     def __init__(self, lesson: Any, server: Any = None, size: int = 56) -> None:
         self.lesson = lesson
         self.server = server
-        self.last_frame: bytes | None = None
-        self.last_dissection = ""
-        self.last_frames: list[dict[str, Any]] = []
+        self.last_capture: FrameCapture | None = None
         self.size = w.IntSlider(value=size, min=0, max=1300, step=4,
                                 description="ping -s", continuous_update=False)
         self.send = w.Button(description="ping 10.0.0.2 + capture", button_style="primary",
@@ -42,64 +107,45 @@ class FrameExplorer(LabPanel, w.VBox):
         super().__init__([w.HBox([self.size, self.send]), self.summary, self.layout_image,
                           self.dissection, self.bar])
 
-    def reset_view(self) -> None:
-        self.last_frame = None
-        self.last_dissection = ""
-        self.last_frames = []
-        self.summary.value = self.dissection.value = ""
-        clear_figure(self.layout_image)
+    @property
+    def last_frame(self) -> bytes | None:
+        return self.last_capture.echo_frame if self.last_capture else None
 
-    def redraw(self) -> None:
-        if self.last_frame is not None:
-            show_figure(self.layout_image, plots.frame_layout(self.last_frame))
+    @property
+    def last_frames(self) -> list[dict[str, Any]]:
+        return list(self.last_capture.frames) if self.last_capture else []
+
+    @property
+    def last_dissection(self) -> str:
+        return self.last_capture.dissection if self.last_capture else ""
+
+    def reset_view(self) -> None:
+        self.last_capture = None
+        self.forget(self.summary, self.layout_image)
+        self.dissection.value = ""
 
     def capture(self) -> bytes | None:
         """Capture one ping's frame and show it."""
         size = int(self.size.value)
         self.reset_view()
-
-        def live() -> dict[str, Any]:
-            tunnel = seed_tunnel(self.lesson, self.server)
-            if tunnel is None:
-                raise RuntimeError("no tunnel: this lesson has no seed lab")
-            self.server = tunnel.ensure().server
-            return capture_ping_frames(self.lesson.ns, self.server.address[1], size)
-
-        result = self.lesson.run(f"capture size={size}", live)
+        result = capture_frames(self.lesson, size, self.server)
         if result is None:
-            result = self.lesson.run("capture size=56", lambda: None)
-            if result is None:
-                self.summary.value = "(no recording: start the lab with `sudo make lab`)"
-                return None
-        self.show(result)
-        return self.last_frame
-
-    def show(self, result: Mapping[str, Any]) -> None:
-        """Display a capture result (as made by :func:`capture_ping_frames`)."""
-        self.last_frames = list(result["frames"])
-        frame = bytes.fromhex(result["echo_frame"])
-        self.last_frame = frame
-        from ...scapy_frame import TunlabFrame
-
-        self.last_dissection = TunlabFrame(frame).show(dump=True)
-        rows = "\n".join(f"{f['flow']}  {f['type']:<9} len={f['length']}" +
-                         (f"  {f['inner_src']} -> {f['inner_dst']}" if "inner_src" in f else "")
-                         for f in self.last_frames)
-        self.summary.value = (f"<div><b>{len(self.last_frames)} tunlab frame(s) in the capture"
-                              f"</b>{' (recorded)' if not self.lesson.live else ''}:</div>"
-                              + pre(rows))
-        show_figure(self.layout_image, plots.frame_layout(frame))
-        self.dissection.value = ("<b>scapy: TunlabFrame(frame).show()</b>"
-                                 + pre(self.last_dissection))
+            self.summary.value = "(no recording: start the lab with `sudo make lab`)"
+            return None
+        tunnel = seed_tunnel(self.lesson, self.server) if self.lesson.live else None
+        if tunnel is not None:
+            self.server = tunnel.server
+        self.last_capture = result
+        self.summary.value = result.summary_html()
+        self.dissection.value = result.dissection_html()
+        self.draw(result, self.layout_image)
+        return result.echo_frame
 
 
 def capture_ping_frames(ns: Any, port: int, size: int = 56, target: str = "10.0.0.2"
-                        ) -> dict[str, Any]:
-    """tcpdump on ``lo`` while one ``ping -s SIZE`` crosses the tunnel; the frames found.
-
-    Returns ``{"frames": [CapturedFrame.to_dict(), ...], "echo_frame": hex, "pcap": path}``,
-    where echo_frame is the DATA frame carrying the ICMP echo request.
-    """
+                        ) -> FrameCapture:
+    """tcpdump on ``lo`` while one ``ping -s SIZE`` crosses the tunnel; the frames found, and
+    the DATA frame carrying the ICMP echo request."""
     from ...scapy_frame import capture
 
     with capture(ns, "lo", f"tcp port {port}") as cap:
@@ -116,7 +162,6 @@ def capture_ping_frames(ns: Any, port: int, size: int = 56, target: str = "10.0.
     if echo is None:
         raise RuntimeError(f"the capture holds no DATA frame with the echo request "
                            f"({len(frames)} frames; tcpdump said: {cap.stderr.strip()})")
-    return {"frames": [f.to_dict() for f in frames], "echo_frame": bytes(echo.frame).hex(),
-            "pcap": str(cap.path)}
+    return FrameCapture([f.to_dict() for f in frames], bytes(echo.frame), str(cap.path))
 
 

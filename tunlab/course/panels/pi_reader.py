@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import select
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
 
 from ... import plots
-from .base import LabPanel, _image, clear_figure, show_figure
+from .base import LabPanel, _image
 
 
 def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
@@ -73,18 +74,50 @@ def hexdump(data: bytes, highlight: int = 0, width: int = 16) -> str:
             + "\n".join(lines) + "</pre>")
 
 
+@dataclass(frozen=True)
+class PiRead:
+    """What one ``read()`` of a TUN fd returned, and whether the fd had IFF_NO_PI."""
+
+    data: bytes
+    no_pi: bool = True
+    recorded: bool = False
+
+    def _repr_html_(self) -> str:
+        data = self.data
+        verdict = ("first nibble 4: an IPv4 packet starts right at byte 0" if self.no_pi else
+                   f"first nibble {data[0] >> 4}: not IPv4! The packet starts at byte 4, after "
+                   f"flags 0x{data[0:2].hex()} and proto 0x{data[2:4].hex()}")
+        return (f"<div><b>read() returned {len(data)} bytes</b>"
+                f"{' (recorded)' if self.recorded else ''}: {verdict}</div>"
+                + hexdump(data, highlight=0 if self.no_pi else 4))
+
+    def figure(self) -> Any:
+        """The bytes read, laid out field by field."""
+        return plots.read_layout(self.data, pi=not self.no_pi)
+
+
+def read_ping(lesson: Any, device: str = "mytun", target: str = "10.0.0.2",
+              no_pi: bool = True) -> PiRead | None:
+    """:func:`read_one_ping` in the lesson's lab, or the recorded read (None without one)."""
+    data = lesson.run(f"read no_pi={int(no_pi)}",
+                      lambda: read_one_ping(lesson.ns, device, target, no_pi))
+    if data is None:
+        return None
+    return PiRead(bytes(data), no_pi, recorded=not lesson.live)
+
+
 class PiReader(LabPanel, w.VBox):
     """Lesson 01: read a ping from mytun's raw fd, with IFF_NO_PI on or off, and see the bytes.
 
-    Headless: ``reader.no_pi.value = False; reader.read.click()``, then ``reader.last_read``.
+    Headless: ``reader.no_pi.value = False; reader.read.click()``, then ``reader.last_result``
+    (a :class:`PiRead`) or ``reader.last_read`` (its bytes).
     """
 
     def __init__(self, lesson: Any, device: str = "mytun", target: str = "10.0.0.2") -> None:
         self.lesson = lesson
         self.device = device
         self.target = target
-        self.last_read: bytes | None = None
-        self.last_no_pi = True
+        self.last_result: PiRead | None = None
         self.last_error: str | None = None
         self.no_pi = w.Checkbox(value=True, description="IFF_NO_PI (no packet-info header)",
                                 indent=False)
@@ -98,41 +131,32 @@ class PiReader(LabPanel, w.VBox):
         super().__init__([w.HBox([self.no_pi, self.read]), self.result, self.layout_image,
                           self.bar])
 
-    def reset_view(self) -> None:
-        self.last_read = None
-        self.last_error = None
-        self.result.value = ""
-        clear_figure(self.layout_image)
+    @property
+    def last_read(self) -> bytes | None:
+        """The bytes of the last read, exactly as ``read()`` returned them."""
+        return self.last_result.data if self.last_result else None
 
-    def redraw(self) -> None:
-        if self.last_read is not None:
-            show_figure(self.layout_image, plots.read_layout(self.last_read,
-                                                             pi=not self.last_no_pi))
+    @property
+    def last_no_pi(self) -> bool:
+        return self.last_result.no_pi if self.last_result else True
+
+    def reset_view(self) -> None:
+        self.last_result = None
+        self.last_error = None
+        self.forget(self.result, self.layout_image)
 
     def read_packet(self) -> bytes | None:
         """Attach, ping, read one packet; show its bytes and their meaning."""
-        no_pi = bool(self.no_pi.value)
-        key = f"read no_pi={int(no_pi)}"
         self.reset_view()
         try:
-            data = self.lesson.run(key, lambda: read_one_ping(self.lesson.ns, self.device,
-                                                              self.target, no_pi))
+            result = read_ping(self.lesson, self.device, self.target, bool(self.no_pi.value))
         except (OSError, TimeoutError) as exc:
             self.last_error = str(exc)
             self.fail(exc)
             return None
-        if data is None:
+        if result is None:
             self.result.value = "(no recording: start the lab with `sudo make lab`)"
             return None
-        self.last_read, self.last_no_pi = data, no_pi
-        first = data[0] >> 4
-        verdict = ("first nibble 4: an IPv4 packet starts right at byte 0" if no_pi else
-                   f"first nibble {first}: not IPv4! The packet starts at byte 4, after flags "
-                   f"0x{data[0:2].hex()} and proto 0x{data[2:4].hex()}")
-        self.result.value = (f"<div><b>read() returned {len(data)} bytes</b>"
-                             f"{' (recorded)' if not self.lesson.live else ''}: {verdict}</div>"
-                             + hexdump(data, highlight=0 if no_pi else 4))
-        show_figure(self.layout_image, plots.read_layout(data, pi=not no_pi))
-        return data
-
-
+        self.last_result = result
+        self.show(result, self.result, self.layout_image)
+        return result.data

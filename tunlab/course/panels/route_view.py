@@ -2,13 +2,91 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
 
 from ... import plots
 from ..style import invalid, pre
-from .base import LabPanel, _image, _ipv4, clear_figure, show_figure
+from .base import LabPanel, _image, _ipv4
+
+NO_RECORDING = ("(no recorded answer for this address; start the lab with `sudo make lab` to "
+                "ask the kernel)")
+
+
+@dataclass(frozen=True)
+class RouteTables:
+    """``ip route show table main`` and ``table local``, shown side by side."""
+
+    main: str
+    local: str
+
+    def _repr_html_(self) -> str:
+        return ('<div style="display:flex;gap:12px">'
+                f'<div style="flex:1"><b>table main</b> (<code>ip route</code>)'
+                f"{pre(self.main)}</div>"
+                f'<div style="flex:1"><b>table local</b> (<code>ip route show table local'
+                f"</code>){pre(self.local)}</div></div>")
+
+    def figure(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class RouteLookup:
+    """The kernel's answer to ``ip route get ADDRESS``: its words, and the device, table and
+    route type read from them (empty when the kernel has no route)."""
+
+    address: str
+    output: str
+    device: str = ""
+    table: str = ""
+    kind: str = ""
+    live: bool = True
+
+    @classmethod
+    def parse(cls, address: str, output: str, live: bool = True) -> RouteLookup:
+        """The lookup that ``output`` (what ``ip route get`` printed) describes."""
+        return cls(address, output, *parse_route_get(output), live=live)
+
+    def _repr_html_(self) -> str:
+        markup = pre(f"$ ip route get {self.address}\n{self.output.strip()}")
+        if not self.device and self.live:
+            markup += (f"<div>no route: no table of this host has a route to {self.address} "
+                       "(the lab has no default route), so a ping to it fails at once with "
+                       "<i>Network is unreachable</i>.</div>")
+        return markup
+
+    def figure(self) -> Any:
+        """The path the kernel chose, or None without a route."""
+        if not self.device:
+            return None
+        return route_figure(self.address, self.device, self.table, self.kind)
+
+
+def lab_ip(lesson: Any, key: str, *args: str) -> str:
+    """``ip ARGS`` in the lesson's lab (stdout and stderr), or the answer recorded as ``key``."""
+    def live() -> str:
+        result = lesson.ns.exec(["ip", *args], check=False)
+        return (result.stdout + result.stderr).strip()
+
+    value = lesson.run(key, live)
+    return value if isinstance(value, str) else ""
+
+
+def route_tables(lesson: Any) -> RouteTables:
+    """The lab's tables main and local."""
+    return RouteTables(lab_ip(lesson, "route_main", "route", "show", "table", "main"),
+                       lab_ip(lesson, "route_local", "route", "show", "table", "local"))
+
+
+def route_get(lesson: Any, address: str) -> RouteLookup:
+    """``ip route get ADDRESS`` (a valid IPv4 address) in the lesson's lab, or recorded."""
+    out = lab_ip(lesson, f"route_get {address}", "route", "get", address)
+    if not out:
+        out = NO_RECORDING if not lesson.live else "(the kernel printed nothing)"
+    return RouteLookup.parse(address, out, live=bool(lesson.live))
 
 
 class RouteView(LabPanel, w.VBox):
@@ -16,15 +94,12 @@ class RouteView(LabPanel, w.VBox):
 
     ``lesson`` is a :class:`tunlab.course.Lesson`; without a live lab, recorded lookups are
     shown. Headless: ``view.address.value = "10.0.0.1"; view.lookup.click()``, then
-    ``view.last_output`` / ``view.last_device`` / ``view.last_table`` / ``view.last_type``.
+    ``view.last_lookup`` (a :class:`RouteLookup`), or ``view.last_output`` /
+    ``view.last_device`` / ``view.last_table`` / ``view.last_type``.
     """
 
     def __init__(self, lesson: Any, address: str = "10.0.0.2") -> None:
-        self.last_output = ""
-        self.last_device = ""
-        self.last_table = ""
-        self.last_type = ""
-        self.last_address = ""
+        self.last_lookup: RouteLookup | None = None
         self.address = w.Text(value=address, description="address", continuous_update=False,
                               layout=w.Layout(width="240px"))
         self.lookup = w.Button(description="ip route get", button_style="primary",
@@ -39,65 +114,48 @@ class RouteView(LabPanel, w.VBox):
                           self.path, self.bar])
         self.refresh_tables()
 
-    def _ip(self, key: str, *args: str) -> str:
-        """``ip ARGS`` in the lab (stdout and stderr), or the recorded answer."""
-        def live() -> str:
-            result = self.lesson.ns.exec(["ip", *args], check=False)
-            return (result.stdout + result.stderr).strip()
+    @property
+    def last_output(self) -> str:
+        return self.last_lookup.output if self.last_lookup else ""
 
-        value = self.lesson.run(key, live)
-        return value if isinstance(value, str) else ""
+    @property
+    def last_device(self) -> str:
+        return self.last_lookup.device if self.last_lookup else ""
+
+    @property
+    def last_table(self) -> str:
+        return self.last_lookup.table if self.last_lookup else ""
+
+    @property
+    def last_type(self) -> str:
+        return self.last_lookup.kind if self.last_lookup else ""
+
+    @property
+    def last_address(self) -> str:
+        return self.last_lookup.address if self.last_lookup else ""
 
     def refresh_tables(self) -> None:
         """Show ``ip route show table main`` and ``table local`` side by side."""
-        main = self._ip("route_main", "route", "show", "table", "main")
-        local = self._ip("route_local", "route", "show", "table", "local")
-        self.tables.value = (
-            '<div style="display:flex;gap:12px">'
-            f'<div style="flex:1"><b>table main</b> (<code>ip route</code>){pre(main)}</div>'
-            f'<div style="flex:1"><b>table local</b> (<code>ip route show table local</code>)'
-            f'{pre(local)}</div></div>')
+        self.tables.value = route_tables(self.lesson)._repr_html_()
 
     def reset_view(self) -> None:
-        self.last_output = self.last_device = self.last_table = self.last_type = ""
-        self.last_address = ""
-        self.result.value = ""
-        clear_figure(self.path)
+        self.last_lookup = None
+        self.forget(self.result, self.path)
         self.tables.value = ""
-
-    def redraw(self) -> None:
-        if self.last_device:
-            show_figure(self.path, route_figure(self.last_address, self.last_device,
-                                                self.last_table, self.last_type))
 
     def route_get(self, address: str | None = None) -> str:
         """``ip route get ADDRESS`` in the lab; shows and returns the kernel's answer."""
         typed = (address if address is not None else self.address.value).strip()
         self.reset_view()
         valid = _ipv4(typed)
+        self.refresh_tables()
         if valid is None:
             self.result.value = invalid(f"{typed!r} is not an IPv4 address: type four numbers "
-                                         "0-255 with dots, like 10.0.0.1")
-            self.refresh_tables()
+                                        "0-255 with dots, like 10.0.0.1")
             return ""
-        self.refresh_tables()
-        out = self._ip(f"route_get {valid}", "route", "get", valid)
-        if not out:
-            out = ("(no recorded answer for this address; start the lab with "
-                   "`sudo make lab` to ask the kernel)") if not self.lesson.live else \
-                "(the kernel printed nothing)"
-        self.last_output = out
-        self.last_address = valid
-        self.last_device, self.last_table, self.last_type = parse_route_get(out)
-        self.result.value = pre(f"$ ip route get {valid}\n{out.strip()}")
-        if not self.last_device and self.lesson.live:
-            self.result.value += (f"<div>no route: no table of this host has a route to "
-                                  f"{valid} (the lab has no default route), so a ping to it "
-                                  "fails at once with <i>Network is unreachable</i>.</div>")
-        if self.last_device:
-            show_figure(self.path, route_figure(valid, self.last_device, self.last_table,
-                                                self.last_type))
-        return out
+        self.last_lookup = route_get(self.lesson, valid)
+        self.show(self.last_lookup, self.result, self.path)
+        return self.last_lookup.output
 
 
 ROUTE_TYPES = ("local", "broadcast", "multicast", "unreachable", "prohibit", "blackhole",
