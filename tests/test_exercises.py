@@ -277,3 +277,15 @@ def test_06_read_only_the_builder_answers_both_its_preset_and_the_exercises_pack
     report = builder.run()
     assert report["recorded"] and report["verdict"] == "dropped"
     assert course.check("06", report["drop_reasons"][0])
+
+
+def test_every_exercise_of_00_to_08_has_a_checker_of_the_one_shape():
+    """Read, judge, verify: an unreadable answer is 'not yet' with what kind is asked for, and
+    a verifier that cannot run here (no lesson) leaves the verdict to the judge."""
+    for key in CASES:
+        assert course.EXERCISES[key].checker is checkers.CHECKERS[key]
+    ok, message = checkers.CHECKERS["05"]("not an address")
+    assert not ok and "not an IPv4 address" in message
+    assert checkers.CHECKERS["02"](("lo", "local"), None)[0]  # no lab: the judge decides
+    assert checkers.CHECKERS["08"].accepts("1360 bytes") and not checkers.CHECKERS["08"].accepts(
+        "many")

@@ -620,3 +620,20 @@ def test_typed_results_read_and_write_the_recorded_form(lesson, key, kind):
     result = cls.from_dict(recording.from_jsonable(recorded), recorded=True)
     assert recording.to_jsonable(result) == recorded
     assert "recorded" in result._repr_html_() and result.figure() is not None
+
+
+def test_one_stylesheet_styles_every_result_and_presenter_mode():
+    """course.css is package data; the HTML of results carries its rules inline with the
+    class, and presenter mode injects its presenter part."""
+    from importlib.resources import files
+
+    sheet = files("tunlab.course").joinpath("course.css").read_text()
+    assert sheet == style.STYLESHEET and "16px" in style.PRESENTER_CSS
+    assert "tunlab-box" not in style.PRESENTER_CSS  # only the presenter part goes to the page
+    box = style.css("box")
+    assert box.startswith('class="tunlab-box" style="') and style.RULES["box"] in box
+    assert "#d62728" in style.badge("dropped") and "#2ca02c" in style.badge("forwarded")
+    with pytest.raises(KeyError):
+        style.css("no-such-rule")
+    markup = reports.fate_html({"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]})
+    assert 'class="tunlab-fate tunlab-box"' in markup and "tunlab-verdict" in markup

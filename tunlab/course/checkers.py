@@ -1,9 +1,9 @@
-"""The exercises' checkers: each reads an answer the way a teacher would.
-
-Each exercise has a pure judge: it normalises the answer (so equivalent spellings pass), says
-why a wrong answer is wrong without naming the right one, and explains a right one. Where the
-lab runs, some are also checked by the kernel itself (a verifier). Accepted answers are stored
-as SHA-256 digests of their normal form, so reading this file does not spoil them.
+"""The exercises' checkers, all of one shape (:class:`Checker`): read the answer the way a
+teacher would (equivalent spellings give the same normal form, or :class:`Wrong` says what kind
+of value is asked for), judge the normal form without the kernel (why a wrong answer is wrong
+without naming the right one; why a right one is right), and, where the lab runs, verify it
+against the kernel itself. Accepted answers are stored as SHA-256 digests of their normal form,
+so reading this file does not spoil them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,54 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..privileges import is_privileged
 from .fates import live_fate
 
 Judgement = tuple[bool, str]
+"""``(ok, message)``: the verdict on an answer and the reason, in words."""
+
+
+class Wrong(Exception):
+    """An answer that cannot even be read as the kind of value asked for (the message says
+    which kind)."""
+
+
+def _same(answer: Any) -> Any:
+    return answer
+
+
+@dataclass(frozen=True)
+class Checker:
+    """How one exercise's answer is checked.
+
+    ``read`` turns the answer into its normal form (raising :class:`Wrong` when it cannot);
+    ``judge`` decides on the normal form without the kernel; ``verify``, when given, asks the
+    kernel (``context`` is what the notebook passed: the lesson or a panel) and returns None
+    when it cannot run here, so that ``judge`` decides.
+    """
+
+    judge: Callable[[Any], Judgement]
+    read: Callable[[Any], Any] = _same
+    verify: Callable[[Any, Any], Judgement | None] | None = None
+
+    def __call__(self, answer: Any, context: Any = None) -> Judgement:
+        """The verdict on ``answer``: the kernel's where it can run, else the judge's."""
+        try:
+            normal = self.read(answer)
+            verdict = self.verify(normal, context) if self.verify is not None else None
+            return verdict if verdict is not None else self.judge(normal)
+        except Wrong as wrong:
+            return False, str(wrong)
+
+    def accepts(self, answer: Any) -> bool:
+        """True when the judge (without the kernel) accepts ``answer``."""
+        try:
+            return self.judge(self.read(answer))[0]
+        except Wrong:
+            return False
 
 
 def _digest(text: str) -> str:
@@ -40,10 +82,6 @@ def _matches(exercise: str, normal: str) -> bool:
     return _digest(normal) == ANSWERS[exercise]
 
 
-class _Wrong(Exception):
-    """An answer that cannot even be read as the kind of value asked for."""
-
-
 def _words(value: Any) -> list[Any]:
     """``value`` as a list of parts: a tuple/list/set as is, a string split on commas,
     semicolons and white space (``"lo local"``, ``"route_a, forward_b"``)."""
@@ -57,14 +95,14 @@ def _words(value: Any) -> list[Any]:
 def _pair(value: Any, example: str) -> tuple[Any, Any]:
     parts = _words(value)
     if isinstance(value, set | frozenset) or len(parts) != 2:
-        raise _Wrong(f"answer with a pair in this order: {example}")
+        raise Wrong(f"answer with a pair in this order: {example}")
     return parts[0], parts[1]
 
 
 def _number(value: Any, what: str = "a number") -> int:
     """An int from ``60``, ``"60"``, ``"0x3c"``, ``"60 bytes"`` (never from a bool)."""
     if isinstance(value, bool):
-        raise _Wrong(f"answer with {what}")
+        raise Wrong(f"answer with {what}")
     if isinstance(value, int):
         return value
     text = str(value).strip().lower()
@@ -75,7 +113,7 @@ def _number(value: Any, what: str = "a number") -> int:
     try:
         return int(text, 0)
     except ValueError:
-        raise _Wrong(f"answer with {what}; {value!r} is not one") from None
+        raise Wrong(f"answer with {what}; {value!r} is not one") from None
 
 
 def _name(value: Any) -> str:
@@ -104,12 +142,17 @@ def _capability(value: Any) -> str:
     if name.isdigit() and int(name) < len(CAPABILITIES):
         return CAPABILITIES[int(name)]
     if name not in CAPABILITIES:
-        raise _Wrong(f"{value!r} is not a Linux capability (man 7 capabilities lists them)")
+        raise Wrong(f"{value!r} is not a Linux capability (man 7 capabilities lists them)")
     return name
 
 
-def _judge_capabilities(answer: Any) -> Judgement:
+def _capability_pair(answer: Any) -> tuple[str, str]:
     held, missing = (_capability(v) for v in _pair(answer, '("CAP_...", "CAP_...")'))
+    return held, missing
+
+
+def _judge_capabilities(pair: tuple[str, str]) -> Judgement:
+    held, missing = pair
     if _matches("00", f"{held}|{missing}"):
         return True, ("CAP_NET_ADMIN configures the network inside a namespace "
                       "(devices, addresses, routes, firewall, TUN devices), while creating a "
@@ -127,7 +170,8 @@ def _judge_capabilities(answer: Any) -> Judgement:
 
 # -- 01: packet information
 
-def _judge_pi_proto(answer: Any) -> Judgement:
+def _pi_proto(answer: Any) -> int:
+    """The number an answer names: 60, "0x003c", "003c", b"\\x00<", "ETH_P_IP"."""
     if isinstance(answer, bytes | bytearray):
         value = int.from_bytes(answer, "big")
     elif isinstance(answer, str) and _name(answer) in ("ETH_P_IP", "ETH_P_IPV6"):
@@ -138,6 +182,10 @@ def _judge_pi_proto(answer: Any) -> Judgement:
                 and not text.lower().startswith("0x"):
             text = "0x" + text  # "003c": two bytes in hex
         value = _number(text, "a number (decimal or 0x hex)")
+    return value
+
+
+def _judge_pi_proto(value: int) -> Judgement:
     if _matches("01", str(value)):
         return True, ("0x003c = 60, the packet's total length. Without IFF_NO_PI the "
                       "kernel takes bytes 0-1 of what you write as `flags` and bytes 2-3 as "
@@ -183,8 +231,8 @@ def _route_hint(device: str, table: str, device_ok: bool, table_ok: bool) -> str
     return "; ".join(parts) or "not the kernel's choice"
 
 
-def _judge_route(answer: Any) -> Judgement:
-    device, table = _route_pair(answer)
+def _judge_route(pair: tuple[str, str]) -> Judgement:
+    device, table = pair
     if _matches("02", f"{device}|{table}"):
         return True, ("`ip route get 10.0.0.1` says `local 10.0.0.1 dev lo table "
                       "local`: the host's own addresses are in table local, which the kernel "
@@ -195,11 +243,11 @@ def _judge_route(answer: Any) -> Judgement:
     return False, _route_hint(device, table, device_ok, table_ok)
 
 
-def _verify_route_get(answer: Any, lesson: Any) -> Judgement | None:
+def _verify_route_get(pair: tuple[str, str], lesson: Any) -> Judgement | None:
     """Exercise 02: compare with the kernel's own `ip route get 10.0.0.1`."""
     if lesson is None or not getattr(lesson, "live", False) or lesson.ns is None:
         return None
-    device, table = _route_pair(answer)
+    device, table = pair
     if hasattr(lesson, "ensure_lab"):
         lesson.ensure_lab()  # checked again after lesson.finish(): ask a fresh lab
     out = lesson.ns.ip("route", "get", "10.0.0.1")
@@ -223,20 +271,19 @@ def _header_bytes(answer: Any) -> bytes:
         try:
             return bytes(answer)
         except ValueError:
-            raise _Wrong("each byte is a number from 0 to 255") from None
+            raise Wrong("each byte is a number from 0 to 255") from None
     text = str(answer).strip().lower()
     for junk in ("0x", "\\x", " ", ":", "-", ","):
         text = text.replace(junk, "")
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise _Wrong('answer with the bytes in hex, e.g. "00 11 22 33 44 55 66 77"') from None
+        raise Wrong('answer with the bytes in hex, e.g. "00 11 22 33 44 55 66 77"') from None
 
 
-def _judge_header(answer: Any) -> Judgement:
+def _judge_header(header: bytes) -> Judgement:
     from .. import framing
 
-    header = _header_bytes(answer)
     if _matches("03", header.hex()):
         return True, ("54 4c is the magic `TL`, 01 the version, 02 the type DATA, and "
                       "00 00 05 78 the payload length 1400, big endian: the packet costs 1408 "
@@ -263,8 +310,11 @@ def _judge_header(answer: Any) -> Judgement:
 
 # -- 04: echo count
 
-def _judge_echo_count(answer: Any) -> Judgement:
-    count = _number(answer, "a number of packets")
+def _packets(answer: Any) -> int:
+    return _number(answer, "a number of packets")
+
+
+def _judge_echo_count(count: int) -> Judgement:
     if _matches("04", str(count)):
         return True, ("None: 10.0.0.1 is the host's own address: the kernel routes the "
                       "ping through lo (lesson 02) and answers it itself, so the vpn-client "
@@ -273,13 +323,12 @@ def _judge_echo_count(answer: Any) -> Judgement:
                    "does the kernel pick for one of its own addresses (lesson 02)?")
 
 
-def _verify_echo_count(answer: Any, panel: Any) -> Judgement | None:
+def _verify_echo_count(count: int, panel: Any) -> Judgement | None:
     """Exercise 04: ping 10.0.0.1 through the live seed lab and count what the client read."""
     if panel is None or not hasattr(panel, "run") or getattr(panel, "server", None) is None:
         return None
     if not getattr(panel.lesson, "live", False):
         return None
-    count = _number(answer, "a number of packets")
     result = panel.run("10.0.0.1")
     if result is None:
         return None
@@ -294,11 +343,14 @@ def _verify_echo_count(answer: Any, panel: Any) -> Judgement | None:
 
 # -- 05: a source that strict rp_filter lets through
 
-def _judge_source_offline(answer: Any) -> Judgement:
+def _ipv4_address(answer: Any) -> ipaddress.IPv4Address:
     try:
-        address = ipaddress.IPv4Address(str(answer).strip())
+        return ipaddress.IPv4Address(str(answer).strip())
     except ValueError:
-        return False, f"{answer!r} is not an IPv4 address"
+        raise Wrong(f"{answer!r} is not an IPv4 address") from None
+
+
+def _judge_source_offline(address: ipaddress.IPv4Address) -> Judgement:
     net = ipaddress.IPv4Network("10.0.2.0/24")
     if address == ipaddress.IPv4Address("10.0.2.1"):
         return False, ("that is mytun2's own address: a packet arriving from outside with one "
@@ -317,13 +369,11 @@ def _judge_source_offline(answer: Any) -> Judgement:
                    "mytun2, where the packet came in, so the kernel drops it")
 
 
-def _verify_forwarded_source(answer: Any, lesson: Any) -> Judgement | None:
-    """Exercise 05: ask the kernel whether a packet from ``answer`` to 10.0.0.2 is forwarded."""
-    try:
-        ipaddress.IPv4Address(str(answer).strip())
-    except ValueError:
-        return False, f"{answer!r} is not an IPv4 address"
-    answer = str(answer).strip()
+def _verify_forwarded_source(address: ipaddress.IPv4Address, lesson: Any
+                             ) -> Judgement | None:
+    """Exercise 05: ask the kernel whether a packet from ``address`` to 10.0.0.2 is
+    forwarded."""
+    answer = str(address)
     settings = {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 1,
                 "net.ipv4.conf.all.accept_local": 0, "net.ipv4.conf.all.log_martians": 1}
     if not is_privileged():
@@ -351,10 +401,13 @@ _COURSE_REASONS = {
 }
 
 
-def _judge_drop_reason(answer: Any) -> Judgement:
+def _reason_name(answer: Any) -> str:
     if not isinstance(answer, str):
-        return False, 'answer with the drop reason\'s name, e.g. "IP_NOPROTO"'
-    name = _name(answer).removeprefix("SKB_DROP_REASON_")
+        raise Wrong('answer with the drop reason\'s name, e.g. "IP_NOPROTO"')
+    return _name(answer).removeprefix("SKB_DROP_REASON_")
+
+
+def _judge_drop_reason(name: str) -> Judgement:
     if _matches("06", name):
         return True, ("NO_SOCKET. UDP is delivered to its handler, which finds no socket "
                       "bound to port 9, frees the packet with NO_SOCKET (counter UdpNoPorts) "
@@ -383,10 +436,9 @@ def _fix_names(answer: Any) -> set[str]:
     return {_name(a).lower() for a in _words(answer)}
 
 
-def _judge_fixes(answer: Any) -> Judgement:
+def _judge_fixes(fixes: set[str]) -> Judgement:
     from ..vpn_lab import VpnScenario
 
-    fixes = _fix_names(answer)
     unknown = fixes - set(VpnScenario.FIXES)
     if unknown:
         return False, (f"unknown fix names: {', '.join(sorted(unknown))}; the panel's are "
@@ -404,17 +456,20 @@ def _judge_fixes(answer: Any) -> Judgement:
     return False, f"the ping also works without {', '.join(extra)}: it is not needed"
 
 
-def _verify_fix_set(answer: Any, panel: Any) -> Judgement | None:
+def _verify_fix_set(fixes: set[str], panel: Any) -> Judgement | None:
     """Exercise 07: apply exactly these fixes in the live scenario, and each one less."""
     if panel is None or not hasattr(panel, "verify_fix_set"):
         return None
-    return panel.verify_fix_set(_fix_names(answer))
+    return panel.verify_fix_set(fixes)
 
 
 # -- 08: MSS
 
-def _judge_mss(answer: Any) -> Judgement:
-    mss = _number(answer, "a number of bytes")
+def _bytes_count(answer: Any) -> int:
+    return _number(answer, "a number of bytes")
+
+
+def _judge_mss(mss: int) -> Judgement:
     if _matches("08", str(mss)):
         return True, ("1400 - 20 (IPv4 header) - 20 (TCP header) = 1360 bytes of TCP "
                       "payload per segment. The tunnel's own headers (tunlab's 8, the outer "
@@ -445,11 +500,29 @@ def _plain_normal(value: Any) -> str:
         return text
 
 
-def _digest_judge(answers: set[str], explain: str) -> Callable[[Any], Judgement]:
+def digest_checker(answers: set[str], explain: str,
+                   verify: Callable[[Any, Any], Judgement | None] | None = None) -> Checker:
+    """A checker for the older form of an exercise: the digests of the accepted answers in
+    their plain normal form (see :func:`_plain_normal`), what to say when right, and
+    optionally a ``verify`` that gets the answer as given (a function, for lesson 09)."""
     def judge(answer: Any) -> Judgement:
         if _digest(_plain_normal(answer)) in answers:
             return True, explain
         return False, "not this one: read the question again, or ask for a hint"
-    return judge
+    return Checker(judge, verify=verify)
+
+
+CHECKERS: dict[str, Checker] = {
+    "00": Checker(_judge_capabilities, read=_capability_pair),
+    "01": Checker(_judge_pi_proto, read=_pi_proto),
+    "02": Checker(_judge_route, read=_route_pair, verify=_verify_route_get),
+    "03": Checker(_judge_header, read=_header_bytes),
+    "04": Checker(_judge_echo_count, read=_packets, verify=_verify_echo_count),
+    "05": Checker(_judge_source_offline, read=_ipv4_address, verify=_verify_forwarded_source),
+    "06": Checker(_judge_drop_reason, read=_reason_name),
+    "07": Checker(_judge_fixes, read=_fix_names, verify=_verify_fix_set),
+    "08": Checker(_judge_mss, read=_bytes_count),
+}
+"""The checker of each exercise of lessons 00-08."""
 
 

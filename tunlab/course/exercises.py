@@ -7,51 +7,38 @@ import html
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .checkers import (
-    Judgement,
-    _digest_judge,
-    _judge_capabilities,
-    _judge_drop_reason,
-    _judge_echo_count,
-    _judge_fixes,
-    _judge_header,
-    _judge_mss,
-    _judge_pi_proto,
-    _judge_route,
-    _judge_source_offline,
-    _verify_echo_count,
-    _verify_fix_set,
-    _verify_forwarded_source,
-    _verify_route_get,
-    _Wrong,
-)
+from .checkers import CHECKERS, Checker, Judgement, digest_checker
+from .style import css
 
 
 class Exercise:
     """A question whose answer is checked without showing it; hints come one by one on request.
 
-    ``judge`` reads an answer the way a teacher would (equivalent spellings pass) and returns
-    ``(ok, message)``: why it is wrong without giving the answer, or why it is right.
-    ``verify``, when given, checks the answer against the live kernel and returns
-    ``(ok, message)``, or None to fall back to ``judge``.
+    ``checker`` is a :class:`~tunlab.course.checkers.Checker`: it reads an answer the way a
+    teacher would (equivalent spellings pass) and says why it is wrong without giving the
+    answer, or why it is right; where the lab runs, it may ask the kernel. The older forms
+    still work: a judge function ``answer -> (ok, message)`` with an optional ``verify``
+    (``(answer, context) -> (ok, message)`` or None), or the digests of the accepted answers
+    with ``explain``.
     """
 
-    def __init__(self, question: str, judge: Callable[[Any], Judgement] | Sequence[str],
+    def __init__(self, question: str,
+                 checker: Checker | Callable[[Any], Judgement] | Sequence[str],
                  hints: Sequence[str],
                  verify: Callable[[Any, Any], Judgement | None] | None = None,
                  explain: str = "") -> None:
         self.question = question
-        # The older form: digests of accepted answers (see _plain_normal) and an explanation.
-        self.judge = judge if callable(judge) else _digest_judge(set(judge), explain)
+        if isinstance(checker, Checker):
+            self.checker = checker
+        elif callable(checker):
+            self.checker = Checker(checker, verify=verify)
+        else:
+            self.checker = digest_checker(set(checker), explain, verify)
         self.hints = list(hints)
-        self.verify = verify
 
     def is_correct(self, answer: Any) -> bool:
-        """True when ``judge`` accepts ``answer`` (without the kernel)."""
-        try:
-            return self.judge(answer)[0]
-        except _Wrong:
-            return False
+        """True when the checker's judge accepts ``answer`` (without the kernel)."""
+        return self.checker.accepts(answer)
 
 
 EXERCISES: dict[str, Exercise] = {
@@ -60,7 +47,7 @@ EXERCISES: dict[str, Exercise] = {
         "namespace it can add routes, addresses and TUN devices, but `ip netns add` fails "
         "with 'Operation not permitted'. Which capability does it hold, and which one is "
         "missing? Answer as a pair: (held, missing).",
-        _judge_capabilities,
+        CHECKERS["00"],
         ["The doctor's table names the two capabilities.",
          "One of them is about network administration only.",
          "man 7 capabilities: creating a namespace (unshare, setns, mount) is under the "
@@ -69,22 +56,21 @@ EXERCISES: dict[str, Exercise] = {
         "A program opens mytun *without* IFF_NO_PI and writes a bare 60-byte IPv4 packet "
         "into it (it starts `45 00 00 3c`). Which number does the kernel read as the packet "
         "information's `proto` field? Answer with a number (decimal or 0x hex).",
-        _judge_pi_proto,
+        CHECKERS["01"],
         ["The kernel expects `struct tun_pi { u16 flags; be16 proto; }` before the packet.",
          "Nobody wrote one: the first four bytes of the packet take its place.",
          "proto is bytes 2-3, read big endian."]),
     "02": Exercise(
         "Through which device does the kernel send `ping 10.0.0.1` (mytun's own address), and "
         "which routing table holds the route it uses? Answer as a pair (device, table).",
-        _judge_route,
+        CHECKERS["02"],
         ["Run `ip route get 10.0.0.1` in the widget above.",
          "Addresses of this host are in a table that `ip route` does not show by default.",
-         "`ip route show table local`."],
-        verify=_verify_route_get),
+         "`ip route show table local`."]),
     "03": Exercise(
         "The vpn-client reads a 1400-byte packet from mytun. Which 8 header bytes does it put "
         "in front of it? Answer in hex, e.g. \"00 11 22 33 44 55 66 77\".",
-        _judge_header,
+        CHECKERS["03"],
         ["The table under 'One frame' gives each field's place and size.",
          "The magic is ASCII: look up the letters' codes (or run "
          "`framing.encode_packet(packet)[:8]` on a small packet and compare).",
@@ -92,24 +78,22 @@ EXERCISES: dict[str, Exercise] = {
     "04": Exercise(
         "Ping 10.0.0.1 (mytun's own address) instead of 10.0.0.2 with the panel above. How many "
         "packets does the vpn-client read from mytun for it?",
-        _judge_echo_count,
+        CHECKERS["04"],
         ["Lesson 02: which device does the kernel pick for its own address?",
          "A packet routed to `lo` never enters mytun.",
-         "The client only sees what the kernel routes into mytun."],
-        verify=_verify_echo_count),
+         "The client only sees what the kernel routes into mytun."]),
     "05": Exercise(
         "With ip_forward=1 and strict rp_filter=1, find a source address for which the packet "
         "to 10.0.0.2, released on mytun2, is forwarded and not dropped.",
-        _judge_source_offline,
+        CHECKERS["05"],
         ["Strict rp_filter asks: would I send a reply to this source out of the device the "
          "packet came in on?",
          "Which sources does the kernel route out of mytun2?",
-         "Any host address in mytun2's subnet that is not mytun2's own address."],
-        verify=_verify_forwarded_source),
+         "Any host address in mytun2's subnet that is not mytun2's own address."]),
     "06": Exercise(
         "Send a UDP packet from 200.1.2.3 to port 9 of mytun2's own address 10.0.2.1, where "
         "nothing listens, with the packet builder. Which drop reason does the kernel report?",
-        _judge_drop_reason,
+        CHECKERS["06"],
         ["In the builder: protocol UDP, destination 10.0.2.1, port 9, then send.",
          "UDP has a handler, unlike protocol 253: the packet gets further this time.",
          "The handler looks for a socket bound to the port; dropreason-core.h names what "
@@ -117,15 +101,14 @@ EXERCISES: dict[str, Exercise] = {
     "07": Exercise(
         "Which fixes are needed, all together and nothing more, for `ping 192.168.50.2` from "
         "host a to work? Answer with a set of fix names from the panel.",
-        _judge_fixes,
+        CHECKERS["07"],
         ["Follow the packet: a's routing, b's forwarding, b's firewall, c's reply.",
          "Replies need a route back too.",
-         "rp_filter is fine here: routes are symmetric."],
-        verify=_verify_fix_set),
+         "rp_filter is fine here: routes are symmetric."]),
     "08": Exercise(
         "tun0 has MTU 1400. What TCP MSS does a connection through the tunnel announce "
         "(IPv4, without TCP options)?",
-        _judge_mss,
+        CHECKERS["08"],
         ["The section on the MSS above shows the rule for MTU 1500.",
          "Both headers in front of TCP's payload are 20 bytes here.",
          "The tunnel's own overhead is outside tun0: it does not count."]),
@@ -151,11 +134,7 @@ def check(exercise: str, answer: Any, lesson: Any = None) -> CheckResult:
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         _LAST_CHECK[exercise] = False
         return CheckResult(exercise, False, "No answer yet: set `answer = ...` above.")
-    try:
-        result = ex.verify(answer, lesson) if ex.verify is not None else None
-        ok, message = result if result is not None else ex.judge(answer)
-    except _Wrong as wrong:
-        ok, message = False, str(wrong)
+    ok, message = ex.checker(answer, lesson)
     _LAST_CHECK[exercise] = bool(ok)
     return CheckResult(exercise, bool(ok), message)
 
@@ -172,10 +151,10 @@ class CheckResult:
         return self.ok
 
     def _repr_html_(self) -> str:
-        color, mark = ("#2ca02c", "✔ Correct.") if self.ok else ("#d62728", "✘ Not yet:")
+        box, mark = ("check-right", "right") if self.ok else ("check-wrong", "wrong")
+        text = "✔ Correct." if self.ok else "✘ Not yet:"
         more = "" if self.ok else " Try again, or ask the hint box for a hint."
-        return (f'<div class="tunlab-check" style="border-left:4px solid {color};'
-                f'padding:4px 10px"><b style="color:{color}">{mark}</b> '
+        return (f'<div {css("check", box)}><b {css(mark)}>{text}</b> '
                 f"{html.escape(self.message)}{more}</div>")
 
     def __repr__(self) -> str:
@@ -270,7 +249,6 @@ def hint(exercise: str) -> Any:
 def question(exercise: str) -> Note:
     """The exercise's question, as a box."""
     text = EXERCISES[exercise].question
-    return Note(f'<div style="border-left:4px solid #4c78a8;padding:4px 10px;'
-                f'background:#f3f7fc"><b>Exercise {exercise}.</b> {html.escape(text)}</div>',
+    return Note(f'<div {css("question")}><b>Exercise {exercise}.</b> {html.escape(text)}</div>',
                 f"Exercise {exercise}. {text}")
 

@@ -20,6 +20,7 @@ from .recording import (
     save_recording,
     to_jsonable,
 )
+from .style import css
 
 START_HINT = "sudo make lab"
 START_HINT_SCRIPT = "sudo bash scripts/setup.sh lab"
@@ -68,10 +69,9 @@ class CommandOutput:
         return item in self.text
 
     def _repr_html_(self) -> str:
-        badge = (' <span style="background:#fff3cd;color:#7a5b00;border-radius:3px;'
-                 'padding:0 4px;font-size:85%">recorded example</span>') if self.recorded else ""
-        return (f'<pre style="background:#f6f8fa;border-left:3px solid #4c78a8;padding:6px 10px;'
-                f'margin:2px 0"><b>$ {html.escape(self.command)}</b>{badge}\n'
+        badge = (f' <span {css("recorded-badge")}>recorded example</span>'
+                 if self.recorded else "")
+        return (f'<pre {css("command")}><b>$ {html.escape(self.command)}</b>{badge}\n'
                 f"{html.escape(self.text.rstrip())}</pre>")
 
     def __repr__(self) -> str:
@@ -226,17 +226,15 @@ class Lesson:
         title = html.escape(LESSONS.get(self.name, self.name))
         if self.live and self.lab is not None:
             names = ", ".join(ns.name for ns in self.lab.namespaces)
-            return (f'<div style="border-left:4px solid #2ca02c;padding:4px 10px;'
-                    f'background:#eef8ee"><b>{title}</b>: lab ready in private network '
+            return (f'<div {css("banner-ready")}><b>{title}</b>: lab ready in private network '
                     f'namespace(s) <code>{html.escape(names)}</code>. Your own network is not '
                     f'touched; everything is removed at the end of the notebook or when the '
                     f'kernel stops.</div>')
         if self.live:
-            return (f'<div style="border-left:4px solid #2ca02c;padding:4px 10px;'
-                    f'background:#eef8ee"><b>{title}</b>: running with the privileges the lab '
-                    f'needs.</div>')
+            return (f'<div {css("banner-ready")}><b>{title}</b>: running with the privileges '
+                    f'the lab needs.</div>')
         why = "; ".join(self.missing) if self.missing else html.escape(self.error)
-        return (f'<div style="border-left:4px solid #e0a800;padding:6px 10px;background:#fff8e1">'
+        return (f'<div {css("banner-read-only")}>'
                 f'<b>{title}: read-only mode.</b> The lab cannot start here: {why}.<br>'
                 f'To run it for real, start JupyterLab as root from the repository: '
                 f'<code>{START_HINT}</code> (or <code>{START_HINT_SCRIPT}</code>).<br>'

@@ -8,13 +8,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from .style import CSS_BOX, badge, pre
+from .style import badge, css, muted, pre
 
 FateFn = Callable[..., Mapping[str, Any]]
-
-VERDICT_COLORS = {"dropped": "#d62728", "delivered": "#2ca02c", "forwarded": "#2ca02c",
-                  "not recorded": "#7f7f7f"}
-
 
 _BORING = ("IpInReceives", "IpOutRequests", "IpOutTransmits")
 
@@ -29,14 +25,14 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
     """A fate report (``FateReport.to_dict()``) as HTML: verdict, reasons, martians, replies."""
     verdict = str(report.get("verdict", "?"))
     reasons = [str(r) for r in report.get("drop_reasons") or []]
-    parts = [badge(verdict, VERDICT_COLORS.get(verdict, "#1f77b4"))]
+    parts = [badge(verdict)]
     if reasons:
         parts.append(" drop reason: " + ", ".join(
             f'<code class="tunlab-reason">{html.escape(r)}</code>' for r in reasons))
     if report.get("recorded"):
-        parts.append(' <span style="color:#7a5b00">(recorded example, no root here)</span>')
+        parts.append(f' <span {css("warning")}>(recorded example, no root here)</span>')
     if elapsed is not None:
-        parts.append(f' <span style="color:#888">({elapsed:.1f} s)</span>')
+        parts.append(" " + muted(f"({elapsed:.1f} s)", "span"))
     rows = ["<div>" + "".join(parts) + "</div>"]
     martians = list(report.get("martian_log") or [])
     if martians:
@@ -65,8 +61,8 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
         rows.append(f"<div><b>firewall:</b> {html.escape(str(firewall.get('text', '')))}</div>")
     explanation = str(report.get("explanation") or "")
     if explanation:
-        rows.append(f'<div style="margin-top:4px"><b>why:</b> {html.escape(explanation)}</div>')
-    return f'<div class="tunlab-fate" style="{CSS_BOX}">' + "".join(rows) + "</div>"
+        rows.append(f'<div {css("why")}><b>why:</b> {html.escape(explanation)}</div>')
+    return f'<div {css("fate", "box")}>' + "".join(rows) + "</div>"
 
 
 def fate_box(report: Mapping[str, Any] | None) -> w.HTML:
@@ -84,7 +80,7 @@ def fate_table(results: Sequence[Sequence[Any]]) -> w.HTML:
         reasons = ", ".join(report.get("drop_reasons") or []) or "—"
         martian = "<br>".join(html.escape(m) for m in report.get("martian_log") or []) or "—"
         rows.append(f"<tr><td><code>{html.escape(str(label))}</code></td>"
-                    f"<td>{badge(verdict, VERDICT_COLORS.get(verdict, '#1f77b4'))}</td>"
+                    f"<td>{badge(verdict)}</td>"
                     f"<td><code>{html.escape(reasons)}</code></td><td>{martian}</td></tr>")
     return w.HTML('<table class="tunlab-fate-table"><tr><th>case</th><th>verdict</th>'
                   "<th>drop reasons</th><th>kernel log</th></tr>" + "".join(rows) + "</table>")

@@ -1,44 +1,68 @@
-"""The course's look: HTML building blocks and presenter mode's stylesheet."""
+"""The course's look: its one stylesheet (``course.css``), the HTML building blocks that use
+it, and presenter mode, which injects the stylesheet's presenter part into the page."""
 
 from __future__ import annotations
 
 import html
+import re
+from importlib.resources import files
 from typing import Any
 
 from .. import plots
 
-CSS_BOX = ("border:1px solid #ddd;border-radius:4px;padding:6px 10px;margin-top:4px;"
-            "line-height:1.45")
+STYLESHEET = files(__package__).joinpath("course.css").read_text(encoding="utf-8")
+"""The text of ``course.css``."""
+
+_MARKER = "/* == presenter mode"
+_BASE, _, _PRESENTER = STYLESHEET.partition(_MARKER)
+_PRESENTER = _MARKER + _PRESENTER
+
+RULES: dict[str, str] = {
+    name: ";".join(" ".join(d.split()) for d in body.split(";") if d.strip())
+    for name, body in re.findall(r"\.tunlab-([\w-]+)\s*\{([^}]*)\}", _BASE)}
+"""Each ``.tunlab-NAME`` rule of the course's own HTML: NAME -> its declarations."""
+
+PRESENTER_CSS = f'<style class="tunlab-presenter">\n{_PRESENTER.strip()}\n</style>'
+"""Presenter mode's part of the stylesheet, as the page gets it: no text smaller than 16 px."""
+
+
+def css(*names: str, extra: str = "") -> str:
+    """``class`` and ``style`` attributes for an element of the course's own HTML: the
+    classes ``tunlab-NAME`` and, inline, their rules from ``course.css`` (then ``extra``)."""
+    missing = [n for n in names if n not in RULES]
+    if missing:
+        raise KeyError(f"course.css has no rule .tunlab-{missing[0]}")
+    declarations = ";".join([RULES[n] for n in names if RULES[n]] + ([extra] if extra else []))
+    classes = " ".join(f"tunlab-{n}" for n in names)
+    return f'class="{classes}" style="{declarations}"'
+
+
+TONES = {"dropped": "bad", "delivered": "good", "forwarded": "good", "not recorded": "neutral",
+         "reply received": "good", "no reply": "bad"}
+"""The colour (a ``course.css`` rule) of each verdict's label; others are ``info``."""
 
 
 def pre(text: str) -> str:
     """``text`` as a preformatted block."""
-    return (f'<pre style="background:#f6f8fa;padding:6px 10px;margin:2px 0;'
-            f'white-space:pre-wrap">{html.escape(text)}</pre>')
+    return f"<pre {css('pre')}>{html.escape(text)}</pre>"
 
 
-def badge(text: str, color: str) -> str:
-    """A coloured verdict label."""
-    return (f'<span class="tunlab-verdict" style="background:{color};color:white;'
-            f'border-radius:4px;padding:2px 8px;font-weight:bold">{html.escape(text)}</span>')
+def badge(text: str, tone: str | None = None) -> str:
+    """A verdict label; ``tone`` (good, bad, neutral, info) defaults to the verdict's own."""
+    return f"<span {css('verdict', tone or TONES.get(text, 'info'))}>{html.escape(text)}</span>"
 
 
 def invalid(text: str) -> str:
     """The line a panel shows for input it cannot use."""
-    return (f'<div style="{CSS_BOX};color:#7a5b00"><b>invalid input:</b> '
-            f"{html.escape(text)}</div>")
+    return f"<div {css('invalid')}><b>invalid input:</b> {html.escape(text)}</div>"
 
 
-# -- what every lab panel has: an error line, reset lab, the kernel log, presenter mode --------
+def muted(markup: str, tag: str = "div") -> str:
+    """``markup`` in grey: a hint what to do, a duration."""
+    return f"<{tag} {css('muted')}>{markup}</{tag}>"
 
-PRESENTER_CSS = """<style class="tunlab-presenter">
-:root { --jp-widgets-font-size: 16px; --jp-content-font-size1: 16px; --jp-code-font-size: 16px;
-        --jp-ui-font-size1: 16px; --jp-widgets-inline-height: 36px; }
-.jupyter-widgets, .jupyter-widgets *, .jp-RenderedHTMLCommon, .jp-RenderedHTMLCommon *,
-.jp-RenderedText pre { font-size: max(16px, 1em) !important; line-height: 1.4; }
-.jupyter-widgets.widget-vbox { overflow-x: auto; }
-</style>"""
-"""Presenter mode's stylesheet: no widget or output text smaller than 16 px."""
+
+# -- presenter mode: one shared widget holds the stylesheet's presenter part -------------------
 
 _STYLE: list[Any] = []  # the one ipywidgets.HTML every panel shows
 
@@ -61,4 +85,3 @@ def set_presenter(on: bool = True) -> Any:
     style = presenter_style()
     style.value = PRESENTER_CSS if on else ""
     return style
-

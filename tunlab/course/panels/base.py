@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import ipywidgets as w
 
 from ... import plots
-from ..style import presenter_style, set_presenter
+from ..style import css, presenter_style, set_presenter
 from .kernel_log import KernelLogView
 
 
@@ -100,8 +100,7 @@ class LabBar(w.VBox):
         self.add_class("tunlab-lab-bar")
 
     def show_error(self, text: str) -> None:
-        self.error.value = (f'<div style="color:#d62728;border-left:4px solid #d62728;'
-                            f'padding:2px 8px"><b>error:</b> {html.escape(text)} '
+        self.error.value = (f'<div {css("error-line")}><b>error:</b> {html.escape(text)} '
                             "<i>(press <b>reset lab</b> to start from a fresh lab)</i></div>")
 
     def clear_error(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import ipywidgets as w
 
 from ...doctor import Check, run_checks
+from ..style import css
 from .base import LabPanel
 
 
@@ -26,8 +27,8 @@ class DoctorReport:
     def _repr_html_(self) -> str:
         rows = []
         for c in self.checks:
-            mark = ('<span style="color:#2ca02c">✔</span>' if c.ok else
-                    '<span style="color:#d62728">✘</span>')
+            mark = f'<span {css("ok-mark")}>✔</span>' if c.ok else \
+                f'<span {css("bad-mark")}>✘</span>'
             fix = "" if c.ok else html.escape(c.fix)
             rows.append(f"<tr><td>{mark}</td><td>{html.escape(c.name)}</td>"
                         f"<td>{html.escape(c.detail)}</td><td><code>{fix}</code></td></tr>")

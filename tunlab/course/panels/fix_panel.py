@@ -11,7 +11,7 @@ import ipywidgets as w
 
 from ... import plots
 from ...vpn_lab import VpnScenario
-from ..style import CSS_BOX, badge, invalid, pre
+from ..style import badge, css, invalid, pre
 from .base import LabPanel, _image, _ipv4, inline_figure
 
 VPN_STEPS = [
@@ -56,14 +56,14 @@ class VpnPing:
         return data
 
     def verdict_html(self) -> str:
-        return badge("reply received", "#2ca02c") if self.ok else badge("no reply", "#d62728")
+        return badge("reply received") if self.ok else badge("no reply")
 
     def _repr_html_(self) -> str:
         moved = "; ".join(f"{h}: " + ", ".join(f"{k} +{v}" for k, v in d.items())
                           for h, d in self.counters.items() if d)
         recorded = " <i>(recorded example)</i>" if self.recorded else ""
         where = f" (from {html.escape(self.source)})" if self.source else ""
-        return (f'<div style="{CSS_BOX}">{self.verdict_html()}{where} '
+        return (f'<div {css("box")}>{self.verdict_html()}{where} '
                 f"{html.escape(self.reason)}{recorded}{pre(self.output)}"
                 f"<b>counters that moved:</b> {html.escape(moved or 'none')}</div>")
 

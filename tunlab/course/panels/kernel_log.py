@@ -6,7 +6,7 @@ import html
 
 import ipywidgets as w
 
-from ..style import pre
+from ..style import css, pre
 
 
 def read_kernel_log(pattern: str = "martian", limit: int = 40,
@@ -67,7 +67,7 @@ class KernelLogView(w.VBox):
             self.lines = read_kernel_log(self.pattern, self.limit)
         except OSError as exc:
             self.lines = []
-            self.text.value = (f'<div style="color:#7a5b00">cannot read the kernel log here '
+            self.text.value = (f'<div {css("warning")}>cannot read the kernel log here '
                                f"({html.escape(exc.strerror or str(exc))}): it needs root "
                                "where dmesg is restricted.</div>")
             return self.lines

@@ -10,7 +10,7 @@ import ipywidgets as w
 from ... import plots
 from ..fates import FORWARD_DROP_RULESET
 from ..reports import FateFn, fate_html
-from ..style import invalid
+from ..style import invalid, muted
 from .base import LabPanel, _image, _ip, clear_figure, show_figure
 
 
@@ -66,8 +66,8 @@ class PacketBuilder(LabPanel, w.VBox):
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane",
                              layout=w.Layout(width="140px"))
         self.status = w.HTML()
-        self.result = w.HTML(value='<div style="color:#888">press Send: the kernel answers '
-                                   'within a second or two</div>')
+        self.result = w.HTML(value=muted("press Send: the kernel answers within a second or "
+                                         "two"))
         self.path = _image() if show_path else None
         self._setup_panel(lesson)
         self.send.on_click(self.guarded(lambda _button: self.run()))
@@ -102,8 +102,8 @@ class PacketBuilder(LabPanel, w.VBox):
         if self.last_report is None:
             return
         clear_figure(self.path)
-        self.result.value = ('<div style="color:#888">inputs changed: press <b>Send</b> for '
-                             "the kernel's verdict on this packet</div>")
+        self.result.value = muted("inputs changed: press <b>Send</b> for the kernel's verdict "
+                                  "on this packet")
 
     def lab_rebuilt(self) -> None:
         """Nothing to forget: each packet runs in a fresh namespace of its own."""
@@ -114,7 +114,7 @@ class PacketBuilder(LabPanel, w.VBox):
         self.last_error = None
         self.history.clear()
         clear_figure(self.path)
-        self.result.value = '<div style="color:#888">press Send: the kernel answers</div>'
+        self.result.value = muted("press Send: the kernel answers")
 
     def redraw(self) -> None:
         if self.last_report is not None and self.last_params is not None and \
@@ -157,7 +157,7 @@ class PacketBuilder(LabPanel, w.VBox):
             self.result.value = invalid("; ".join(bad))
             return None
         self.send.disabled = True
-        self.status.value = '<span style="color:#888">asking the kernel…</span>'
+        self.status.value = muted("asking the kernel…", "span")
         started = time.monotonic()
         try:
             args = dict(params)

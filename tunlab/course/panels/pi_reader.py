@@ -10,6 +10,7 @@ from typing import Any
 import ipywidgets as w
 
 from ... import plots
+from ..style import css
 from .base import LabPanel, _image
 
 
@@ -67,11 +68,10 @@ def hexdump(data: bytes, highlight: int = 0, width: int = 16) -> str:
         for i, byte in enumerate(data[off:off + width]):
             cell = f"{byte:02x}"
             if off + i < highlight:
-                cell = f'<span style="background:#f4a6a6">{cell}</span>'
+                cell = f"<span {css('pi-byte')}>{cell}</span>"
             cells.append(cell)
         lines.append(f"{off:04x}  " + " ".join(cells))
-    return ('<pre style="background:#f6f8fa;padding:6px 10px;margin:2px 0">'
-            + "\n".join(lines) + "</pre>")
+    return f"<pre {css('hexdump')}>" + "\n".join(lines) + "</pre>"
 
 
 @dataclass(frozen=True)

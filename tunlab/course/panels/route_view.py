@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 
 from ... import plots
-from ..style import invalid, pre
+from ..style import css, invalid, pre
 from .base import LabPanel, _image, _ipv4
 
 NO_RECORDING = ("(no recorded answer for this address; start the lab with `sudo make lab` to "
@@ -23,10 +23,10 @@ class RouteTables:
     local: str
 
     def _repr_html_(self) -> str:
-        return ('<div style="display:flex;gap:12px">'
-                f'<div style="flex:1"><b>table main</b> (<code>ip route</code>)'
+        return (f'<div {css("columns")}>'
+                f'<div {css("column")}><b>table main</b> (<code>ip route</code>)'
                 f"{pre(self.main)}</div>"
-                f'<div style="flex:1"><b>table local</b> (<code>ip route show table local'
+                f'<div {css("column")}><b>table local</b> (<code>ip route show table local'
                 f"</code>){pre(self.local)}</div></div>")
 
     def figure(self) -> None:

@@ -14,7 +14,7 @@ from ... import plots
 from ...drops import counter_delta, snmp_counters
 from ...fate.reasons import COUNTERS
 from ..seed_tunnel import seed_tunnel
-from ..style import CSS_BOX, invalid
+from ..style import css, invalid
 from .base import LabPanel, _image, _ipv4
 from .route_view import route_figure
 
@@ -115,7 +115,7 @@ class SeedPing:
             rows.append("<li>then the kernel (nstat counters that moved):<ul>"
                         + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul></li>")
         recorded = " <i>(recorded example)</i>" if self.recorded else ""
-        return f'<div style="{CSS_BOX}"><b>hop by hop</b>{recorded}<ol>' + "".join(rows) + \
+        return f'<div {css("box")}><b>hop by hop</b>{recorded}<ol>' + "".join(rows) + \
             "</ol></div>"
 
 

@@ -14,6 +14,7 @@ from ... import plots
 from ...measure import lab_iperf3, set_loss
 from ..cleanup import register_cleanup, unregister_cleanup
 from ..lesson import lesson_of
+from ..style import css
 from .base import LabPanel, _error_text, _image, show_figure
 
 
@@ -189,7 +190,7 @@ class TunnelPanel(LabPanel, w.VBox):
 
     def _thread_failed(self, exc: BaseException) -> None:
         self.error = _error_text(exc)
-        self.status.value = f'<span style="color:#d62728">{html.escape(self.error)}</span>'
+        self.status.value = f'<span {css("failed")}>{html.escape(self.error)}</span>'
         self.fail(exc)
 
     def _sample_loop(self) -> None:
