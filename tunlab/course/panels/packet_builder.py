@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
@@ -11,7 +13,37 @@ from ... import plots
 from ..fates import FORWARD_DROP_RULESET
 from ..reports import FateFn, fate_html
 from ..style import invalid, muted
-from .base import LabPanel, _image, _ip, clear_figure, show_figure
+from .base import LabPanel, _image, _ip
+
+
+@dataclass(frozen=True)
+class SentPacket:
+    """One packet the builder sent into ``dev`` and the kernel's verdict on it: the fate
+    report (``FateReport.to_dict()`` form, live or recorded) and how long the kernel took."""
+
+    src: str
+    dst: str
+    dev: str
+    report: Mapping[str, Any]
+    elapsed: float | None = None
+
+    def _repr_html_(self) -> str:
+        return fate_html(self.report, self.elapsed)
+
+    def figure(self) -> Any:
+        """The packet's path and where the kernel stopped it."""
+        return plots.fate_path(dict(self.report), self.src, self.dst, self.dev)
+
+
+def send_packet(fate_fn: FateFn, params: Mapping[str, Any]) -> SentPacket:
+    """Ask ``fate_fn`` (live or recorded) about the packet ``params`` describes (the
+    arguments of :func:`tunlab.fate.packet_fate`)."""
+    args = dict(params)
+    src, dst = args.pop("src"), args.pop("dst")
+    started = time.monotonic()
+    report = dict(fate_fn(src, dst, **args))
+    return SentPacket(src, dst, str(params.get("dev", "mytun2")), report,
+                      time.monotonic() - started)
 
 
 class PacketBuilder(LabPanel, w.VBox):
@@ -22,7 +54,8 @@ class PacketBuilder(LabPanel, w.VBox):
     Without root the recorded verdicts are shown (:func:`tunlab.course.recorded_fate`).
 
     Headless use: set ``builder.src.value`` etc., call ``builder.send.click()``, read
-    ``builder.last_report`` / ``builder.last_params`` / ``builder.result.value``.
+    ``builder.last_result`` (a :class:`SentPacket`), ``builder.last_report`` (its fate
+    report) / ``builder.last_params`` / ``builder.result.value``.
     """
 
     def __init__(self, fate_fn: FateFn | None = None, src: str = "10.0.0.1",
@@ -33,7 +66,7 @@ class PacketBuilder(LabPanel, w.VBox):
         if fate_fn is None:
             from ..fates import fate as fate_fn
         self.fate_fn = fate_fn
-        self.last_report: dict[str, Any] | None = None
+        self.last_result: SentPacket | None = None
         self.last_params: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.history: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -97,11 +130,16 @@ class PacketBuilder(LabPanel, w.VBox):
     def _port_enabled(self) -> None:
         self.dport.disabled = self.proto.value not in ("udp", "tcp")
 
+    @property
+    def last_report(self) -> dict[str, Any] | None:
+        """The last verdict as a fate report (``FateReport.to_dict()`` form)."""
+        return dict(self.last_result.report) if self.last_result is not None else None
+
     def _inputs_changed(self) -> None:
         """The shown verdict is for other inputs now: say so and hide its figure."""
-        if self.last_report is None:
+        if self.last_result is None:
             return
-        clear_figure(self.path)
+        self.forget(None, self.path)
         self.result.value = muted("inputs changed: press <b>Send</b> for the kernel's verdict "
                                   "on this packet")
 
@@ -109,19 +147,12 @@ class PacketBuilder(LabPanel, w.VBox):
         """Nothing to forget: each packet runs in a fresh namespace of its own."""
 
     def reset_view(self) -> None:
-        self.last_report = None
+        self.last_result = None
         self.last_params = None
         self.last_error = None
         self.history.clear()
-        clear_figure(self.path)
+        self.forget(None, self.path)
         self.result.value = muted("press Send: the kernel answers")
-
-    def redraw(self) -> None:
-        if self.last_report is not None and self.last_params is not None and \
-                self.path is not None:
-            p = self.last_params
-            show_figure(self.path, plots.fate_path(self.last_report, p["src"], p["dst"],
-                                                   p["dev"]))
 
     def params(self) -> dict[str, Any]:
         """The packet_fate arguments the controls describe."""
@@ -146,8 +177,8 @@ class PacketBuilder(LabPanel, w.VBox):
         params = self.params()
         self.last_params = params
         self.last_error = None
-        self.last_report = None
-        clear_figure(self.path)
+        self.last_result = None
+        self.forget(None, self.path)
         bad = [f"{name} {value!r} is not an IP address (write it like 10.0.2.33 or fd00:2::5)"
                for name, value in (("source", params["src"]), ("destination", params["dst"]))
                if _ip(value) is None]
@@ -158,27 +189,20 @@ class PacketBuilder(LabPanel, w.VBox):
             return None
         self.send.disabled = True
         self.status.value = muted("asking the kernel…", "span")
-        started = time.monotonic()
         try:
-            args = dict(params)
-            report = dict(self.fate_fn(args.pop("src"), args.pop("dst"), **args))
+            result = send_packet(self.fate_fn, params)
         except Exception as exc:  # noqa: BLE001 - show it in the panel, keep the widget alive
             self.last_error = f"{type(exc).__name__}: {exc}"
-            self.last_report = None
             self.result.value = ""
             self.fail(exc)
             return None
         finally:
             self.send.disabled = False
             self.status.value = ""
-        elapsed = time.monotonic() - started
-        self.last_report = report
-        self.history.append((params, report))
-        self.result.value = fate_html(report, elapsed)
-        if self.path is not None:
-            show_figure(self.path, plots.fate_path(report, params["src"], params["dst"],
-                                                   params["dev"]))
-        return report
+        self.last_result = result
+        self.history.append((params, dict(result.report)))
+        self.show(result, self.result, self.path)
+        return self.last_report
 
     def drop_counts(self) -> dict[str, int]:
         """How often each drop reason (or verdict without drop) came back so far."""
