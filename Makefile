@@ -5,18 +5,28 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAB_DIR ?= $(CURDIR)/tunlab-notebooks
 LAB_PORT ?= 8888
+# JupyterHub's proxy (configurable-http-proxy) comes from npm, installed here, not globally.
+HUB_DIR := .hub
+CHP := $(HUB_DIR)/node_modules/.bin/configurable-http-proxy
 
-.PHONY: setup lab notebooks record test test-fast bench lint cleanup clean
+.PHONY: setup hub-proxy lab notebooks record test test-fast bench lint cleanup clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) with tunlab and its lab and test extras"
+	@echo "==> creating $(VENV) with tunlab and its lab, test and hub extras"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[lab,test]'
+	@$(PY) -m pip install -q -e '.[lab,test,hub]'
 	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tunlab)" >/dev/null
 	@touch $(STAMP)
+
+# tests/test_hub.py and deploy/ run JupyterHub (the `hub` extra) behind this proxy.
+hub-proxy: $(CHP)
+
+$(CHP):
+	@echo "==> installing configurable-http-proxy into $(HUB_DIR) (npm)"
+	@npm install --prefix $(HUB_DIR) --no-audit --no-fund --loglevel=error configurable-http-proxy@4 >/dev/null
 
 # JupyterLab opens a copy of the course (LAB_DIR, made and kept by `tunlab notebooks`), never
 # the shipped notebooks/: autosave would write outputs into them. `tunlab lab` passes the flags
@@ -33,7 +43,7 @@ notebooks: setup
 record: setup
 	$(PY) notebooks/record.py
 
-test: setup
+test: setup hub-proxy
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -49,4 +59,4 @@ cleanup: setup
 	$(VENV)/bin/tunlab cleanup
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) $(HUB_DIR) *.egg-info .pytest_cache .ruff_cache artifacts

@@ -22,6 +22,7 @@ declare -A NEEDED=(
   [make]=make [ip]=iproute2 [ping]=iputils-ping [iperf3]=iperf3 [nft]=nftables
   [tcpdump]=tcpdump [modprobe]=kmod [sysctl]=procps [nstat]=iproute2
   [chromium-headless-shell]=chromium-headless-shell [python3]=python3
+  [wireguard-go]=wireguard-go [npm]=npm [runuser]=util-linux [useradd]=passwd
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do

@@ -64,12 +64,15 @@ def start_server(lab: TwoHostLab, port: int, psk: bytes | None = None,
                         **kwargs).start()  # type: ignore[arg-type, return-value]
 
 
-def start_client(lab: TwoHostLab, port: int, psk: bytes | None = None,
+def start_client(lab: TwoHostLab, port: int, psk: bytes | None = None, wait: bool = False,
                  **kwargs: object) -> TunnelClient:
-    """A tunnel client in ``lab.a`` attached to a's tun0, connecting to the server in b."""
+    """A tunnel client in ``lab.a`` attached to a's tun0, connecting to the server in b.
+
+    It connects in the background unless ``wait``: many tests start one that must be refused
+    (a wrong key, a hostile server) and watch it retry."""
     device = lab.open_device(lab.a, "tun0")
     return TunnelClient(device, (UNDERLAY[1], port), namespace=lab.a, psk=psk,
-                        **kwargs).start()  # type: ignore[arg-type, return-value]
+                        **kwargs).start(wait=wait)  # type: ignore[arg-type, return-value]
 
 
 def connect_from(ns: Namespace, port: int, timeout: float = 5.0) -> socket.socket:

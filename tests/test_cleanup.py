@@ -37,9 +37,9 @@ def build():
     server = TunnelServer(lab.open_device(lab.b, "tun0"), ("198.18.0.2", 5900),
                           namespace=lab.b, psk=KEY).start()
     client = TunnelClient(lab.open_device(lab.a, "tun0"), ("198.18.0.2", 5900),
-                          namespace=lab.a, psk=KEY).start()
+                          namespace=lab.a, psk=KEY).start(timeout=5)
     lab.server, lab.client = server, client
-    assert client.wait_until(lambda: client.connected and server.connected, 5)
+    assert server.wait_connected(5)
     for ns in (lab.a, lab.b):
         ns.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=2",
                  "net.ipv4.conf.all.log_martians=1"])

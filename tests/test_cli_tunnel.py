@@ -67,6 +67,30 @@ def test_server_and_client_carry_ping_and_tcp(two_hosts, tunlab_cmd):
         assert after[key] == before[key]
 
 
+def test_a_busy_polling_tunnel_still_sleeps_when_idle(two_hosts, tunlab_cmd):
+    """--busy-poll polls only for USEC after the last packet: idle, nothing wakes up."""
+    lab = two_hosts
+    server = _start(lab.b, tunlab_cmd, "server", "--dev", "tun0", "--listen", "198.18.0.2:5557",
+                    "--busy-poll", "200")
+    client = _start(lab.a, tunlab_cmd, "client", "--dev", "tun0", "--server", "198.18.0.2:5557",
+                    "--busy-poll", "200")
+    try:
+        assert wait_for_ping(lab.a, "10.9.0.2", timeout=10), "tunnel never came up"
+        ping = lab.a.exec(["ping", "-c10", "-i", "0.05", "-W", "1", "10.9.0.2"], check=False)
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+        time.sleep(0.5)
+        before_idle = [_wakeups(proc.pid) for proc in (server, client)]
+        time.sleep(3)
+        for proc, was in zip((server, client), before_idle, strict=True):
+            woke = {tid: n - was.get(tid, 0) for tid, n in _wakeups(proc.pid).items()}
+            assert max(woke.values()) <= 3, woke
+    finally:
+        for proc in (client, server):
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=10) for proc in (client, server)]
+    assert client.returncode == 0 and server.returncode == 0, outputs
+
+
 def test_client_waits_for_a_server_that_starts_later(two_hosts, tunlab_cmd):
     lab = two_hosts
     client = _start(lab.a, tunlab_cmd, "client", "--dev", "tun0", "--server", "198.18.0.2:5556")
@@ -92,6 +116,10 @@ def test_client_waits_for_a_server_that_starts_later(two_hosts, tunlab_cmd):
     (["server", "--dev", "tun0", "--listen", "no-port"], "HOST:PORT"),
     (["server", "--dev", "tun0"], "--listen"),
     (["frobnicate"], "invalid choice"),
+    (["server", "--dev", "tun0", "--listen", "127.0.0.1:5555", "--busy-poll", "-5"],
+     "--busy-poll -5 is outside"),
+    (["client", "--dev", "tun0", "--server", "127.0.0.1:5555", "--simple", "--busy-poll", "100"],
+     "fast path only"),
 ])
 def test_errors_exit_2_with_a_clear_message(two_hosts, tunlab_cmd, argv, message):
     result = two_hosts.b.exec([*tunlab_cmd, *argv], check=False)

@@ -21,11 +21,10 @@ from labtools import (
 )
 from transfer import transfer
 
-from tunlab import tunnel
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.netns import Namespace
-from tunlab.protocol import Session
-from tunlab.tunnel import TunnelClient, TunnelServer
+from tunlab.proto.session import Session
+from tunlab.tunnel import TunnelClient, TunnelServer, endpoint
 
 
 @pytest.fixture
@@ -37,9 +36,9 @@ def lab():
 @pytest.mark.parametrize("psk", [None, KEY], ids=["clear", "psk"])
 def test_server_stopped_and_restarted_client_reconnects(lab, psk):
     server = start_server(lab, 5801, psk=psk)
-    client = start_client(lab, 5801, psk=psk, backoff_max=0.5)
+    client = start_client(lab, 5801, psk=psk, wait=True, backoff_max=0.5)
     try:
-        assert wait_for(lambda: client.connected and server.connected)
+        assert server.wait_connected(5)
         assert " 0% packet loss" in ping(lab.a, "10.9.0.2", count=5)
         server.stop()
         assert wait_for(lambda: not client.connected, timeout=10), "client missed the drop"
@@ -71,9 +70,9 @@ def test_a_killed_client_is_replaced_by_the_next(lab, tunlab_cmd):
         proc.wait(5)
         assert wait_for(lambda: not server.connected, timeout=10)
         assert server.stats.disconnects == 1
-        client = start_client(lab, 5802)
+        client = start_client(lab, 5802, wait=True)
         try:
-            assert wait_for(lambda: client.connected and server.connected)
+            assert server.wait_connected(5)
             assert " 0% packet loss" in ping(lab.a, "10.9.0.2", count=10)
             assert server.stats.connections == 2 and server.running and server.error is None
         finally:
@@ -92,9 +91,9 @@ def _tunnel_threads(role: str) -> list[threading.Thread]:
 @pytest.mark.parametrize("side", ["server", "client"])
 def test_device_removed_under_a_running_tunnel(lab, side):
     server = start_server(lab, 5803, psk=KEY)
-    client = start_client(lab, 5803, psk=KEY)
+    client = start_client(lab, 5803, psk=KEY, wait=True)
     try:
-        assert wait_for(lambda: client.connected and server.connected)
+        assert server.wait_connected(5)
         assert wait_for_ping(lab.a, "10.9.0.2")
         victim, survivor = (server, client) if side == "server" else (client, server)
         ns = lab.b if side == "server" else lab.a
@@ -137,7 +136,7 @@ def test_an_exception_in_a_connection_drops_that_peer_and_the_endpoint_goes_on(
             self._maybe_fail()
             return super().receive_packets(data)
 
-    monkeypatch.setattr(tunnel, "Session", BuggySession)
+    monkeypatch.setattr(endpoint, "Session", BuggySession)
     server = TunnelServer(lab.open_device(lab.b, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),
                           namespace=lab.b).start()
     client = TunnelClient(lab.open_device(lab.a, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),
@@ -198,9 +197,9 @@ def _nft_dropped(ns: Namespace) -> int:
 def test_multi_megabyte_transfer_over_a_lossy_underlay_arrives_intact(lab, psk):
     methods = {_lossy_underlay(ns, 5) for ns in (lab.a, lab.b)}
     server = start_server(lab, 5804, psk=psk)
-    client = start_client(lab, 5804, psk=psk)
+    client = start_client(lab, 5804, psk=psk, wait=True)
     try:
-        assert wait_for(lambda: client.connected and server.connected, timeout=10)
+        assert server.wait_connected(10)
         assert wait_for_ping(lab.a, "10.9.0.2", timeout=10)
         sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024, port=7002,
                                  timeout=60)

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunlab import framing
-from tunlab.framing import (
+from tunlab.ippacket import ip_packet_problem
+from tunlab.proto import framing
+from tunlab.proto.framing import (
     HEADER_SIZE,
     CloseReceived,
     Decoder,
@@ -23,7 +24,6 @@ from tunlab.framing import (
     PacketReceived,
     ProtocolError,
 )
-from tunlab.ippacket import ip_packet_problem
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

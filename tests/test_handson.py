@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from nbclient import NotebookClient
 from scapy.layers.inet import ICMP, IP
 
-from tunlab import course, handson
+from tunlab import claims, course, handson, handson_loss
 from tunlab.lab import SeedLab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +120,7 @@ def test_runner_returns_value_and_keeps_the_exception():
 
 @pure
 def test_exercises_are_registered_and_unanswered_is_not_an_error(monkeypatch):
-    for key in ("09a", "09b", "09c"):
+    for key in ("09a", "09b", "09c", "09d"):
         assert key in course.EXERCISES
         result = course.check(key, None)
         assert not result and "No answer yet" in result.message
@@ -242,11 +243,12 @@ def test_pump_that_ignores_everything_is_stopped():
     assert not verdict.ok and "never read the echo request" in verdict.message
 
 
-def test_notebook_checks_all_three_reference_answers():
+def test_notebook_checks_all_four_reference_answers_and_races_them():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     answers = {"answer": 'answer = handson.reference("09a")',
                "answer-b": 'answer_b = handson.reference("09b")',
-               "answer-c": 'answer_c = handson.reference("09c")'}
+               "answer-c": 'answer_c = handson.reference("09c")',
+               "answer-d": 'answer_d = handson.reference("09d")'}
     for cell in nb.cells:
         for tag in cell.get("metadata", {}).get("tags", []):
             if tag in answers:
@@ -255,7 +257,157 @@ def test_notebook_checks_all_three_reference_answers():
                                                             "TUNLAB_PRETEND_UNPRIVILEGED")}
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute(env=env)
-    checks = [c for c in nb.cells if {"check", "check-b", "check-c"} &
+    checks = [c for c in nb.cells if {"check", "check-b", "check-c", "check-d"} &
               set(c.get("metadata", {}).get("tags", []))]
     texts = ["".join(o.get("data", {}).get("text/html", "") for o in c.outputs) for c in checks]
-    assert len(texts) == 3 and all("✔ Correct" in t for t in texts), texts
+    assert len(texts) == 4 and all("✔ Correct" in t for t in texts), texts
+    # the race ran the participant's pumps (here: the references, given as answers)
+    (race,) = [c for c in nb.cells if c.source.startswith("race = handson.race(")]
+    table = "".join(o.get("data", {}).get("text/html", "") for o in race.outputs)
+    assert table.count("<td>yours</td>") == 2, table
+
+
+# -- 09d: the UDP tunnel -------------------------------------------------------------------------
+
+def _pure_outcomes(**errors: BaseException) -> tuple[dict, dict]:
+    outcomes = {n: handson.Outcome(error=errors.get(n)) for n in ("a", "b")}
+    return outcomes, {n: n in errors for n in ("a", "b")}
+
+
+_CARRIED = {"a tun0 tx packets": 3, "a UdpOutDatagrams": 3, "b UdpInDatagrams": 3,
+            "b tun0 rx packets": 3, "b tun0 tx packets": 3, "b UdpOutDatagrams": 3,
+            "a UdpInDatagrams": 3, "a tun0 rx packets": 3}
+
+
+@pure
+@pytest.mark.parametrize(("code", "counters", "ok", "message"), [
+    (0, _CARRIED, True, "crossed your UDP tunnel"),
+    (0, {**_CARRIED, "a TcpOutSegs": 6}, False, "6 TCP segment(s)"),
+    (0, {**_CARRIED, handson_loss.UNFRAMED: 6}, False, "without a length prefix"),
+    (0, {"a tun0 tx packets": 3, "a tun0 rx packets": 3}, False, "do not answer them"),
+    (1, {"a tun0 tx packets": 3, "a TcpOutSegs": 2}, False, "but TCP segments"),
+    (1, {"a tun0 tx packets": 3, "a UdpOutDatagrams": 3}, False, "b's kernel received none"),
+    (1, {"a tun0 tx packets": 3, "a UdpOutDatagrams": 3, "b UdpInDatagrams": 3,
+         "b tun0 rx packets": 3, "b tun0 tx packets": 3}, False, "reply direction is missing"),
+])
+def test_udp_verdict_names_what_the_counters_show(code, counters, ok, message):
+    verdict = handson_loss.judge_udp(code, dict(counters), *_pure_outcomes())
+    assert verdict.ok is ok and message in verdict.message, verdict.message
+
+
+@pure
+def test_udp_verdict_shows_the_line_that_raised():
+    def typo(tun_fd: int, sock: socket.socket) -> None:
+        packet = b"x"  # noqa: F841 - the typo under test
+        os.write(tun_fd, pakcet)  # noqa: F821
+
+    try:
+        typo(-1, None)
+    except NameError as exc:
+        error = exc
+    verdict = handson_loss.judge_udp(1, {}, *_pure_outcomes(a=error))
+    assert not verdict.ok
+    assert "the UDP pump on host a raised NameError" in verdict.message, verdict.message
+    assert "os.write(tun_fd, pakcet)" in verdict.message and "(line " in verdict.message
+
+
+@pure
+def test_race_result_survives_its_recording_and_describes_itself():
+    run = handson.TunnelRun("UDP", "yours", 120.0, 4000, 0, {"a": 4001, "b": 0},
+                            {"a": 9000, "b": 2000}, [0.3, None, 0.4])
+    tcp = handson.TunnelRun("TCP", "tunlab's reference", 20.0, 0, 300, {"a": 200, "b": 100},
+                            {"a": 0, "b": 0}, [0.5, 30.0, 12.0])
+    race = handson.Race(5.0, 2.0, [run, tcp])
+    again = handson.Race.from_dict(course.from_jsonable(course.to_jsonable(race)))
+    assert again == race and again.run("UDP").lost == 1 and again.run("TCP").slow == 2
+    text = again.describe()
+    assert "6.0 times as much" in text and "retransmitted nothing" in text
+    assert "<td>yours</td>" in race._repr_html_()
+    assert "Udp RcvbufErrors a / b" in repr(race)  # a recording without the field still shows
+
+    class ReadOnlyLesson:  # what a lesson without the lab gives back: the recorded dict
+        def run(self, key: str, fn: object) -> object:
+            assert key == "race"
+            return course.to_jsonable(race)
+
+    shown = handson.race(ReadOnlyLesson())
+    assert shown.recorded and shown.runs == race.runs
+    assert "recorded answer" in claims.expect(shown.to_dict(), holds={"x": True})._repr_html_()
+
+
+def _udp_one_way(tun_fd: int, sock: socket.socket) -> None:
+    """A typical first attempt: tun -> socket only."""
+    while True:
+        ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
+        if tun_fd in ready:
+            sock.send(os.read(tun_fd, 2048))
+        if sock in ready and not sock.recv(2048):
+            return
+
+
+def _udp_back_into_tun(tun_fd: int, sock: socket.socket) -> None:
+    """The wrong direction: what was read from the device is written back into it."""
+    while True:
+        ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
+        if tun_fd in ready:
+            os.write(tun_fd, os.read(tun_fd, 2048))
+        if sock in ready and not sock.recv(2048):
+            return
+
+
+def _udp_typo(tun_fd: int, sock: socket.socket) -> None:
+    while True:
+        ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
+        if tun_fd in ready:
+            packet = os.read(tun_fd, 2048)  # noqa: F841 - the typo under test
+            sock.send(pakcet)  # noqa: F821
+
+
+def test_reference_udp_pump_carries_ping_as_datagrams():
+    verdict = handson.check_udp_pump(handson.udp_pump)
+    assert verdict.ok, verdict.message
+    c = verdict.counters
+    for key in ("a UdpOutDatagrams", "b UdpInDatagrams", "b UdpOutDatagrams",
+                "a UdpInDatagrams", "b tun0 rx packets", "a tun0 rx packets"):
+        assert c.get(key, 0) >= handson_loss.PING_COUNT, (key, c)
+    assert c.get("a TcpOutSegs", 0) == c.get("b TcpOutSegs", 0) == 0
+    assert handson_loss.UNFRAMED not in c
+
+
+def test_udp_pump_with_the_stream_framing_is_rejected():
+    """09c's pump, length prefix and all, does carry ping over UDP; the kernel's nftables
+    counter sees datagrams that do not start with an IP header."""
+    verdict = handson.check_udp_pump(handson.pump)
+    assert not verdict.ok and "did not start with the IP header" in verdict.message
+    assert verdict.counters[handson_loss.UNFRAMED] >= handson_loss.PING_COUNT
+
+
+@pytest.mark.parametrize(("pump", "message"), [
+    (_udp_one_way, "socket -> tun is missing"),
+    (_udp_back_into_tun, "sent no datagram"),
+    (_udp_typo, "raised NameError: name 'pakcet' is not defined"),
+    (lambda tun_fd, sock: time.sleep(30), "never read the echo request"),
+])
+def test_typical_udp_mistakes_are_named(pump, message):
+    verdict = handson.check_udp_pump(pump)
+    assert not verdict.ok and message in verdict.message, verdict.message
+    if pump is _udp_typo:
+        assert "sock.send(pakcet)" in verdict.message
+
+
+def test_race_runs_both_tunnels_under_loss_and_counts_with_the_kernel():
+    race = handson.race_tunnels(udp=_udp_one_way, pings=20, seconds=1.0)
+    udp, tcp = race.run("UDP"), race.run("TCP")
+    assert udp.code == "tunlab's reference" and "carried no ping" in udp.note
+    assert tcp.code == "tunlab's reference" and not tcp.note
+    assert udp.datagrams["a"] > 0 and udp.datagrams["b"] > 0
+    assert tcp.datagrams == {"a": 0, "b": 0}
+    assert udp.mbps > 0 and tcp.mbps > 0
+    # the loss is real: the inner TCP of the UDP tunnel and the TCP tunnel itself retransmit,
+    # and the namespaces' TcpRetransSegs hold what the sockets counted
+    assert udp.inner_retrans > 0 and tcp.outer_retrans > 0
+    assert udp.retrans_segs["a"] >= udp.inner_retrans
+    assert sum(tcp.retrans_segs.values()) >= tcp.inner_retrans + tcp.outer_retrans
+    # the loss rules are gone with the lab, and none was left in the caller's namespace
+    assert "tunlab_wireloss" not in subprocess.run(["nft", "list", "tables"], check=False,
+                                                   capture_output=True, text=True).stdout

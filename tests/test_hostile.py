@@ -28,10 +28,11 @@ from labtools import (
     wait_for_ping,
 )
 
-from tunlab import framing, secure, tunnel
-from tunlab.framing import HEADER_SIZE, FrameType
 from tunlab.lab import UNDERLAY, TwoHostLab
-from tunlab.protocol import Session
+from tunlab.proto import crypto, framing
+from tunlab.proto.framing import HEADER_SIZE, FrameType
+from tunlab.proto.session import Session
+from tunlab.tunnel import TunnelServer, endpoint
 
 PORT = 5700
 MAX_PENDING = 8
@@ -42,7 +43,7 @@ ALL_REJECTIONS_LOGGED = ("server: rejected", "server: closing connection", "serv
 class Hostile:
     """The lab, the server under attack, and what the test observed of it."""
 
-    def __init__(self, lab: TwoHostLab, server: tunnel.TunnelServer, psk: bytes | None,
+    def __init__(self, lab: TwoHostLab, server: TunnelServer, psk: bytes | None,
                  sessions: list[Session], peak: list[int]) -> None:
         self.lab = lab
         self.server = server
@@ -81,7 +82,7 @@ def hostile(request):
             return events
 
     with pytest.MonkeyPatch.context() as patch, TwoHostLab() as lab:
-        patch.setattr(tunnel, "Session", ObservedSession)
+        patch.setattr(endpoint, "Session", ObservedSession)
         server = start_server(lab, PORT, psk=request.param, handshake_timeout=HANDSHAKE_TIMEOUT,
                               max_pending=MAX_PENDING)
         try:
@@ -214,7 +215,8 @@ def test_junk_in_the_same_segment_as_the_handshake_is_still_checked(hostile, cap
         proof = session.data_to_send()
         keys = session._keys
         assert keys is not None
-        junk = secure.Sealer(keys.sending("client")).seal(FrameType.DATA, b"\0" * 40)
+        junk = crypto.Sealer(keys.sending("client"), session.cipher or crypto.DEFAULT_CIPHER
+                             ).seal(FrameType.DATA, b"\0" * 40)
         sock.sendall(proof + junk)
     _expect(hostile, before, caplog, not_ip=1)
     sock.close()
@@ -420,9 +422,9 @@ def test_memory_stayed_bounded_and_a_legitimate_client_works_right_after(hostile
     assert grown < 64 * 1024, f"RSS grew by {grown} KiB over the hostile cases"
     assert all(s.decoder.buffered < HEADER_SIZE + s.decoder.max_payload
                for s in hostile.sessions)
-    client = start_client(hostile.lab, PORT, psk=hostile.psk)
+    client = start_client(hostile.lab, PORT, psk=hostile.psk, wait=True)
     try:
-        assert wait_for(lambda: client.connected and hostile.server.connected)
+        assert hostile.server.wait_connected(5)
         assert wait_for_ping(hostile.lab.a, "10.9.0.2")
         out = ping(hostile.lab.a, "10.9.0.2", count=20)
         assert " 0% packet loss" in out, out

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from labtools import KEY, ping, start_client, start_server, wait_for, wait_for_ping
 from test_protocol import _steps
 
-from tunlab import framing
-from tunlab.framing import HEADER, HEADER_SIZE, FrameType
 from tunlab.ippacket import ip_packet_problem
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.netns import Namespace
-from tunlab.protocol import Session
+from tunlab.proto import framing
+from tunlab.proto.framing import HEADER, HEADER_SIZE, FrameType
+from tunlab.proto.session import Session
 from tunlab.tunnel import TunnelClient, TunnelServer
 
 NESTED_HELLO = framing.encode_frame(FrameType.HELLO, b"[" * 1000 + b"]" * 1000)
@@ -194,9 +194,9 @@ def test_a_keyed_server_refuses_a_hostile_hello_and_serves_the_next_client(lab, 
             sock.close()
         assert wait_for(lambda: server.stats.rejected["no_hello"] == 3), server.stats.rejected
         assert server.running and server.failure is None and server.error is None
-        client = start_client(lab, 5902, psk=KEY)
+        client = start_client(lab, 5902, psk=KEY, wait=True)
         with _stopping(client):
-            assert wait_for(lambda: client.connected and server.connected)
+            assert server.wait_connected(5)
             assert wait_for_ping(lab.a, "10.9.0.2")
     assert not [r for r in caplog.records if "failed" in r.getMessage()
                 and "thread" in r.getMessage()]
@@ -323,8 +323,8 @@ def test_no_frame_sequence_ends_the_server_or_writes_a_malformed_packet(served, 
 
 def test_after_the_property_a_genuine_client_still_gets_through(served):
     lab, server, psk = served
-    client = start_client(lab, 5906, psk=psk)
+    client = start_client(lab, 5906, psk=psk, wait=True)
     with _stopping(client):
-        assert wait_for(lambda: client.connected and server.connected)
+        assert server.wait_connected(5)
         assert wait_for_ping(lab.a, "10.9.0.2")
         assert " 0% packet loss" in ping(lab.a, "10.9.0.2", count=5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from matplotlib.figure import Figure
 
-from tunlab import framing, plots
+from tunlab import plots
+from tunlab.proto import framing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,16 +12,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_framing import ipv4, ipv6
 
-from tunlab import framing, secure
-from tunlab.framing import (
+from tunlab.proto import crypto, framing
+from tunlab.proto.framing import (
     HEADER_SIZE,
     FrameRejected,
     FrameType,
     Hello,
     PacketReceived,
     ProtocolError,
+    RejectReason,
 )
-from tunlab.protocol import Established, Session
+from tunlab.proto.session import (
+    TRANSITIONS,
+    Established,
+    Session,
+    SessionStateError,
+    State,
+    Trigger,
+)
 
 KEY = b"correct horse battery staple 42"
 OTHER = b"another key that is long enough"
@@ -136,7 +144,7 @@ def test_server_reveals_no_key_proof_to_a_client_that_has_not_proved_the_key():
     client.receive(server_hello)
     server.receive(client.data_to_send())  # a wrong proof
     out = server.data_to_send()
-    assert secure.SecureFrameType.AUTH not in _frame_types(out)
+    assert crypto.SecureFrameType.AUTH not in _frame_types(out)
     assert _frame_types(out) == [FrameType.CLOSE]
 
 
@@ -220,7 +228,7 @@ def test_attacks_on_sealed_frames_end_the_session(attack, reason):
         data = framing.encode_packet(ipv4(b"injected"))
     elif attack == "truncate_tag":
         body = second[HEADER_SIZE:-1]
-        data = framing.encode_frame(secure.SecureFrameType.SEALED, body)
+        data = framing.encode_frame(crypto.SecureFrameType.SEALED, body)
     else:
         data = server.encode_packet(ipv4(b"two"))  # server->client key, sent back to server
     events = server.receive(data)
@@ -489,7 +497,7 @@ def test_no_peer_input_raises_out_of_the_session(state, steps, cuts):
     data = bytearray()
     for sealed, frame_type, payload in steps:
         if sealed and peer is not None and peer._sealer is not None:
-            if len(payload) + secure.SEAL_OVERHEAD <= framing.DEFAULT_MAX_PAYLOAD:
+            if len(payload) + crypto.SEAL_OVERHEAD <= framing.DEFAULT_MAX_PAYLOAD:
                 data += peer._sealer.seal(frame_type, payload)
         else:
             data += framing.encode_frame(frame_type, payload)
@@ -520,3 +528,53 @@ def test_a_session_that_fails_mid_segment_holds_nothing_back():
     events = server.receive(framing.encode_hello(Hello("server")) + junk)
     assert errors(events)[0][0] == "bad_role"
     assert server.decoder.buffered == 0
+
+
+# -- the state machine ----------------------------------------------------------------------
+def test_the_handshakes_walk_the_transition_table():
+    clear_client, clear_server, *_ = pair(None, None)
+    keyed_client, keyed_server, *_ = pair(KEY, KEY)
+    assert clear_client.state is clear_server.state is State.ESTABLISHED
+    assert keyed_client.state is keyed_server.state is State.SEALED
+    lone = Session("server", psk=KEY)
+    assert lone.state is State.IDLE
+    lone.initiate()
+    assert lone.state is State.HELLO_SENT
+    lone.receive(framing.encode_packet(ipv4()))  # no HELLO first: the session fails
+    assert lone.state is State.FAILED and lone.failed_in is State.HELLO_SENT
+    assert lone.error is not None and lone.error.reason is RejectReason.NO_HELLO
+
+
+@pytest.mark.parametrize(("state", "trigger"), [
+    (State.IDLE, Trigger.PROOF), (State.IDLE, Trigger.CLEAR_HELLO),
+    (State.HELLO_SENT, Trigger.PROOF), (State.ESTABLISHED, Trigger.PROOF),
+    (State.SEALED, Trigger.KEYED_HELLO), (State.FAILED, Trigger.FAIL),
+    (State.FAILED, Trigger.INITIATE)])
+def test_an_illegal_transition_is_refused_with_a_clear_error(state, trigger):
+    session = Session("client")
+    session.state = state
+    with pytest.raises(SessionStateError, match=f"client session: {trigger.name} is not "
+                       f"allowed in state {state.name}") as info:
+        session.move(trigger)
+    assert session.state is state, "a refused move changed the state"
+    assert info.value.state is state and info.value.trigger is trigger
+    assert trigger not in TRANSITIONS[state]
+
+
+def test_the_transition_table_is_closed_and_every_state_is_reachable():
+    reached = {State.IDLE}
+    for moves in TRANSITIONS.values():
+        reached |= set(moves.values())
+    assert reached == set(State) == set(TRANSITIONS)
+    assert TRANSITIONS[State.FAILED] == {}, "nothing leaves FAILED"
+
+
+def test_reject_reasons_are_one_enum_that_reads_as_its_text():
+    """Statistics, logs and tests keep the words on the wire (``not_ip``), typed."""
+    server = Session("server")
+    server.initiate()
+    server.receive(framing.encode_hello(Hello("client")))
+    (event,) = server.receive(framing.encode_frame(FrameType.DATA, b"\x00" * 20))
+    assert isinstance(event, FrameRejected) and event.reason is RejectReason.NOT_IP
+    assert event.reason == "not_ip" and f"{event.reason}" == "not_ip"
+    assert server.decoder.stats.rejected["not_ip"] == 1

@@ -10,9 +10,10 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from tunlab import framing, scapy_frame
-from tunlab.framing import Hello
+from tunlab import scapy_frame
 from tunlab.lab import SeedLab
+from tunlab.proto import framing
+from tunlab.proto.framing import Hello
 from tunlab.scapy_frame import TunlabFrame
 from tunlab.tunnel import TunnelClient, TunnelServer
 
@@ -90,9 +91,9 @@ def test_a_real_capture_of_the_tunnel_dissects_into_hellos_and_the_pings():
             port = server.address[1]
             with scapy_frame.capture(lab.ns, "lo", f"tcp port {port}") as cap:
                 client = TunnelClient(lab.device("mytun"), server.address,
-                                      namespace=lab.ns).start()
+                                      namespace=lab.ns).start(timeout=5)
                 try:
-                    assert client.wait_until(lambda: client.connected and server.connected, 5)
+                    assert server.wait_connected(5)
                     for size in (56, 500):
                         lab.ns.exec(["ping", "-c1", "-W1", "-s", str(size), "10.0.0.2"],
                                     check=False)

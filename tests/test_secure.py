@@ -21,12 +21,19 @@ from labtools import (
     wait_for_ping,
 )
 from test_framing import ipv4
-from test_protocol import pair
+from test_protocol import pair, pump
 
-from tunlab import secure
 from tunlab.errors import TunlabError
-from tunlab.framing import VNET_FEATURE, EncodeError, FrameType
 from tunlab.lab import TwoHostLab
+from tunlab.proto import crypto, framing
+from tunlab.proto.framing import (
+    VNET_FEATURE,
+    EncodeError,
+    FrameType,
+    PacketReceived,
+    ProtocolError,
+)
+from tunlab.proto.session import Session
 
 # -- load_psk -------------------------------------------------------------------------------
 
@@ -40,15 +47,15 @@ def _key_file(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
 
 def test_load_psk_reads_a_private_key_file(tmp_path):
     path = _key_file(tmp_path, b"  c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA==\n")
-    assert secure.load_psk(path) == b"c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA=="
-    assert secure.load_psk(str(path)) == secure.load_psk(path)
+    assert crypto.load_psk(path) == b"c2VjcmV0LWtleS1mb3ItdGhlLXR1bm5lbA=="
+    assert crypto.load_psk(str(path)) == crypto.load_psk(path)
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602])
 def test_load_psk_refuses_a_file_others_can_access(tmp_path, mode):
     path = _key_file(tmp_path, b"x" * 32, mode)
     with pytest.raises(TunlabError) as info:
-        secure.load_psk(path)
+        crypto.load_psk(path)
     assert info.value.fix == f"chmod 600 {path}"
     assert f"{mode:04o}" in info.value.message and str(path) in info.value.message
 
@@ -59,64 +66,64 @@ def test_load_psk_refuses_a_file_others_can_access(tmp_path, mode):
 ])
 def test_load_psk_refuses_empty_short_and_huge_keys(tmp_path, content, message):
     with pytest.raises(TunlabError, match=message) as info:
-        secure.load_psk(_key_file(tmp_path, content))
+        crypto.load_psk(_key_file(tmp_path, content))
     assert "urandom" in info.value.fix
 
 
 def test_load_psk_missing_file_and_directory(tmp_path):
     with pytest.raises(TunlabError, match="does not exist") as info:
-        secure.load_psk(tmp_path / "nope.key")
+        crypto.load_psk(tmp_path / "nope.key")
     assert "chmod 600" in info.value.fix and "nope.key" in info.value.fix
     with pytest.raises(TunlabError, match="directory|not a regular file"):
-        secure.load_psk(tmp_path)
+        crypto.load_psk(tmp_path)
 
 
 def test_load_psk_does_not_hang_on_a_fifo(tmp_path):
     fifo = tmp_path / "fifo.key"
     os.mkfifo(fifo, 0o600)
     with pytest.raises(TunlabError, match="not a regular file"):
-        secure.load_psk(fifo)
+        crypto.load_psk(fifo)
 
 
 # -- crypto pieces ----------------------------------------------------------------------------
 def test_derived_keys_are_distinct_and_depend_on_every_input():
     nonce_a, nonce_b = b"a" * 32, b"b" * 32
-    keys = secure.derive_keys(KEY, nonce_a, nonce_b, b"t" * 32)
+    keys = crypto.derive_keys(KEY, nonce_a, nonce_b, b"t" * 32)
     values = [keys.client_to_server, keys.server_to_client, keys.client_auth, keys.server_auth]
     assert len(set(values)) == 4 and all(len(v) == 32 for v in values)
-    for other in (secure.derive_keys(KEY + b"!", nonce_a, nonce_b, b"t" * 32),
-                  secure.derive_keys(KEY, nonce_b, nonce_a, b"t" * 32),
-                  secure.derive_keys(KEY, nonce_a, nonce_b, b"u" * 32)):
+    for other in (crypto.derive_keys(KEY + b"!", nonce_a, nonce_b, b"t" * 32),
+                  crypto.derive_keys(KEY, nonce_b, nonce_a, b"t" * 32),
+                  crypto.derive_keys(KEY, nonce_a, nonce_b, b"u" * 32)):
         assert other.client_to_server != keys.client_to_server
     assert keys.sending("client") == keys.receiving("server")
     assert keys.sending("server") == keys.receiving("client")
 
 
 def test_transcript_hash_cannot_be_shifted_between_hellos():
-    assert secure.transcript_hash(b"ab", b"c") != secure.transcript_hash(b"a", b"bc")
+    assert crypto.transcript_hash(b"ab", b"c") != crypto.transcript_hash(b"a", b"bc")
 
 
 def test_sealer_and_opener_counters():
     key = os.urandom(32)
-    sealer, opener = secure.Sealer(key), secure.Opener(key)
+    sealer, opener = crypto.Sealer(key), crypto.Opener(key)
     frames = [sealer.seal(FrameType.DATA, ipv4(bytes([i]))) for i in range(3)]
     for i, frame in enumerate(frames):
         assert opener.open(frame[8:]) == (FrameType.DATA, ipv4(bytes([i])))
-    with pytest.raises(secure.SealError) as info:
+    with pytest.raises(crypto.SealError) as info:
         opener.open(frames[1][8:])
     assert info.value.reason == "replayed"
-    with pytest.raises(secure.SealError) as info:
-        secure.Opener(os.urandom(32)).open(frames[0][8:])
+    with pytest.raises(crypto.SealError) as info:
+        crypto.Opener(os.urandom(32)).open(frames[0][8:])
     assert info.value.reason == "forged"
-    sealer.counter = secure.MAX_COUNTER
+    sealer.counter = crypto.MAX_COUNTER
     with pytest.raises(EncodeError, match="exhausted"):
         sealer.seal(FrameType.DATA, ipv4())
 
 
 def test_sealed_frames_respect_the_payload_limit():
-    sealer = secure.Sealer(os.urandom(32))
-    biggest = b"\0" * (secure.DEFAULT_MAX_PAYLOAD - secure.SEAL_OVERHEAD)
-    assert len(sealer.seal(FrameType.DATA, biggest)) == 8 + secure.DEFAULT_MAX_PAYLOAD
+    sealer = crypto.Sealer(os.urandom(32))
+    biggest = b"\0" * (crypto.DEFAULT_MAX_PAYLOAD - crypto.SEAL_OVERHEAD)
+    assert len(sealer.seal(FrameType.DATA, biggest)) == 8 + crypto.DEFAULT_MAX_PAYLOAD
     with pytest.raises(EncodeError):
         sealer.seal(FrameType.DATA, biggest + b"!")
 
@@ -127,6 +134,138 @@ def test_a_gso_super_packet_fits_sealed():
     frame = client.encode_packet(packet, vnet_header=bytes(10))
     (event,) = server.receive(frame)
     assert event.packet == packet
+
+
+# -- cipher negotiation -----------------------------------------------------------------------
+AES, CHACHA = crypto.Cipher.AES_256_GCM, crypto.Cipher.CHACHA20_POLY1305
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("text, expected", [
+    ("processor\t: 0\nflags\t\t: fpu vme sse2 aes avx2\n", True),
+    ("processor\t: 0\nflags\t\t: fpu vme sse2 avx2 vaes\n", False),   # vaes alone is no aes
+    ("Features\t: fp asimd evtstrm aes pmull sha1\n", True),            # arm64
+    ("model name\t: aes-less CPU\n", False),
+])
+def test_cpu_has_aes_reads_the_cpu_flags(tmp_path, text, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert crypto.cpu_has_aes(str(cpuinfo)) is expected
+    assert crypto.cpu_has_aes(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.pure
+def test_aes_gcm_leads_the_offer_only_with_aes_instructions():
+    assert crypto.preferred_ciphers(has_aes=True) == (AES, CHACHA)
+    assert crypto.preferred_ciphers(has_aes=False) == (CHACHA, AES)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("client, server, expected", [
+    ((AES, CHACHA), (AES, CHACHA), AES),
+    ((AES, CHACHA), (CHACHA, AES), CHACHA),     # the server picks
+    ((CHACHA, AES), (AES, CHACHA), AES),
+    ((CHACHA,), (AES, CHACHA), CHACHA),
+    ((AES,), (CHACHA,), None),
+    ((), (AES, CHACHA), None),
+])
+def test_the_server_picks_its_most_preferred_cipher_the_client_offers(client, server, expected):
+    assert crypto.choose_cipher(client, server) is expected
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("info, expected", [
+    ({}, (CHACHA,)),                                     # a peer from before the negotiation
+    ({"ciphers": ["aes-256-gcm", "chacha20-poly1305"]}, (AES, CHACHA)),
+    ({"ciphers": ["rot13", "chacha20-poly1305"]}, (CHACHA,)),   # unknown names are skipped
+    ({"ciphers": []}, ()),
+    ({"ciphers": "aes-256-gcm"}, None),
+    ({"ciphers": [1, 2]}, None),
+    ({"ciphers": ["aes-256-gcm"] * 9}, None),
+])
+def test_a_cipher_offer_is_read_strictly(info, expected):
+    assert crypto.offered_ciphers(info) == expected
+
+
+def _session(role: str, offer: tuple[crypto.Cipher, ...], monkeypatch) -> Session:
+    monkeypatch.setattr(crypto, "preferred_ciphers", lambda has_aes=None: offer)
+    session = Session(role, psk=KEY)
+    session.initiate()
+    return session
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("client_offer, server_offer, expected", [
+    ((AES, CHACHA), (AES, CHACHA), AES),
+    ((AES, CHACHA), (CHACHA, AES), CHACHA),
+    ((CHACHA, AES), (AES, CHACHA), AES),
+    ((CHACHA,), (AES, CHACHA), CHACHA),
+])
+def test_both_sides_seal_with_the_negotiated_cipher(monkeypatch, client_offer, server_offer,
+                                                    expected):
+    client = _session("client", client_offer, monkeypatch)
+    server = _session("server", server_offer, monkeypatch)
+    client_events, server_events = pump(client, server)
+    assert client.established and server.established, (client_events, server_events)
+    assert client.cipher is server.cipher is expected
+    assert client._sealer is not None and client._sealer.cipher is expected
+    for sender, receiver in ((client, server), (server, client)):
+        (event,) = receiver.receive(sender.encode_packet(ipv4(b"both ways")))
+        assert event.packet == ipv4(b"both ways")
+
+
+@pytest.mark.pure
+def test_no_cipher_in_common_fails_the_handshake_on_both_sides(monkeypatch):
+    client = _session("client", (AES,), monkeypatch)
+    server = _session("server", (CHACHA,), monkeypatch)
+    client_events, server_events = pump(client, server)
+    for events in (client_events, server_events):
+        (error,) = [e for e in events if isinstance(e, ProtocolError)]
+        assert error.reason == "auth_failed" and "no cipher in common" in error.detail
+    assert not client.established and not server.established
+
+
+@pytest.mark.pure
+def test_a_peer_from_before_the_negotiation_gets_chacha20(monkeypatch):
+    monkeypatch.setattr(crypto, "preferred_ciphers", lambda has_aes=None: (AES, CHACHA))
+    old = Session("client", psk=KEY)
+    old.info.pop(crypto.CIPHERS_INFO_KEY)  # what tunlab sent before: no cipher list
+    old.initiate()
+    server = _session("server", (AES, CHACHA), monkeypatch)
+    pump(old, server)
+    assert old.established and server.established
+    assert old.cipher is server.cipher is CHACHA
+
+
+def _rewrite_hello(frame: bytes, **info_changes: object) -> bytes:
+    """The same HELLO frame with its ``info`` changed (what an on-path attacker sends on)."""
+    decoder = framing.Decoder()
+    (event,) = decoder.feed(frame)
+    info = {**event.hello.info, **info_changes}
+    info = {k: v for k, v in info.items() if v is not None}
+    return framing.encode_hello(framing.Hello(event.hello.role, event.hello.features, info))
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("forged_offer", [["chacha20-poly1305"], None],
+                         ids=["aes-stripped", "offer-removed"])
+@pytest.mark.parametrize("victim", ["server", "client"])
+def test_a_cipher_downgrade_on_the_path_breaks_the_key_proof(monkeypatch, victim, forged_offer):
+    client = _session("client", (AES, CHACHA), monkeypatch)
+    server = _session("server", (AES, CHACHA), monkeypatch)
+    to_server, to_client = client.data_to_send(), server.data_to_send()
+    if victim == "server":  # the client's offer loses AES-GCM on its way
+        to_server = _rewrite_hello(to_server, ciphers=forged_offer)
+    else:                   # the server's preference is rewritten on its way
+        to_client = _rewrite_hello(to_client, ciphers=forged_offer)
+    events = server.receive(to_server) + client.receive(to_client)
+    assert {client.cipher, server.cipher} == {AES, CHACHA}  # the attacker split the choice ...
+    client_events, server_events = pump(client, server)
+    events += client_events + server_events
+    # ... and the key proof over the transcript notices, before any packet is accepted.
+    assert not client.established and not server.established
+    assert "auth_failed" in {e.reason for e in events if isinstance(e, ProtocolError)}
+    assert not [e for e in events if isinstance(e, PacketReceived)]
 
 
 # -- real tunnels -----------------------------------------------------------------------------
@@ -161,9 +300,9 @@ def _capture_while_pinging(lab: TwoHostLab, port: int, tmp_path: Path) -> tuple[
 @pytest.mark.parametrize("psk", [KEY, None], ids=["psk", "clear"])
 def test_a_keyed_tunnel_carries_traffic_and_hides_it_on_the_wire(lab, tmp_path, psk):
     server = start_server(lab, 5601, psk=psk)
-    client = start_client(lab, 5601, psk=psk)
+    client = start_client(lab, 5601, psk=psk, wait=True)
     try:
-        assert wait_for(lambda: client.connected and server.connected)
+        assert server.wait_connected(5)
         assert wait_for_ping(lab.a, "10.9.0.2")
         out, captured = _capture_while_pinging(lab, 5601, tmp_path)
         assert " 0% packet loss" in out, out
@@ -174,6 +313,28 @@ def test_a_keyed_tunnel_carries_traffic_and_hides_it_on_the_wire(lab, tmp_path, 
             assert secret not in captured, "the payload crossed the underlay in the clear"
             assert server.stats.written_packets >= 5
         assert server.stats.rejected == {} and client.stats.rejected == {}
+    finally:
+        client.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("cipher", [AES, CHACHA], ids=lambda c: c.value)
+def test_a_keyed_tunnel_carries_a_ping_with_each_cipher(lab, monkeypatch, cipher):
+    monkeypatch.setattr(crypto, "preferred_ciphers", lambda has_aes=None: (cipher,))
+    used: list[crypto.Cipher] = []
+    for each, make in list(crypto._AEAD.items()):
+        monkeypatch.setitem(crypto._AEAD, each, lambda key, each=each, make=make:
+                            (used.append(each), make(key))[1])
+    server = start_server(lab, 5603, psk=KEY)
+    client = start_client(lab, 5603, psk=KEY)
+    try:
+        assert wait_for(lambda: client.connected and server.connected)
+        assert wait_for_ping(lab.a, "10.9.0.2")
+        out = ping(lab.a, "10.9.0.2", 5)
+        assert " 0% packet loss" in out, out
+        assert server.stats.written_packets >= 5 and client.stats.written_packets >= 5
+        # A sealer and an opener on each end, all of the one cipher offered.
+        assert len(used) >= 4 and set(used) == {cipher}
     finally:
         client.stop()
         server.stop()

@@ -14,15 +14,20 @@ variant                     device       what
 direct veth                 veth0        the underlay itself, no tunnel
 tunlab fast                 tun0         IFF_VNET_HDR + offloads: 64 KiB super-packets
 tunlab simple               tun1         one read/frame/write per MTU-sized packet
-tunlab fast + psk           tun2         the fast path with ChaCha20-Poly1305 sealing
+tunlab fast + psk           tun2         the fast path, every frame sealed (AEAD)
+tunlab fast + busy-poll     tun3         the fast path polling ``--busy-poll`` us before sleeping
 OpenVPN 2.6                 ovpn0        TCP, no cipher, no auth (the reference config)
 OpenVPN 2.6 + TCP_NODELAY   ovpn1        the same with Nagle off, as tunlab runs
+wireguard-go                tlwg...      Debian's user-space WireGuard (encrypted, UDP)
 ==========================  ===========  ===========================================
 
-Also measured: ping round-trip percentiles, CPU seconds per Gbit, throughput against the link
-MTU (veth and tun MTU set alike) and against parallel streams (``iperf3 -P``), and two timings
-participants meet in the notebooks: one ``tunlab.fate.packet_fate`` verdict and
-:func:`measure_throughput` on the in-process lab tunnel.
+Also measured: ping round-trip percentiles on an idle tunnel and under load (ping while one
+iperf3 stream saturates it), CPU seconds per Gbit and per hour of idle tunnel, throughput
+against the link MTU (veth and tun MTU set alike) and against parallel streams
+(``iperf3 -P``), and two timings participants meet in the notebooks: one
+``tunlab.fate.packet_fate`` verdict and :func:`measure_throughput` on the in-process lab
+tunnel. A variant that cannot run here (no wireguard-go, a tunlab without ``--busy-poll``) is
+reported as not available, and its targets as not met.
 
 :func:`measure_throughput` is also the small live measurement for notebooks.
 """
@@ -34,6 +39,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -59,20 +65,34 @@ from .measure import (
     wait_listening,
 )
 from .netns import Namespace
+from .wgpeer import WireGuardPair
 
 TARGET_VS_OPENVPN = 10.0
 TARGET_VS_VETH = 0.40
 TARGET_FATE_S = 1.0          # one `tunlab fate` verdict, wall clock
 TARGET_FATE_FIXES_S = 2.0    # ... with its fixes tried
 TARGET_SEND_S = 1.0          # the packet builder's Send to its answer
+# Latency (issue 14): idle medians against OpenVPN's in the same run, and under load.
+TARGET_IDLE_P50_VS_OPENVPN = 1.25
+TARGET_BUSY_P50_VS_OPENVPN = 0.75
+TARGET_LOADED_P50_MS = 1.0
+TARGET_LOADED_P99_MS = 5.0
+# Encrypted peers: tunlab with --psk-file against wireguard-go and against its own clear path.
+TARGET_PSK_VS_WIREGUARD = 10.0
+TARGET_PSK_VS_FAST = 0.8
+BUSY_POLL_USEC = 100
+PING_INTERVAL_S = 0.01
 OPENVPN = "OpenVPN 2.6"
 OPENVPN_NODELAY = "OpenVPN 2.6 + TCP_NODELAY"
 VETH = "direct veth"
 FAST = "tunlab fast"
 SIMPLE = "tunlab simple"
 FAST_PSK = "tunlab fast + psk"
+BUSY = "tunlab fast + busy-poll"
+WIREGUARD = "wireguard-go"
 BENCH_KEY = b"tunlab bench pre-shared key, not a secret"
-TOOLS = {"iperf3": "iperf3", "openvpn": "openvpn", "ping": "iputils-ping"}
+TOOLS = {"iperf3": "iperf3", "openvpn": "openvpn", "ping": "iputils-ping",
+         "wireguard-go": "wireguard-go"}
 DEFAULT_RESULTS = Path("bench") / "results"  # in the folder `make bench` runs from
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -272,11 +292,22 @@ def _wait_ping(ns: Namespace, address: str, timeout: float = 15.0) -> bool:
     return False
 
 
+def tunlab_has_option(option: str, command: str = "server") -> bool:
+    """True when ``tunlab COMMAND --help`` lists ``option`` (for example ``--busy-poll``).
+
+    The bench runs the command users run, so it asks that command, not the Python API.
+    """
+    result = subprocess.run([sys.executable, "-m", "tunlab", command, "--help"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", result.stdout) is not None
+
+
 def ensure_tools(install: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Check for iperf3, openvpn and ping; ``apt-get install`` the missing ones if allowed.
+    """Check for iperf3, openvpn, wireguard-go and ping; ``apt-get install`` the missing ones
+    if allowed.
 
     Returns ``{tool: version line}``; raises :class:`EnvironmentProblem` if iperf3 or ping stay
-    missing (OpenVPN missing only drops its rows).
+    missing (OpenVPN or wireguard-go missing only drops their rows).
     """
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing and install and shutil.which("apt-get"):
@@ -291,8 +322,8 @@ def ensure_tools(install: bool = True, log: Callable[[str], None] = print) -> di
             raise EnvironmentProblem(f"{tool} is not installed",
                                      f"apt-get install {TOOLS[tool]}")
     versions = {}
-    for tool, argv in (("iperf3", ["iperf3", "--version"]), ("openvpn", ["openvpn",
-                                                                          "--version"])):
+    for tool in ("iperf3", "openvpn", "wireguard-go"):
+        argv = [tool, "--version"]
         if shutil.which(tool):
             result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             versions[tool] = (result.stdout or result.stderr).splitlines()[0].strip()
@@ -319,31 +350,61 @@ class Variant:
             return None
 
 
+@dataclass
+class Loaded:
+    """One run under load: the saturating stream, and the round trips measured during it."""
+
+    run: Run
+    rtts: list[float]
+    lost: int
+
+
+def _iperf3_run(stdout: str, stderr: str, address: str) -> Run:
+    try:
+        doc = json.loads(stdout)
+    except ValueError:
+        doc = {"error": stderr.strip() or stdout[:200]}
+    if "error" in doc:
+        raise TunlabError(f"iperf3 to {address} failed: {doc['error']}")
+    end = doc["end"]
+    return Run(mbps=end["sum_received"]["bits_per_second"] / 1e6,
+               retransmits=int(end.get("sum_sent", {}).get("retransmits", 0)),
+               seconds=float(end["sum_received"].get("seconds", 0.0)))
+
+
 class BenchLab:
     """A :class:`TwoHostLab` with one device and endpoint pair per variant, all running at once.
 
     tunlab variant ``i`` uses ``tun<i>`` with 10.9.<i>.1/24 in ``a`` and .2 in ``b``; OpenVPN
-    creates ``ovpn<j>`` with 10.8.<j>.1 and .2 itself. An iperf3 server listens in ``b``.
+    creates ``ovpn<j>`` with 10.8.<j>.1 and .2 itself; wireguard-go (``wireguard=True``) runs
+    10.7.0.1 and .2 on uniquely named devices. An iperf3 server listens in ``b``. Variants that
+    cannot run here are left out of :attr:`variants` and listed, with the reason, in
+    :attr:`unavailable`.
     """
 
-    def __init__(self, mtu: int = 1500, *, tunlab: Sequence[str] = (FAST, SIMPLE, FAST_PSK),
-                 openvpn: Sequence[str] = (OPENVPN, OPENVPN_NODELAY),
+    def __init__(self, mtu: int = 1500, *,
+                 tunlab: Sequence[str] = (FAST, SIMPLE, FAST_PSK, BUSY),
+                 openvpn: Sequence[str] = (OPENVPN, OPENVPN_NODELAY), wireguard: bool = False,
+                 busy_poll_usec: int = BUSY_POLL_USEC,
                  log: Callable[[str], None] = print) -> None:
         self.mtu = mtu
         self.log = log
+        self.busy_poll_usec = busy_poll_usec
         self.lab = TwoHostLab(mtu=mtu, tun_mtu=mtu, label="bench")
         self.variants: dict[str, Variant] = {VETH: Variant(VETH, UNDERLAY[1])}
+        self.unavailable: dict[str, str] = {}
         self.notes: list[str] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="tunlab-bench-")
         self._iperf: subprocess.Popen[Any] | None = None
+        self._wireguard: WireGuardPair | None = None
         self._logs: list[Any] = []
         try:
-            self._start(list(tunlab), list(openvpn))
+            self._start(list(tunlab), list(openvpn), wireguard)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, tunlab: list[str], openvpn: list[str]) -> None:
+    def _start(self, tunlab: list[str], openvpn: list[str], wireguard: bool) -> None:
         lab = self.lab
         self._iperf = lab.b.popen(["iperf3", "-s", "-p", str(IPERF_PORT)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -352,6 +413,10 @@ class BenchLab:
         key.chmod(0o600)
         for index, name in enumerate(tunlab):
             dev = f"tun{index}"
+            if name == BUSY and not tunlab_has_option("--busy-poll"):
+                self.unavailable[name] = ("not available: `tunlab server --help` has no "
+                                          "--busy-poll option in this version")
+                continue
             if index:
                 for ns, host in ((lab.a, 1), (lab.b, 2)):
                     ns.ip("tuntap", "add", "dev", dev, "mode", "tun")
@@ -361,6 +426,8 @@ class BenchLab:
             extra = ["--simple"] if name == SIMPLE else []
             if name == FAST_PSK:
                 extra += ["--psk-file", str(key)]
+            if name == BUSY:
+                extra += ["--busy-poll", str(self.busy_poll_usec)]
             server = self._endpoint(lab.b, "server", dev, f"{UNDERLAY[1]}:{port}", extra)
             client = self._endpoint(lab.a, "client", dev, f"{UNDERLAY[1]}:{port}", extra)
             self.variants[name] = Variant(name, f"10.9.{index}.2", [server, client])
@@ -369,6 +436,14 @@ class BenchLab:
             openvpn = []
         for index, name in enumerate(openvpn):
             self.variants[name] = self._openvpn(name, index, nodelay=name == OPENVPN_NODELAY)
+        if wireguard and shutil.which("wireguard-go") is None:
+            self.unavailable[WIREGUARD] = ("not available: wireguard-go is not installed "
+                                           "(apt-get install wireguard-go)")
+        elif wireguard:
+            self._wireguard = WireGuardPair(lab.a, lab.b, UNDERLAY,
+                                            log=self._log_file("wireguard-go.log")).start()
+            self.variants[WIREGUARD] = Variant(WIREGUARD, self._wireguard.address,
+                                               self._wireguard.processes)
         for variant in self.variants.values():
             if not _wait_ping(lab.a, variant.address):
                 raise TunlabError(f"{variant.name}: no ping through to {variant.address}",
@@ -419,11 +494,57 @@ class BenchLab:
 
     def rtts(self, name: str, count: int) -> list[float]:
         """Ping round-trip times (ms) across variant ``name``; lost echoes left out."""
-        rtts = ping_rtts(self.lab.a, self.variants[name].address, count)
+        rtts = ping_rtts(self.lab.a, self.variants[name].address, count, PING_INTERVAL_S)
         return [rtt for rtt in rtts if rtt is not None]
 
+    def loaded(self, name: str, seconds: float) -> Loaded:
+        """Ping across variant ``name`` while one iperf3 TCP stream a -> b saturates it.
+
+        The stream gets a quarter of ``seconds`` (at most 1 s) to leave slow start; then ping
+        sends an echo every 10 ms until shortly before the stream ends. An echo still missing
+        0.5 s after the last one was sent counts as lost.
+        """
+        variant = self.variants[name]
+        ramp = min(1.0, seconds / 4)
+        count = max(10, int((seconds - ramp - 0.3) / PING_INTERVAL_S))
+        argv = ["iperf3", "-c", variant.address, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
+                "-J", "--connect-timeout", "3000"]
+        before = variant.cpu_seconds()
+        stream = self.lab.a.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            time.sleep(ramp)
+            rtts = ping_rtts(self.lab.a, variant.address, count, PING_INTERVAL_S, linger=0.5)
+            out, err = stream.communicate(timeout=seconds + 30)
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+                stream.wait()
+        run = _iperf3_run(out, err, variant.address)
+        after = variant.cpu_seconds()
+        if before is not None and after is not None:
+            run.cpu_seconds = after - before
+        return Loaded(run, [rtt for rtt in rtts if rtt is not None],
+                      sum(rtt is None for rtt in rtts))
+
+    def cpu_per_hour(self, seconds: float) -> dict[str, float]:
+        """CPU seconds per wall-clock hour of each variant's endpoints (both ends together)
+        while nothing crosses any tunnel for ``seconds``."""
+        before = {name: v.cpu_seconds() for name, v in self.variants.items()}
+        started = time.monotonic()
+        time.sleep(seconds)
+        wall = time.monotonic() - started
+        rates = {}
+        for name, variant in self.variants.items():
+            first, now = before[name], variant.cpu_seconds()
+            if first is not None and now is not None:
+                rates[name] = (now - first) / wall * 3600
+        return rates
+
     def close(self) -> None:
-        """Stop every process, remove the namespaces and the temporary files."""
+        """Stop every process, remove the namespaces, sockets and temporary files."""
+        if self._wireguard is not None:
+            self._wireguard.close()
         for variant in self.variants.values():
             for proc in variant.processes:
                 with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -450,7 +571,11 @@ class BenchConfig:
 
     seconds: float = 5.0
     repeats: int = 3
-    ping_count: int = 300
+    ping_count: int = 600
+    idle_seconds: float = 30.0
+    busy_poll_usec: int = BUSY_POLL_USEC
+    wireguard: bool = True
+    loaded: bool = True
     mtus: tuple[int, ...] = (1280, 1500, 9000)
     streams: tuple[int, ...] = (1, 2, 4)
     install: bool = True
@@ -460,7 +585,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         """Short runs for tests: the same shape, seconds instead of minutes."""
-        return cls(seconds=1.0, repeats=1, ping_count=40, notebooks=False)
+        return cls(seconds=1.0, repeats=1, ping_count=40, idle_seconds=2.0, notebooks=False)
 
 
 def _median_run(runs: list[Run]) -> dict[str, Any]:
@@ -482,6 +607,13 @@ def _rtt_summary(rounds: list[list[float]]) -> dict[str, Any]:
             "rounds_p50_ms": [round(percentile(r, 50), 4) if r else None for r in rounds]}
 
 
+def _loaded_summary(name: str, samples: list[Loaded]) -> dict[str, Any]:
+    """Median throughput of the loaded runs and percentiles of all their round trips."""
+    return {"name": name, **_median_run([s.run for s in samples]),
+            "rtt": _rtt_summary([s.rtts for s in samples]),
+            "lost": sum(s.lost for s in samples)}
+
+
 def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything; return the JSON-ready result (also holding the verdict on the targets)."""
     from .privileges import require_privileges
@@ -497,21 +629,43 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
                  "ping_count": config.ping_count, "underlay": "veth, MTU 1500",
                  "loadavg_before": os.getloadavg()[0]},
         "notes": []}
-    with BenchLab(1500, log=log) as bench:
+    with BenchLab(1500, wireguard=config.wireguard, busy_poll_usec=config.busy_poll_usec,
+                  log=log) as bench:
         report["notes"] += bench.notes
+        report["unavailable"] = dict(bench.unavailable)
+        report["meta"]["busy_poll_usec"] = config.busy_poll_usec
         names = list(bench.variants)
         runs: dict[str, list[Run]] = {name: [] for name in names}
         for rep in range(config.repeats):
             for name in names:
                 log(f"[{rep + 1}/{config.repeats}] iperf3 {config.seconds:g} s: {name}")
                 runs[name].append(bench.throughput(name, config.seconds))
+        log(f"idle: {config.idle_seconds:g} s with no traffic, CPU of every endpoint")
+        idle_cpu = bench.cpu_per_hour(config.idle_seconds)
         rtts: dict[str, list[list[float]]] = {name: [] for name in names}
+        pinged_cpu = {name: [0.0, 0.0] for name in names}  # CPU seconds, wall seconds
         # Many short rounds, variants interleaved: slow drifts of the machine hit all alike.
         chunk = max(10, config.ping_count // 10)
         for _ in range(max(1, config.ping_count // chunk)):
             for name in names:
+                variant = bench.variants[name]
+                cpu_before, started = variant.cpu_seconds(), time.monotonic()
                 rtts[name].append(bench.rtts(name, chunk))
+                cpu_after = variant.cpu_seconds()
+                if cpu_before is not None and cpu_after is not None:
+                    pinged_cpu[name][0] += cpu_after - cpu_before
+                    pinged_cpu[name][1] += time.monotonic() - started
         log("ping done")
+        loaded: dict[str, list[Loaded]] = {}
+        loaded_names = [n for n in (FAST, BUSY, OPENVPN) if n in bench.variants]
+        if config.loaded:
+            for rep in range(config.repeats):
+                for name in loaded_names:
+                    log(f"[{rep + 1}/{config.repeats}] under load ({config.seconds:g} s "
+                        f"iperf3 + ping): {name}")
+                    loaded.setdefault(name, []).append(bench.loaded(name, config.seconds))
+        else:
+            report["notes"].append("the latency under load was skipped")
         streams: dict[str, dict[int, float]] = {}
         stream_names = [n for n in (VETH, FAST, SIMPLE, OPENVPN) if n in bench.variants]
         for count in config.streams:
@@ -529,8 +683,14 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
     results = []
     for name in names:
         item = {"name": name, **_median_run(runs[name]), "rtt": _rtt_summary(rtts[name])}
+        if name in idle_cpu:
+            item["cpu_s_per_hour_idle"] = idle_cpu[name]
+        cpu, wall = pinged_cpu[name]
+        if wall > 0:
+            item["cpu_s_per_hour_pinged"] = cpu / wall * 3600
         results.append(item)
     report["results"] = results
+    report["loaded"] = [_loaded_summary(name, samples) for name, samples in loaded.items()]
     mtu_rows: dict[str, dict[int, float]] = {
         n: {1500: statistics.median(r.mbps for r in runs[n])}
         for n in (VETH, FAST, SIMPLE) if n in runs}
@@ -550,9 +710,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
             log("executing every notebook, as a participant would")
             participant["notebooks"] = time_notebooks()
     report["participant"] = participant
-    report["ratios"], report["targets"] = _verdict(results)
+    report["ratios"], report["targets"] = _verdict(results, report["loaded"],
+                                                   report["unavailable"])
     report["targets"] += participant_targets(participant)
     report["meta"]["elapsed_s"] = time.monotonic() - started
+    report["meta"]["loadavg_after"] = os.getloadavg()[0]
     return report
 
 
@@ -567,13 +729,60 @@ def _participant_throughput(config: BenchConfig) -> dict[str, Any]:
             **result.to_dict()}
 
 
-def _verdict(results: list[dict[str, Any]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _target(target: str, value: float, goal: float, met: bool, **extra: Any) -> dict[str, Any]:
+    return {"target": target, "value": value, "goal": goal, "met": met, **extra}
+
+
+def _unmeasured(target: str, why: str) -> dict[str, Any]:
+    # A target that could not be measured is not met: say so instead of passing quietly.
+    return {"target": target, "value": None, "goal": None, "met": False, "note": why}
+
+
+def _rtt(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The RTT summary of a result, or None when it holds no round trip."""
+    if item is None or not item.get("rtt", {}).get("n"):
+        return None
+    rtt: dict[str, Any] = item["rtt"]
+    return rtt
+
+
+def _rounds_within(mine: dict[str, Any], theirs: dict[str, Any], factor: float
+                   ) -> dict[str, int]:
+    """In how many interleaved rounds ``mine``'s median was within ``factor`` x ``theirs``'."""
+    pairs = [(a, b) for a, b in zip(mine.get("rounds_p50_ms", []),
+                                     theirs.get("rounds_p50_ms", []), strict=False)
+             if a is not None and b is not None]
+    if not pairs:
+        return {}
+    return {"rounds_won": sum(a <= factor * b for a, b in pairs), "rounds": len(pairs)}
+
+
+def _verdict(results: list[dict[str, Any]], loaded: Sequence[dict[str, Any]] = (),
+             unavailable: dict[str, str] | None = None,
+             ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Ratios and targets from the results (pure: the tests feed it made-up numbers).
+
+    Every target of the issue appears, measured or not; one whose inputs are missing is not
+    met, and its note says which variant was missing and why.
+    """
     by_name = {r["name"]: r for r in results}
+    under_load = {r["name"]: r for r in loaded}
+    unavailable = unavailable or {}
     ratios: dict[str, float] = {}
     targets: list[dict[str, Any]] = []
     fast = by_name.get(FAST)
     if fast is None:
         return ratios, targets
+
+    def why(*names: str, rtt: bool = False) -> str:
+        problems = []
+        for name in names:
+            if name not in by_name:
+                problems.append(f"{name}: {unavailable.get(name, 'was not measured')}")
+            elif rtt and _rtt(by_name[name]) is None:
+                problems.append(f"{name}: no echo came back")
+        return "; ".join(problems) or "no throughput to compare"
+
     for name, key in ((OPENVPN, "fast_vs_openvpn"), (OPENVPN_NODELAY, "fast_vs_openvpn_nodelay"),
                       (VETH, "fast_vs_veth"), (SIMPLE, "fast_vs_simple"),
                       (FAST_PSK, "psk_vs_fast")):
@@ -581,32 +790,88 @@ def _verdict(results: list[dict[str, Any]]) -> tuple[dict[str, float], list[dict
         if other and other["mbps"] > 0:
             ratios[key] = (other["mbps"] / fast["mbps"] if key == "psk_vs_fast"
                            else fast["mbps"] / other["mbps"])
+    psk, wireguard = by_name.get(FAST_PSK), by_name.get(WIREGUARD)
+    if psk and wireguard and wireguard["mbps"] > 0:
+        ratios["psk_vs_wireguard"] = psk["mbps"] / wireguard["mbps"]
+
+    # Throughput.
+    name = f"{FAST} >= {TARGET_VS_OPENVPN:g}x {OPENVPN}"
     if "fast_vs_openvpn" in ratios:
-        targets.append({"target": f"{FAST} >= {TARGET_VS_OPENVPN:g}x {OPENVPN}",
-                        "value": ratios["fast_vs_openvpn"], "goal": TARGET_VS_OPENVPN,
-                        "met": ratios["fast_vs_openvpn"] >= TARGET_VS_OPENVPN})
+        value = ratios["fast_vs_openvpn"]
+        targets.append(_target(name, value, TARGET_VS_OPENVPN, value >= TARGET_VS_OPENVPN))
+    else:
+        targets.append(_unmeasured(name, why(OPENVPN)))
     if "fast_vs_veth" in ratios:
-        targets.append({"target": f"{FAST} >= {TARGET_VS_VETH:.2f} of {VETH}",
-                        "value": ratios["fast_vs_veth"], "goal": TARGET_VS_VETH,
-                        "met": ratios["fast_vs_veth"] >= TARGET_VS_VETH})
-    if OPENVPN not in by_name:
-        # A target that could not be measured is not met: say so instead of passing quietly.
-        for target in (f"{FAST} >= {TARGET_VS_OPENVPN:g}x {OPENVPN}",
-                       f"{FAST} median RTT <= {OPENVPN}'s"):
-            targets.append({"target": target, "value": None, "goal": None, "met": False,
-                            "note": f"{OPENVPN} was not measured"})
-    ovpn = by_name.get(OPENVPN)
-    if ovpn and ovpn["rtt"].get("n") and fast["rtt"].get("n"):
-        mine, theirs = fast["rtt"]["p50_ms"], ovpn["rtt"]["p50_ms"]
-        target = {"target": f"{FAST} median RTT <= {OPENVPN}'s", "value": mine,
-                  "goal": theirs, "met": mine <= theirs}
-        pairs = [(a, b) for a, b in zip(fast["rtt"].get("rounds_p50_ms", []),
-                                         ovpn["rtt"].get("rounds_p50_ms", []), strict=True)
-                 if a is not None and b is not None]
-        if pairs:
-            target["rounds_won"] = sum(a <= b for a, b in pairs)
-            target["rounds"] = len(pairs)
-        targets.append(target)
+        targets.append(_target(f"{FAST} >= {TARGET_VS_VETH:.2f} of {VETH}",
+                               ratios["fast_vs_veth"], TARGET_VS_VETH,
+                               ratios["fast_vs_veth"] >= TARGET_VS_VETH))
+
+    # Idle latency, against OpenVPN's in the same run (ms).
+    ovpn_rtt, fast_rtt = _rtt(by_name.get(OPENVPN)), _rtt(fast)
+    for key, goal_factor, label in (("p50_ms", TARGET_IDLE_P50_VS_OPENVPN,
+                                     f"<= {TARGET_IDLE_P50_VS_OPENVPN:g}x {OPENVPN}'s"),
+                                    ("p99_ms", 1.0, f"<= {OPENVPN}'s")):
+        name = f"{FAST} idle RTT {key[:3]} {label}"
+        if ovpn_rtt is None or fast_rtt is None:
+            targets.append(_unmeasured(name, why(OPENVPN, FAST, rtt=True)))
+            continue
+        value, goal = fast_rtt[key], goal_factor * ovpn_rtt[key]
+        extra = _rounds_within(fast_rtt, ovpn_rtt, goal_factor) if key == "p50_ms" else {}
+        targets.append(_target(name, value, goal, value <= goal, unit="ms",
+                               detail=f"{value / ovpn_rtt[key]:.2f}x", **extra))
+    name = f"{BUSY} idle RTT p50 <= {TARGET_BUSY_P50_VS_OPENVPN:g}x {OPENVPN}'s"
+    busy = by_name.get(BUSY)
+    busy_rtt = _rtt(busy)
+    if ovpn_rtt is None or busy is None or busy_rtt is None:
+        targets.append(_unmeasured(name, why(OPENVPN, BUSY, rtt=True)))
+    else:
+        value, goal = busy_rtt["p50_ms"], TARGET_BUSY_P50_VS_OPENVPN * ovpn_rtt["p50_ms"]
+        detail = f"{value / ovpn_rtt['p50_ms']:.2f}x"
+        cost = [f"{busy[key]:,.1f} CPU s per hour {what}" for key, what in
+                (("cpu_s_per_hour_idle", "idle"),
+                 ("cpu_s_per_hour_pinged", "with a ping every 10 ms"))
+                if busy.get(key) is not None]
+        if cost:
+            detail += "; both ends: " + ", ".join(cost)
+        targets.append(_target(name, value, goal, value <= goal, unit="ms", detail=detail,
+                               **_rounds_within(busy_rtt, ovpn_rtt,
+                                                TARGET_BUSY_P50_VS_OPENVPN)))
+
+    # Under load: ping while one iperf3 stream saturates the tunnel.
+    fast_loaded, ovpn_loaded = under_load.get(FAST), under_load.get(OPENVPN)
+    loaded_rtt = _rtt(fast_loaded)
+    for key, goal in (("p50_ms", TARGET_LOADED_P50_MS), ("p99_ms", TARGET_LOADED_P99_MS)):
+        name = f"{FAST} under load RTT {key[:3]} <= {goal:g} ms"
+        if fast_loaded is None or loaded_rtt is None:
+            targets.append(_unmeasured(name, f"{FAST} under load was not measured"))
+            continue
+        value = loaded_rtt[key]
+        targets.append(_target(name, value, goal, value <= goal, unit="ms",
+                               detail=f"{fast_loaded.get('lost', 0)} echoes lost"))
+    name = f"{FAST} under load >= {TARGET_VS_OPENVPN:g}x {OPENVPN}'s throughput"
+    if fast_loaded and ovpn_loaded and ovpn_loaded["mbps"] > 0:
+        value = fast_loaded["mbps"] / ovpn_loaded["mbps"]
+        ratios["loaded_fast_vs_openvpn"] = value
+        targets.append(_target(name, value, TARGET_VS_OPENVPN, value >= TARGET_VS_OPENVPN,
+                               unit="x", detail=f"{fast_loaded['mbps']:,.0f} vs "
+                               f"{ovpn_loaded['mbps']:,.0f} Mbit/s"))
+    else:
+        targets.append(_unmeasured(name, f"{FAST} or {OPENVPN} under load was not measured"))
+
+    # Encrypted peers.
+    name = f"{FAST_PSK} >= {TARGET_PSK_VS_WIREGUARD:g}x {WIREGUARD}"
+    if "psk_vs_wireguard" in ratios:
+        value = ratios["psk_vs_wireguard"]
+        targets.append(_target(name, value, TARGET_PSK_VS_WIREGUARD,
+                               value >= TARGET_PSK_VS_WIREGUARD, unit="x"))
+    else:
+        targets.append(_unmeasured(name, why(FAST_PSK, WIREGUARD)))
+    name = f"{FAST_PSK} >= {TARGET_PSK_VS_FAST:.2f} of {FAST}"
+    if "psk_vs_fast" in ratios:
+        value = ratios["psk_vs_fast"]
+        targets.append(_target(name, value, TARGET_PSK_VS_FAST, value >= TARGET_PSK_VS_FAST))
+    else:
+        targets.append(_unmeasured(name, why(FAST_PSK)))
     return ratios, targets
 
 
@@ -616,10 +881,42 @@ def describe_target(target: dict[str, Any]) -> str:
     mark = "met   " if target["met"] else "MISSED"
     if target.get("value") is None:
         return f"{mark} {target['target']}: {target.get('note', 'not measured')}"
-    line = f"{mark} {target['target']}: {target['value']:.3f} (goal {target['goal']:.3f})"
+    unit = target.get("unit", "")
+    unit = f" {unit}" if unit == "ms" else unit
+    line = (f"{mark} {target['target']}: {target['value']:.3f}{unit} "
+            f"(goal {target['goal']:.3f}{unit})")
+    if target.get("detail"):
+        line += f", {target['detail']}"
     if target.get("rounds"):
-        line += f", lower in {target['rounds_won']} of {target['rounds']} interleaved rounds"
+        line += (f", within the goal in {target['rounds_won']} of {target['rounds']} "
+                 "interleaved rounds")
     return line
+
+
+def _loaded_lines(loaded: list[dict[str, Any]]) -> list[str]:
+    if not loaded:
+        return []
+    lines = ["", f"{'under load (iperf3 + ping)':<27}{'Mbit/s':>9}{'RTT p50':>9}{'p90':>7}"
+                 f"{'p99':>7} ms{'lost':>6}"]
+    for r in loaded:
+        rtt = r["rtt"]
+        lat = (f"{rtt['p50_ms']:9.3f}{rtt['p90_ms']:7.3f}{rtt['p99_ms']:7.3f}" if rtt.get("n")
+               else f"{'-':>9}{'-':>7}{'-':>7}")
+        lines.append(f"{r['name']:<27}{r['mbps']:>9,.0f}{lat}   {r.get('lost', 0):>6}")
+    return lines
+
+
+def _cpu_hour_lines(results: list[dict[str, Any]]) -> list[str]:
+    rows = [r for r in results if r.get("cpu_s_per_hour_idle") is not None
+            or r.get("cpu_s_per_hour_pinged") is not None]
+    if not rows:
+        return []
+    lines = ["", f"{'CPU s per hour, both ends':<27}{'idle':>9}{'ping every 10 ms':>18}"]
+    for r in rows:
+        cells = [f"{r[k]:,.1f}" if r.get(k) is not None else "-"
+                 for k in ("cpu_s_per_hour_idle", "cpu_s_per_hour_pinged")]
+        lines.append(f"{r['name']:<27}{cells[0]:>9}{cells[1]:>18}")
+    return lines
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -635,6 +932,10 @@ def format_table(report: dict[str, Any]) -> str:
         else:
             lat = f"{'-':>9}{'-':>7}{'-':>7}"
         lines.append(f"{r['name']:<27}{r['mbps']:>9,.0f}{runs:>22}{cpu:>11}{lat}")
+    for name, why in (report.get("unavailable") or {}).items():
+        lines.append(f"{name:<27}{why}")
+    lines += _loaded_lines(report.get("loaded") or [])
+    lines += _cpu_hour_lines(report["results"])
     for title, key, unit in (("link MTU (veth = tun)", "mtu_sweep", "MTU"),
                              ("parallel streams (iperf3 -P)", "streams_sweep", "P")):
         sweep = report.get(key) or {}
@@ -669,25 +970,53 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{live['mbps']:,.0f} Mbit/s, mean packet {live['average_packet']:,.0f} B")
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
+    meta = report.get("meta") or {}
+    if "loadavg_before" in meta:
+        lines.append(f"load average (1 min): {meta['loadavg_before']:.2f} before, "
+                     f"{meta.get('loadavg_after', float('nan')):.2f} after, "
+                     f"on {meta.get('cpus')} CPUs")
     lines.append("")
     for target in report.get("targets", []):
         lines.append(describe_target(target))
     return "\n".join(lines)
 
 
+def _rtt_bars(axis: Any, rows: list[dict[str, Any]], title: str) -> None:
+    """p50 and p99 round trip per variant, horizontal bars on a log scale (ms)."""
+    rows = [r for r in rows if r.get("rtt", {}).get("n")][::-1]
+    positions = range(len(rows))
+    for offset, key, color in ((-0.2, "p50_ms", "#4c78a8"), (0.2, "p99_ms", "#f58518")):
+        axis.barh([y + offset for y in positions], [r["rtt"][key] for r in rows], 0.4,
+                  color=color, label=key[:3])
+    axis.set_yticks(list(positions))
+    axis.set_yticklabels([r["name"] for r in rows], fontsize=8)
+    if rows:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        axis.set_xscale("log")
+        values = [r["rtt"][k] for r in rows for k in ("p50_ms", "p99_ms") if r["rtt"][k] > 0]
+        axis.set_xlim(min(values, default=0.01) / 3, max(values, default=1) * 1.5)
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.legend(fontsize=8)
+    axis.set_xlabel("ms (ping, log scale)")
+    axis.set_title(title, loc="left", fontsize=10)
+
+
 def write_chart(report: dict[str, Any], path: Path) -> None:
-    """Bar charts of the results, the MTU and the streams sweeps, into a PNG (Agg, no display)."""
+    """Bar charts of the results, the MTU and the streams sweeps and the round trips (idle and
+    under load), into a PNG (Agg, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 7.5))
+    fig = Figure(figsize=(11, 11))
     canvas = FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2)
+    grid = fig.add_gridspec(3, 2)
     ax = fig.add_subplot(grid[0, :])
     names = [r["name"] for r in report["results"]][::-1]
     values = [r["mbps"] for r in report["results"]][::-1]
-    colors = ["#e45756" if "OpenVPN" in n else "#999999" if n == VETH else "#4c78a8"
-              for n in names]
+    colors = ["#e45756" if "OpenVPN" in n else "#999999" if n == VETH else
+              "#54a24b" if n == WIREGUARD else "#4c78a8" for n in names]
     bars = ax.barh(names, values, color=colors)
     for bar, value in zip(bars, values, strict=True):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.0f}",
@@ -713,6 +1042,10 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         axis.set_ylabel("Mbit/s")
         axis.legend(fontsize=8)
         axis.set_title(f"Throughput by {label}", loc="left", fontsize=10)
+    for position, (rows, title) in enumerate((
+            ([r for r in report["results"] if r["name"] != VETH], "Round trip, idle"),
+            (report.get("loaded") or [], "Round trip under load (one iperf3 stream)"))):
+        _rtt_bars(fig.add_subplot(grid[2, position]), rows, title)
     for axis in fig.axes:
         for side in ("top", "right"):
             axis.spines[side].set_visible(False)

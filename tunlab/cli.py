@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _load_psk(path: str | None) -> bytes | None:
     if path is None:
         return None
-    from .secure import load_psk
+    from .proto.crypto import load_psk
 
     return load_psk(path)
 
@@ -29,6 +29,20 @@ def _load_psk(path: str | None) -> bytes | None:
 def _fast_path(args: argparse.Namespace) -> bool:
     """The fast path (offloads, super-packets) unless --simple, or -v which logs each packet."""
     return not (args.simple or args.verbose)
+
+
+def _busy_poll(args: argparse.Namespace) -> int:
+    """--busy-poll USEC, checked before anything is opened."""
+    from .tunnel.tuning import MAX_BUSY_POLL_US
+
+    usec = args.busy_poll
+    if not 0 <= usec <= MAX_BUSY_POLL_US:
+        raise TunlabError(f"--busy-poll {usec} is outside 0-{MAX_BUSY_POLL_US} microseconds",
+                          "try --busy-poll 200 (0, the default, sleeps after the last packet)")
+    if usec and not _fast_path(args):
+        raise TunlabError("--busy-poll works on the fast path only, and --simple or -v turns "
+                          "it off", "drop --simple and -v, or --busy-poll")
+    return usec
 
 
 def _describe_event(event: Any) -> str:
@@ -78,7 +92,7 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
     failure: BaseException | None = None
     try:
         endpoint.on_stop(stop.set)  # a fatal error (device removed) ends the wait too
-        endpoint.start()
+        endpoint.start(wait=False)  # a client connects (and retries) in the background
         stop.wait()  # no timer: an idle tunnel does not wake up
     finally:
         stop.set()
@@ -103,14 +117,16 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
 
 def _cmd_endpoint(args: argparse.Namespace, role: str) -> int:
     from .tun import TunDevice
-    from .tunnel import TunnelClient, TunnelServer, _parse_hostport
+    from .tunnel import TunnelClient, TunnelServer, parse_hostport
 
     require_privileges(f"tunlab {role}")
-    address = _parse_hostport(args.listen if role == "server" else args.server)
+    address = parse_hostport(args.listen if role == "server" else args.server)
     psk = _load_psk(args.psk_file)
+    busy_poll_us = _busy_poll(args)
     endpoint_class = TunnelServer if role == "server" else TunnelClient
     with TunDevice.open(args.dev, vnet_hdr=_fast_path(args)) as device:
-        endpoint = endpoint_class(device, address, psk=psk, record_packets=args.verbose)
+        endpoint = endpoint_class(device, address, psk=psk, record_packets=args.verbose,
+                                  busy_poll_us=busy_poll_us)
         return _run_endpoint(endpoint, role, psk is not None)
 
 
@@ -186,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(no offloads); -v implies it")
         endpoint.add_argument(address, required=True, metavar="HOST:PORT", help=address_help)
         endpoint.add_argument("--psk-file", metavar="FILE", help="pre-shared key (mode 600)")
+        endpoint.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                              help="lower latency for CPU: after the last packet, keep polling "
+                              "for up to USEC microseconds before sleeping, like the kernel's "
+                              "SO_BUSY_POLL (fast path only; default 0: sleep at once)")
         endpoint.set_defaults(handler=handler)
 
     demo = sub.add_parser("demo", help="the seed's example goal end to end, in a private "

@@ -15,24 +15,28 @@ from typing import Any
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to the ``tunlab`` parser's subparsers."""
-    from .bench import DEFAULT_RESULTS
+    from .bench import BUSY_POLL_USEC, DEFAULT_RESULTS
 
     parser = subparsers.add_parser(
         "bench", help="measure tunlab against the bare veth and OpenVPN, in private namespaces",
-        description="Throughput (iperf3), latency (ping), CPU per Gbit, MTU and stream sweeps "
-        "for direct veth, tunlab (fast, simple, psk) and OpenVPN 2.6, side by side in one run. "
-        "Writes bench.json and bench.png; exit 1 when a target is missed.")
+        description="Throughput (iperf3), latency (ping; idle and under load), CPU per Gbit "
+        "and per idle hour, MTU and stream sweeps for direct veth, tunlab (fast, simple, psk, "
+        "busy-poll), OpenVPN 2.6 and wireguard-go, side by side in one run. Writes bench.json "
+        "and bench.png; exit 1 when a target is missed.")
     parser.add_argument("--quick", action="store_true",
                         help="short runs (1 s, one repeat): checks that everything works")
     parser.add_argument("--seconds", type=float, metavar="N",
                         help="seconds per iperf3 run (default 5, --quick 1)")
     parser.add_argument("--repeats", type=int, metavar="N",
                         help="runs per variant, medians reported (default 3, --quick 1)")
+    parser.add_argument("--busy-poll-usec", type=int, metavar="USEC",
+                        help="the --busy-poll value of the busy-poll variant (default "
+                        f"{BUSY_POLL_USEC})")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
                         help=f"where bench.json and bench.png go (default {DEFAULT_RESULTS})")
     parser.add_argument("--no-install", action="store_true",
-                        help="do not apt-get install missing iperf3/openvpn")
+                        help="do not apt-get install missing iperf3/openvpn/wireguard-go")
     parser.add_argument("--no-sweeps", action="store_true",
                         help="skip the MTU and parallel-stream sweeps")
     parser.add_argument("--no-notebooks", action="store_true",
@@ -55,6 +59,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.repeats < 1:
             raise TunlabError("--repeats must be at least 1", "for example --repeats 3")
         config.repeats = args.repeats
+    if args.busy_poll_usec is not None:
+        if not 0 < args.busy_poll_usec <= 1_000_000:
+            raise TunlabError("--busy-poll-usec must be between 1 and 1000000",
+                              "for example --busy-poll-usec 100")
+        config.busy_poll_usec = args.busy_poll_usec
     config.install = not args.no_install
     if args.no_notebooks:
         config.notebooks = False

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TunlabError
 from .lab import SeedLab
 from .tunnel import TunnelClient, TunnelEvent, TunnelServer
 
@@ -76,9 +77,10 @@ def run_demo(progress: Callable[[str], None] | None = None, trace: bool = True) 
             client = TunnelClient(lab.device("mytun"), server.address, namespace=lab.ns,
                                   record_packets=True)
             say("vpn-server attached to mytun2, listening on {}:{}".format(*server.address))
-            with client.start():
-                if not client.wait_until(lambda: client.connected and server.connected, 5):
-                    raise TimeoutError("the vpn-client could not connect to the vpn-server")
+            with client.start(timeout=5):  # returns connected, or raises TunlabError
+                if not server.wait_connected(5):
+                    raise TunlabError("the vpn-server did not take the vpn-client's connection",
+                                      "see the server's events for why it refused it")
                 say("vpn-client attached to mytun, connected to the server over TCP")
 
                 def inject() -> None:

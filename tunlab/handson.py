@@ -8,8 +8,10 @@ a loop that never returns cannot hang the notebook. Each check gives one line sa
 wrong (or what the kernel counted when it worked). The pure diagnosis of a result
 (:func:`diagnose_read`, :func:`diagnose_reply`) needs no root.
 
-Importing this module registers the exercises ``"09a"``, ``"09b"`` and ``"09c"`` with
-:mod:`tunlab.course`, so ``course.check("09b", make_reply, lesson)`` works as for other lessons.
+Importing this module registers the exercises ``"09a"``, ``"09b"``, ``"09c"`` and (from
+:mod:`tunlab.handson_loss`: a UDP tunnel loop, raced against the TCP one under loss) ``"09d"``
+with :mod:`tunlab.course`, so ``course.check("09b", make_reply, lesson)`` works as for other
+lessons.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ __all__ = [
     "Outcome", "TimeLimit", "Verdict", "Worker", "check_pump", "check_reader", "check_reply",
     "counter_panel", "diagnose_read", "diagnose_reply", "make_reply", "open_tun", "pump",
     "read_ping", "reference", "run_limited", "solution",
-]
+]  # and 09d's names from handson_loss, at the end
 
 PING_TARGET = "10.0.0.2"
 LAB_SOURCE = "10.0.0.1"
@@ -212,7 +214,7 @@ _REFERENCES: dict[str, Callable[..., Any]] = {"09a": read_ping, "09b": make_repl
 
 
 def reference(exercise: str) -> Callable[..., Any]:
-    """The reference solution of ``exercise`` ("09a", "09b" or "09c")."""
+    """The reference solution of ``exercise`` ("09a", "09b", "09c" or "09d")."""
     return _REFERENCES[exercise]
 
 
@@ -655,3 +657,19 @@ def counter_panel(lesson: Any, device: str = "mytun") -> Any:
             self.view.value = ""
 
     return CounterPanel()
+
+
+# -- 09d: the UDP tunnel and the race under loss (its own module; registers itself) -------------
+
+from . import handson_loss as _loss  # noqa: E402 - it uses the names above
+
+_LOSS_NAMES = frozenset({"Race", "TunnelRun", "check_udp_pump", "race", "race_tunnels",
+                         "udp_pump"})
+__all__ += sorted(_LOSS_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    # Looked up on use, not copied at import: either module may be imported first.
+    if name in _LOSS_NAMES:
+        return getattr(_loss, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,13 @@ from .errors import TunlabError
 
 KERNEL_NAME = "tunlab-nosudo"
 DISPLAY_NAME = "tunlab (no sudo)"
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--fork", "--kill-child"]
+# No --fork: unshare(1) enters the namespaces and execs the kernel in its own process, so the
+# kernel stays the child of the Jupyter client that launched it. ipykernel then notices when
+# that client dies (JPY_PARENT_PID is its parent) and exits with it, and the client's signals
+# (interrupt, terminate, kill) reach the kernel itself. With --fork, an unshare process that
+# ignores SIGTERM sat in between: a kernel whose client died ran on, holding its lab and the
+# client's stdout and stderr.
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount"]
 NETNS_DIR = Path("/run/netns")
 TUN_DEVICE = Path("/dev/net/tun")
 TUN_ENV = "TUNLAB_NOSUDO_TUN"
@@ -64,6 +70,9 @@ def install(user: bool = False, sys_prefix: bool = False, prefix: str | None = N
     if sys_prefix:
         prefix = sys.prefix
     with tempfile.TemporaryDirectory() as tmp:
+        # the spec directory is copied with its mode: 0700 (mkdtemp's) would hide a
+        # system-wide spec from every user but its installer
+        Path(tmp).chmod(0o755)
         (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_json(python), indent=1))
         try:
             where = KernelSpecManager().install_kernel_spec(
@@ -111,7 +120,8 @@ def _private_run() -> None:
 
 
 def _inside(connection_file: str) -> None:
-    """Inside the namespaces: check the transport, prepare /run/netns, become ipykernel."""
+    """Inside the namespaces: check the transport, prepare /run/netns, become ipykernel (same
+    process, so the client that launched unshare stays the kernel's parent)."""
     transport = json.loads(Path(connection_file).read_text()).get("transport", "tcp")
     if transport != "ipc":
         print(f"tunlab (no sudo): this kernel has its own network namespace, so a {transport} "

@@ -268,7 +268,8 @@ class TwoHostLab(_Lab):
     def start_tunnel(self, port: int = TUNNEL_PORT, record_packets: bool = False,
                      psk: bytes | None = None, fast: bool | tuple[bool, bool] = False,
                      ) -> tuple[TunnelServer, TunnelClient]:
-        """Server in ``b`` on 198.18.0.2:port, client in ``a``; returns once both are connected.
+        """Server in ``b`` on 198.18.0.2:port, client in ``a``; returns once both are connected
+        (TunlabError, both stopped, when they do not connect within 5 s).
 
         With ``psk`` both ends authenticate each other and seal every frame. ``fast`` opens
         the devices for the fast path: one flag for both, or ``(server, client)``.
@@ -282,10 +283,17 @@ class TwoHostLab(_Lab):
         client = TunnelClient(self.open_device(self.a, "tun0", vnet_hdr=client_fast),
                               (UNDERLAY[1], port),
                               namespace=self.a, record_packets=record_packets, psk=psk)
-        self.server, self.client = server.start(), client.start()
-        if not client.wait_until(lambda: client.connected and server.connected, timeout=5):
+        self.server = server.start()
+        try:
+            self.client = client.start(timeout=5)  # stops itself and raises if it cannot
+        except TunlabError:
             self.stop_tunnel()
-            raise TimeoutError("tunnel did not connect within 5 s")
+            raise
+        # The client is connected; the server takes it over a moment later, in its own thread.
+        if not server.wait_connected(timeout=5):
+            self.stop_tunnel()
+            raise TunlabError("the tunnel server did not take the connected client within 5 s",
+                              "see the server's events() for why it refused the client")
         return server, client
 
     def stop_tunnel(self) -> None:

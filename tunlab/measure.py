@@ -175,6 +175,147 @@ def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float =
     return {"throughput": throughput, "rtts": rtts}
 
 
+@dataclass(frozen=True)
+class AnnouncedMss:
+    """One TCP connection's MSS: the option in its SYN (tcpdump) and what ``ss -tin`` says it
+    sends per segment, with the MTU of the device the connection uses."""
+
+    path: str
+    device: str
+    mtu: int
+    syn_mss: int    # the MSS option of the SYN: the route's MTU - 40
+    mss: int        # ss's mss: payload per segment once TCP options (timestamps) take theirs
+    syn_line: str
+    ss_line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (recordings, claims)."""
+        return {"path": self.path, "device": self.device, "mtu": self.mtu,
+                "syn_mss": self.syn_mss, "mss": self.mss, "syn_line": self.syn_line,
+                "ss_line": self.ss_line}
+
+
+def _device_mtu(ns: Namespace, device: str) -> int:
+    return int(json.loads(ns.ip("-j", "link", "show", device))[0]["mtu"])
+
+
+def _ss_mss(ns: Namespace, target: str, port: int) -> tuple[int, str]:
+    text = ns.exec(["ss", "-tinH", "state", "established", "dst", f"{target}:{port}"]).stdout
+    line = " ".join(text.split())
+    for part in line.split():
+        if part.startswith("mss:"):
+            return int(part[4:]), line
+    raise TunlabError(f"ss shows no MSS for the connection to {target}:{port}: {text!r}",
+                      "is the tunnel running? lesson 08 starts it in its first cells")
+
+
+def _syn_capture(ns: Namespace, device: str, port: int,
+                 timeout: float) -> subprocess.Popen[str]:
+    # -Z root: tcpdump's default drop to user "tcpdump" does not exist in a user namespace.
+    capture = ns.popen(["tcpdump", "-Z", "root", "-nli", device, "-c", "1", "-v",
+                        f"tcp dst port {port} and tcp[tcpflags] == tcp-syn"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    assert capture.stderr is not None
+    while time.monotonic() < deadline:    # tcpdump says "listening on" once it captures
+        line = capture.stderr.readline()
+        if "listening on" in line or not line:
+            break
+    return capture
+
+
+def tcp_mss(ns: Namespace, server_ns: Namespace, target: str, device: str,
+            port: int = 5299, timeout: float = 3.0) -> tuple[int, int, str, str]:
+    """Open one TCP connection from ``ns`` over ``device`` to ``target`` (a listener in
+    ``server_ns``): ``(MSS option of its SYN, ss's mss, the SYN as tcpdump shows it, ss's
+    line)``."""
+    import re
+    import socket
+
+    def listen() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((target, port))
+        sock.listen(1)
+        return sock
+
+    listener = server_ns.run(listen)
+    capture = _syn_capture(ns, device, port, timeout)
+    try:
+        try:
+            client = ns.run(socket.create_connection, (target, port), timeout)
+        except OSError as exc:
+            raise TunlabError(f"no TCP connection to {target}:{port} in {timeout:g} s "
+                              f"({exc.strerror or exc})",
+                              "is the tunnel running? lesson 08 starts it in its first "
+                              "cells") from exc
+        try:
+            mss, ss_line = _ss_mss(ns, target, port)
+        finally:
+            client.close()
+        try:
+            out, _ = capture.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out = ""
+        syn = " ".join(out.split())
+        found = re.search(r"\bmss (\d+)", syn)
+        if not found:
+            raise TunlabError(f"tcpdump saw no SYN with an MSS option on {device}: {out!r}",
+                              "is tcpdump installed? (apt-get install tcpdump)")
+        return int(found.group(1)), mss, syn, ss_line
+    finally:
+        stop_process(capture)
+        listener.close()
+
+
+def announced_mss(lab: Any, tunnel_mtus: Sequence[int] = (1400, 9000)) -> list[AnnouncedMss]:
+    """The MSS a's SYN announces and the segment size ss reports, over the underlay (veth0)
+    and through the tunnel (tun0) at each of ``tunnel_mtus``. The tunnel must be running;
+    tun0's MTU is put back afterwards."""
+    rows = [AnnouncedMss("underlay", "veth0", _device_mtu(lab.a, "veth0"),
+                         *tcp_mss(lab.a, lab.b, "198.18.0.2", "veth0"))]
+    old = _device_mtu(lab.a, "tun0")
+    try:
+        for mtu in tunnel_mtus:
+            for ns in (lab.a, lab.b):
+                ns.ip("link", "set", "tun0", "mtu", str(mtu))
+            rows.append(AnnouncedMss("tunnel", "tun0", mtu,
+                                     *tcp_mss(lab.a, lab.b, "10.9.0.2", "tun0")))
+    finally:
+        for ns in (lab.a, lab.b):
+            ns.ip("link", "set", "tun0", "mtu", str(old))
+    return rows
+
+
+def describe_mss(rows: Sequence[AnnouncedMss | dict[str, Any]]) -> str:
+    """A table of :func:`announced_mss` (live rows or their recording)."""
+    lines = [f"{'path':9} {'device':7} {'MTU':>6} {'MSS in SYN':>11} {'ss mss':>7}"]
+    for row in rows:
+        r = row.to_dict() if isinstance(row, AnnouncedMss) else row
+        lines.append(f"{r['path']:9} {r['device']:7} {r['mtu']:>6} {r['syn_mss']:>11} "
+                     f"{r['mss']:>7}")
+    return "\n".join(lines)
+
+
+def loss_summary(loss: dict[str, Any]) -> dict[str, float]:
+    """What lesson 08 says about a :func:`loss_experiment` (live or recorded): echoes lost and
+    the slowest echo per path over every loss rate, and the share of its loss-free throughput
+    each path kept at 5 % loss."""
+    def echoes(prefix: str) -> list[float | None]:
+        return [r for name, values in loss["rtts"].items() if name.startswith(prefix)
+                for r in values]
+
+    def kept_at_5(name: str) -> float:
+        rates = {float(rate): mbps for rate, mbps in loss["throughput"][name]}
+        return rates[5.0] / rates[0.0] if rates.get(0.0) else 0.0
+
+    tunnel, direct = echoes("TCP in the tunnel"), echoes("direct")
+    return {"tunnel_lost": tunnel.count(None), "direct_lost": direct.count(None),
+            "tunnel_max_ms": max((r for r in tunnel if r is not None), default=0.0),
+            "tunnel_kept_at_5": kept_at_5("TCP in the tunnel"),
+            "direct_kept_at_5": kept_at_5("direct TCP (underlay)")}
+
+
 def compare_paths(lab: Any, seconds: float = 1.5) -> dict[str, float]:
     """iperf3 Mbit/s: directly over the underlay veth, and through the tunnel (running)."""
     return {"direct veth (underlay)": lab_iperf3(lab, "198.18.0.2", seconds),

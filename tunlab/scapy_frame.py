@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .doctor import in_user_namespace
 
 logging.getLogger("scapy").setLevel(logging.ERROR)
 
@@ -221,6 +224,30 @@ class Capture:
         return list(rdpcap(str(self.path)))
 
 
+def capture_command(interface: str, path: str, bpf: str) -> list[str]:
+    """The command that captures ``interface`` into ``path``: tcpdump, as fits this process.
+
+    As root, plain tcpdump (it drops privileges to its own user, as packaged). Inside a user
+    namespace (the "tunlab (no sudo)" kernel) that user is not mapped, so the savefile cannot
+    be handed to it: ``tcpdump -Z root`` keeps root, which is the participant's own account
+    there. Where the namespace denies setgroups(2), as ``unshare --map-root-user`` must, even
+    ``-Z root`` fails, and :mod:`tunlab.pcapture` captures the same pcap instead.
+    """
+    options = ["-i", interface, "-w", path, *bpf.split()]
+    if not in_user_namespace():
+        return ["tcpdump", "-U", "-n", "-s", "0", *options]
+    if _setgroups_denied():
+        return [sys.executable, "-m", "tunlab.pcapture", *options]
+    return ["tcpdump", "-Z", "root", "-U", "-n", "-s", "0", *options]
+
+
+def _setgroups_denied(path: Path = Path("/proc/self/setgroups")) -> bool:
+    try:
+        return path.read_text().strip() == "deny"
+    except OSError:
+        return False
+
+
 @contextmanager
 def capture(ns: Any, interface: str = "lo", bpf: str = "tcp", path: str | None = None,
             timeout: float = 30.0) -> Iterator[Capture]:
@@ -234,8 +261,8 @@ def capture(ns: Any, interface: str = "lo", bpf: str = "tcp", path: str | None =
         fd, path = tempfile.mkstemp(prefix="tunlab-", suffix=".pcap")
         os.close(fd)
     target = Path(path)
-    process = ns.popen(["timeout", str(int(timeout)), "tcpdump", "-i", interface, "-U", "-n",
-                        "-s", "0", "-w", str(target), *bpf.split()],
+    process = ns.popen(["timeout", str(int(timeout)), *capture_command(interface, str(target),
+                                                                       bpf)],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cap = Capture(target, process)
     try:

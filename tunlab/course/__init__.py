@@ -46,6 +46,8 @@ from .lesson import CommandOutput as CommandOutput
 from .lesson import Lesson, kernel_log, presenter, start
 from .lesson import current_lesson as current_lesson
 from .lesson import lesson_of as lesson_of
+from .recording import from_jsonable as from_jsonable
+from .recording import to_jsonable as to_jsonable
 
 # Names that need ipywidgets, and the module that defines each: imported on first use.
 _LAZY = {

@@ -282,7 +282,7 @@ def _header_bytes(answer: Any) -> bytes:
 
 
 def _judge_header(header: bytes) -> Judgement:
-    from .. import framing
+    from ..proto import framing
 
     if _matches("03", header.hex()):
         return True, ("54 4c is the magic `TL`, 01 the version, 02 the type DATA, and "

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import recorded_evidence
 from ..privileges import is_privileged
 from .cleanup import register_cleanup, unregister_cleanup
 from .display import _display, _html
@@ -250,6 +251,8 @@ class Lesson:
             value = fn()
             if recording_enabled():
                 self._recording[key] = to_jsonable(value)
+            if key in self._recorded:  # no tracefs here (no-sudo kernel): a root run's, labelled
+                value = recorded_evidence.beside(value, from_jsonable(self._recorded[key]))
             return value
         if key in self._recorded:
             return from_jsonable(self._recorded[key])

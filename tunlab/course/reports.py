@@ -29,6 +29,9 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
     if reasons:
         parts.append(" drop reason: " + ", ".join(
             f'<code class="tunlab-reason">{html.escape(r)}</code>' for r in reasons))
+    elif report.get("recorded_drop_reasons"):  # no tracefs here: a root run's, labelled
+        parts.append(" drop reason <i>(recorded on a root run, not traced here)</i>: " + ", ".join(
+            f"<code>{html.escape(str(r))}</code>" for r in report["recorded_drop_reasons"]))
     if report.get("recorded"):
         parts.append(f' <span {css("warning")}>(recorded example, no root here)</span>')
     if elapsed is not None:
@@ -37,6 +40,9 @@ def fate_html(report: Mapping[str, Any], elapsed: float | None = None) -> str:
     martians = list(report.get("martian_log") or [])
     if martians:
         rows.append("<div><b>kernel log:</b>" + pre("\n".join(martians)) + "</div>")
+    elif report.get("recorded_martian_log"):
+        rows.append("<div><b>kernel log</b> <i>(recorded on a root run, not readable here)</i>:"
+                    + pre("\n".join(report["recorded_martian_log"])) + "</div>")
     elif "martian line" in (report.get("missing_evidence") or {}):
         rows.append("<div><b>kernel log:</b> no line this time: the kernel rate-limits martian "
                     "messages (10 per 5 s, machine-wide) and suppressed it</div>")
@@ -79,6 +85,11 @@ def fate_table(results: Sequence[Sequence[Any]]) -> w.HTML:
         verdict = str(report.get("verdict", "?"))
         reasons = ", ".join(report.get("drop_reasons") or []) or "—"
         martian = "<br>".join(html.escape(m) for m in report.get("martian_log") or []) or "—"
+        if report.get("recorded_drop_reasons") and reasons == "—":  # labelled: not traced here
+            reasons = ", ".join(report["recorded_drop_reasons"]) + " (recorded)"
+        if report.get("recorded_martian_log") and martian == "—":
+            martian = "<br>".join(html.escape(m) for m in report["recorded_martian_log"]) + \
+                " <i>(recorded)</i>"
         rows.append(f"<tr><td><code>{html.escape(str(label))}</code></td>"
                     f"<td>{badge(verdict)}</td>"
                     f"<td><code>{html.escape(reasons)}</code></td><td>{martian}</td></tr>")

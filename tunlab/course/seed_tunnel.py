@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..errors import TunlabError
 from .cleanup import register_cleanup, unregister_cleanup
 
 
@@ -59,10 +60,10 @@ class SeedTunnel:
 
         lab = self.lesson.lab
         self.client = TunnelClient(lab.device("mytun"), self.server.address, namespace=lab.ns,
-                                   record_packets=True).start()
-        if not self.client.wait_until(lambda: self.client.connected and self.server.connected,
-                                      5):
-            raise TimeoutError("the vpn-client could not connect to the vpn-server in 5 s")
+                                   record_packets=True).start(timeout=5)
+        if not self.server.wait_connected(5):
+            raise TunlabError("the vpn-server did not take the vpn-client's connection in 5 s",
+                              "run the cell again; the server's events say why it refused")
 
     @property
     def running(self) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import drops, nfttrace, packets
+from ..doctor import in_user_namespace
 from ..errors import EnvironmentProblem, TunlabError
 from ..lab import SEED_DEVICES, UPLINK, SeedLab
 from ..netns import Namespace
@@ -165,7 +166,8 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
             evidence.append(Evidence.TRACEFS)
         except (EnvironmentProblem, OSError) as exc:
             tracing = f"unavailable: {exc}"
-            missing["tracefs"] = str(exc)
+            missing["tracefs"] = (f"tracefs belongs to the host, out of this user namespace's "
+                                  f"reach ({exc})" if in_user_namespace() else str(exc))
     else:
         tracing = "off"
         missing["tracefs"] = "tracing was turned off for this run"
@@ -183,7 +185,9 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
         if martians.available:
             evidence.append(Evidence.KERNEL_LOG)
         else:
-            missing["kernel log"] = "/dev/kmsg cannot be read here (needs CAP_SYSLOG)"
+            missing["kernel log"] = (
+                "the kernel log belongs to the host, out of this user namespace's reach"
+                if in_user_namespace() else "/dev/kmsg cannot be read here (needs CAP_SYSLOG)")
     finally:
         if tracer is not None:
             tracer.stop()
@@ -264,7 +268,10 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
         else:
             verdict = _verdict_from_counters(counters, version, forwarded_via, captured)
     else:
-        verdict = _verdict_from_counters(counters, version, forwarded_via, captured)
+        # Without tracing, what crossed lo (a tunnel's own TCP, in the demo and lesson 06) must
+        # not pass for the packet's delivery: the packet itself came in through a TUN device.
+        loopback = counters.get("lo.rx_packets", 0) if version == 4 else 0
+        verdict = _verdict_from_counters(counters, version, forwarded_via, captured, loopback)
     return FateReport(verdict=verdict, drop_reasons=reasons, martian_log=martian_lines,
                       replies=replies, counters=counters, drop_locations=sites,
                       reply_drops=[DropSite(d.reason, d.location) for d in obs.other_drops
@@ -276,9 +283,9 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
                       missing_evidence=missing, tracing=obs.tracing)
 
 
-def _delivered_by_counters(counters: dict[str, int], version: int) -> bool:
+def _delivered_by_counters(counters: dict[str, int], version: int, loopback: int = 0) -> bool:
     key = "Ip6InDelivers" if version == 6 else "IpInDelivers"
-    return counters.get(key, 0) > 0 and not counter_drops(counters)
+    return counters.get(key, 0) - loopback > 0 and not counter_drops(counters)
 
 
 def counter_drops(counters: dict[str, int]) -> list[str]:
@@ -287,14 +294,16 @@ def counter_drops(counters: dict[str, int]) -> list[str]:
 
 
 def _verdict_from_counters(counters: dict[str, int], version: int,
-                           forwarded_via: str | None, captured: bool = False) -> Verdict:
+                           forwarded_via: str | None, captured: bool = False,
+                           loopback: int = 0) -> Verdict:
     """The verdict without drop reasons: what the counters and captures prove.
 
     ``captured``: the lab read every device the packet could leave by, so a forwarded packet
     must have been seen leaving; IpForwDatagrams alone counts it before the forward hook's
-    firewall and the way out have had their say.
+    firewall and the way out have had their say. ``loopback``: packets that crossed lo
+    meanwhile (each one received and delivered, none of them the packet judged).
     """
-    received = counters.get("Ip6InReceives" if version == 6 else "IpInReceives", 0)
+    received = counters.get("Ip6InReceives" if version == 6 else "IpInReceives", 0) - loopback
     forwarded = counters.get("Ip6OutForwDatagrams" if version == 6 else "IpForwDatagrams", 0)
     if forwarded_via:
         return Verdict.FORWARDED
@@ -304,9 +313,9 @@ def _verdict_from_counters(counters: dict[str, int], version: int,
         return Verdict.DROPPED
     if forwarded:
         return Verdict.DROPPED if captured else Verdict.FORWARDED
-    if _delivered_by_counters(counters, version):
+    if _delivered_by_counters(counters, version, loopback):
         return Verdict.DELIVERED
-    if received:
+    if received > 0:
         # It arrived, and was neither delivered nor forwarded: the kernel dropped it, at a
         # place that counts nothing in this namespace (martian sources count only in the
         # machine-wide rt_cache statistics).

@@ -39,6 +39,13 @@ def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
         return fd
 
     fd = ns.run(attach)
+    # Attaching turns the carrier on, but the kernel activates the device's queue a moment
+    # later (linkwatch): a ping sent before that is silently dropped. Its operstate turns
+    # from DOWN in the same step.
+    for _ in range(50):
+        if " state DOWN " not in ns.ip("-o", "link", "show", device, check=False):
+            break
+        time.sleep(0.02)
     ping = ns.popen(["ping", "-c1", "-W1", "-s", str(size), target],
                     stdout=-3, stderr=-3)  # subprocess.DEVNULL
     try:

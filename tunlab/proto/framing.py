@@ -14,8 +14,8 @@ JSON payload lists features (offloads, authentication, ...) so that later versio
 negotiate what both ends understand. A DATA payload must be a whole IPv4/IPv6 packet whose own
 header claims exactly the payload's length; anything else is rejected *before* it could reach a
 TUN device. Authentication and encryption with a pre-shared key are layered above this codec
-(:mod:`tunlab.secure`, driven by :mod:`tunlab.protocol`) in the extension frame types: a sealed
-frame is opened there and its inner frame goes through the same checks here
+(:mod:`tunlab.proto.crypto`, driven by :mod:`tunlab.proto.session`) in the extension frame
+types: a sealed frame is opened there and its inner frame goes through the same checks here
 (:meth:`Decoder.frame_event`).
 
 Errors come in two kinds. A bad DATA payload or an unknown frame type is a
@@ -30,10 +30,10 @@ import json
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any
 
-from .ippacket import ip_packet_problem
+from ..ippacket import ip_packet_problem
 
 MAGIC = b"TL"
 VERSION = 1
@@ -59,10 +59,51 @@ class FrameType(IntEnum):
     GSO_DATA = 3  # virtio-net header (10 bytes) + IP (super-)packet, for offload-capable peers
     KEEPALIVE = 4
     CLOSE = 5
-    # 0x10-0x1f belong to extensions layered above this codec: tunlab.secure uses 0x10 (AUTH,
+    # 0x10-0x1f belong to extensions layered above this codec: tunlab.proto.crypto uses 0x10 (AUTH,
     # the key proof) and 0x11 (SEALED, an encrypted and authenticated inner frame).
     EXTENSION_FIRST = 0x10
     EXTENSION_LAST = 0x1F
+
+
+class RejectReason(str, Enum):
+    """Why a frame, a stream or a connection was refused: one name for each rule a peer can
+    break, shared by the codec, the session and the endpoints. The value is what statistics
+    count and logs print (it compares and hashes as that string)."""
+
+    # One frame dropped, the stream goes on (FrameRejected).
+    NOT_IP = "not_ip"
+    GSO_NOT_NEGOTIATED = "gso_not_negotiated"
+    BAD_HELLO = "bad_hello"
+    UNKNOWN_TYPE = "unknown_type"
+    UNEXPECTED_EXTENSION = "unexpected_extension"
+    # The stream is unusable (ProtocolError): framing.
+    BAD_MAGIC = "bad_magic"
+    BAD_VERSION = "bad_version"
+    TOO_LARGE = "too_large"
+    TRUNCATED = "truncated"
+    # The stream is unusable: the session's rules.
+    NO_HELLO = "no_hello"
+    BAD_ROLE = "bad_role"
+    DUPLICATE_HELLO = "duplicate_hello"
+    PEER_CLOSED = "peer_closed"
+    AUTH_FAILED = "auth_failed"
+    UNSEALED = "unsealed"
+    BAD_INNER = "bad_inner"
+    FORGED = "forged"
+    REPLAYED = "replayed"
+    REORDERED = "reordered"
+    # The connection or one packet, refused by an endpoint.
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    CLOSED_IN_HANDSHAKE = "closed_in_handshake"
+    SOCKET_ERROR = "socket_error"
+    TOO_MANY_PENDING = "too_many_pending"
+    UNSENDABLE = "unsendable"
+    BAD_OFFLOAD = "bad_offload"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__
 
 
 @dataclass(frozen=True)
@@ -115,7 +156,7 @@ class ExtensionFrame:
 class FrameRejected:
     """One frame dropped; the stream stays usable."""
 
-    reason: str
+    reason: RejectReason
     detail: str
 
 
@@ -123,7 +164,7 @@ class FrameRejected:
 class ProtocolError:
     """The stream is unusable from here on; close the connection."""
 
-    reason: str
+    reason: RejectReason
     detail: str
 
 
@@ -247,7 +288,7 @@ class DecoderStats:
     frames: int = 0
     packets: int = 0
     packet_bytes: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[RejectReason] = field(default_factory=Counter)
 
 
 class Decoder:
@@ -273,7 +314,7 @@ class Decoder:
         self.failed: ProtocolError | None = None
         self._buffer = bytearray()
         self._only: int | None = None
-        self._only_error: tuple[str, str] = ("", "")
+        self._only_error: tuple[RejectReason, str] = (RejectReason.UNSEALED, "")
         self.pause_after: frozenset[int] = frozenset()
         self.paused = False
 
@@ -284,7 +325,7 @@ class Decoder:
         self.stats.rejected[error.reason] += 1
         self._buffer.clear()
 
-    def only_accept(self, frame_type: int, reason: str, detail: str) -> None:
+    def only_accept(self, frame_type: int, reason: RejectReason, detail: str) -> None:
         """From now on, a frame of any other type than ``frame_type`` is a
         ``ProtocolError(reason, detail + " (got frame type N)")``, found from its header."""
         self._only = frame_type
@@ -374,14 +415,14 @@ class Decoder:
             if frame_type == FrameType.GSO_DATA:
                 if length <= VNET_HDR_SIZE:
                     rejections.append(self._reject(
-                        "not_ip", "GSO frame shorter than its virtio-net header"))
+                        RejectReason.NOT_IP, "GSO frame shorter than its virtio-net header"))
                     continue
                 header, packet = view[start:start + VNET_HDR_SIZE], view[start + VNET_HDR_SIZE:end]
             else:
                 header, packet = None, view[start:end]
             problem = ip_packet_problem(packet)
             if problem:
-                rejections.append(self._reject("not_ip", problem))
+                rejections.append(self._reject(RejectReason.NOT_IP, problem))
                 continue
             stats.packets += 1
             stats.packet_bytes += len(packet)
@@ -391,18 +432,20 @@ class Decoder:
     def _check_header(self, magic: bytes, version: int, frame_type: int,
                       length: int) -> ProtocolError | None:
         if magic != MAGIC:
-            return ProtocolError("bad_magic", f"stream starts with {magic.hex()} not 544c ('TL')")
+            return ProtocolError(RejectReason.BAD_MAGIC,
+                                 f"stream starts with {magic.hex()} not 544c ('TL')")
         if version != VERSION:
-            return ProtocolError("bad_version", f"peer speaks version {version}, we {VERSION}")
+            return ProtocolError(RejectReason.BAD_VERSION,
+                                 f"peer speaks version {version}, we {VERSION}")
         if length > self.max_payload:
-            return ProtocolError("too_large",
+            return ProtocolError(RejectReason.TOO_LARGE,
                                  f"frame claims {length} bytes, limit is {self.max_payload}")
         if self._only is not None and frame_type != self._only:
             reason, detail = self._only_error
             return ProtocolError(reason, f"{detail} (got frame type {frame_type})")
         return None
 
-    def _reject(self, reason: str, detail: str) -> FrameRejected:
+    def _reject(self, reason: RejectReason, detail: str) -> FrameRejected:
         self.stats.rejected[reason] += 1
         return FrameRejected(reason, detail)
 
@@ -410,34 +453,36 @@ class Decoder:
         """The event for one complete frame, with every payload check (and stats) applied.
 
         Public so that a layer which unwraps frames (the sealed frames of
-        :mod:`tunlab.secure`) puts the inner frame through exactly the same validation.
+        :mod:`tunlab.proto.crypto`) puts the inner frame through exactly the same validation.
         """
         if frame_type == FrameType.DATA:
             problem = ip_packet_problem(payload)
             if problem:
-                return self._reject("not_ip", problem)
+                return self._reject(RejectReason.NOT_IP, problem)
             self.stats.packets += 1
             self.stats.packet_bytes += len(payload)
             return PacketReceived(payload)
         if frame_type == FrameType.GSO_DATA:
             if not self.accept_gso:
-                return self._reject("gso_not_negotiated", "a GSO_DATA frame, but super-packets "
-                                    f"were not negotiated ({VNET_FEATURE} missing on one side)")
+                return self._reject(RejectReason.GSO_NOT_NEGOTIATED,
+                                    "a GSO_DATA frame, but super-packets were not negotiated "
+                                    f"({VNET_FEATURE} missing on one side)")
             if len(payload) <= VNET_HDR_SIZE:
-                return self._reject("not_ip", "GSO frame shorter than its virtio-net header")
+                return self._reject(RejectReason.NOT_IP,
+                                    "GSO frame shorter than its virtio-net header")
             packet = payload[VNET_HDR_SIZE:]
             problem = ip_packet_problem(packet)
             if problem:
-                return self._reject("not_ip", problem)
+                return self._reject(RejectReason.NOT_IP, problem)
             self.stats.packets += 1
             self.stats.packet_bytes += len(packet)
             return PacketReceived(packet, payload[:VNET_HDR_SIZE])
         if frame_type == FrameType.HELLO:
             if len(payload) > MAX_HELLO:
-                return self._reject("bad_hello", f"hello of {len(payload)} bytes")
+                return self._reject(RejectReason.BAD_HELLO, f"hello of {len(payload)} bytes")
             hello = _parse_hello(payload)
             if isinstance(hello, str):
-                return self._reject("bad_hello", hello)
+                return self._reject(RejectReason.BAD_HELLO, hello)
             return HelloReceived(hello, payload)
         if frame_type == FrameType.KEEPALIVE:
             return KeepaliveReceived()
@@ -445,4 +490,4 @@ class Decoder:
             return CloseReceived(printable_reason(payload))
         if FrameType.EXTENSION_FIRST <= frame_type <= FrameType.EXTENSION_LAST:
             return ExtensionFrame(frame_type, payload)
-        return self._reject("unknown_type", f"frame type {frame_type}")
+        return self._reject(RejectReason.UNKNOWN_TYPE, f"frame type {frame_type}")

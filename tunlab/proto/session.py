@@ -12,12 +12,13 @@ packets. :attr:`Session.authenticated` is False so that a front end can say so.
 
 *With a pre-shared key* (``psk=...``) the HELLOs carry fresh nonces, the client proves the key
 with an AUTH frame, the server checks it and proves the key back, and only then is the session
-established; every later frame is sealed with ChaCha20-Poly1305 under per-connection,
-per-direction keys (see :mod:`tunlab.secure` for the details). A peer without the key, with
-another key, or without a key while we have one, ends in ``ProtocolError("auth_failed", ...)``
-and never produces a :class:`~tunlab.framing.PacketReceived`.
+established; every later frame is sealed with the negotiated AEAD (AES-256-GCM or
+ChaCha20-Poly1305) under per-connection, per-direction keys (see :mod:`tunlab.proto.crypto` for
+the details). A peer without the key, with another key, or without a key while we have one,
+ends in ``ProtocolError("auth_failed", ...)`` and never produces a
+:class:`~tunlab.proto.framing.PacketReceived`.
 
-After a :class:`~tunlab.framing.ProtocolError` the session refuses further input, and
+After a :class:`~tunlab.proto.framing.ProtocolError` the session refuses further input, and
 :meth:`Session.data_to_send` holds a CLOSE frame telling the peer why (best effort).
 """
 
@@ -26,9 +27,12 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from . import framing, secure
+from ..ippacket import ip_packet_problem
+from . import crypto, framing
+from .crypto import PSK_FEATURE, SecureFrameType
 from .framing import (
     CloseReceived,
     Event,
@@ -40,14 +44,62 @@ from .framing import (
     KeepaliveReceived,
     PacketReceived,
     ProtocolError,
+    RejectReason,
 )
-from .ippacket import ip_packet_problem
-from .secure import PSK_FEATURE, SecureFrameType
 
 _PEER_ROLE = {"client": "server", "server": "client"}
 # Inner frame types a sealed frame may carry.
 _SEALABLE = (FrameType.DATA, FrameType.GSO_DATA, FrameType.KEEPALIVE, FrameType.CLOSE)
 _REASON = re.compile(r"^([a-z_]{1,32}): (.*)$", re.DOTALL)
+
+
+class State(Enum):
+    """Where one side of a connection is; :data:`TRANSITIONS` says how it moves on."""
+
+    IDLE = "idle"                # nothing sent or received yet
+    HELLO_SENT = "hello sent"    # our HELLO is queued; waiting for the peer's
+    PROVING = "proving"          # keyed: both HELLOs seen; waiting for the peer's key proof
+    ESTABLISHED = "established"  # packets flow in the clear (the teaching mode)
+    SEALED = "sealed"            # packets flow, every frame sealed (both proved the key)
+    FAILED = "failed"            # a ProtocolError ended the session; no further input
+
+
+class Trigger(Enum):
+    """What moves a session from one state to the next."""
+
+    INITIATE = "initiate"        # our HELLO is queued
+    CLEAR_HELLO = "clear hello"  # the peer's HELLO, and neither side holds a key
+    KEYED_HELLO = "keyed hello"  # the peer's HELLO, and both hold a key
+    PROOF = "proof"              # the peer proved the key
+    FAIL = "fail"                # a rule was broken (by either side) or the peer hung up
+
+
+# The only moves a session makes (h11's style: the states are data, not flags). Anything not
+# listed is a bug in the session and raises SessionStateError.
+TRANSITIONS: dict[State, dict[Trigger, State]] = {
+    State.IDLE: {Trigger.INITIATE: State.HELLO_SENT, Trigger.FAIL: State.FAILED},
+    State.HELLO_SENT: {Trigger.CLEAR_HELLO: State.ESTABLISHED,
+                       Trigger.KEYED_HELLO: State.PROVING, Trigger.FAIL: State.FAILED},
+    State.PROVING: {Trigger.PROOF: State.SEALED, Trigger.FAIL: State.FAILED},
+    State.ESTABLISHED: {Trigger.FAIL: State.FAILED},
+    State.SEALED: {Trigger.FAIL: State.FAILED},
+    State.FAILED: {},
+}
+
+
+_ESTABLISHED_STATES = frozenset({State.ESTABLISHED, State.SEALED})
+
+
+class SessionStateError(RuntimeError):
+    """The session was asked to make a move its transition table does not allow (a bug in the
+    caller or the session, never something a peer can cause)."""
+
+    def __init__(self, role: str, state: State, trigger: Trigger) -> None:
+        allowed = ", ".join(t.name for t in TRANSITIONS[state]) or "none"
+        super().__init__(f"{role} session: {trigger.name} is not allowed in state "
+                         f"{state.name} (allowed there: {allowed})")
+        self.state = state
+        self.trigger = trigger
 
 
 @dataclass(frozen=True)
@@ -79,7 +131,7 @@ def _describe(event: Event) -> str:
 class Session:
     """One side of one tunnel connection, before and after the handshake.
 
-    ``psk`` (16 to 4096 bytes, see :func:`tunlab.secure.load_psk`) turns on mutual
+    ``psk`` (16 to 4096 bytes, see :func:`tunlab.proto.crypto.load_psk`) turns on mutual
     authentication and encryption; without it the session runs in the unauthenticated
     teaching mode and refuses a peer that demands a key.
     """
@@ -90,7 +142,7 @@ class Session:
         if role not in _PEER_ROLE:
             raise ValueError("role is 'client' or 'server'")
         if psk is not None:
-            secure.check_psk(psk)
+            crypto.check_psk(psk)
             psk = bytes(psk)
         self.role = role
         self.peer_role = _PEER_ROLE[role]
@@ -98,31 +150,48 @@ class Session:
         # A feature means "I have and demand a key"; it is offered exactly when we hold one.
         offered = set(features) - {PSK_FEATURE}
         self.info = dict(info or {})
-        self.info.pop(secure.NONCE_INFO_KEY, None)
+        self.info.pop(crypto.NONCE_INFO_KEY, None)
+        self.info.pop(crypto.CIPHERS_INFO_KEY, None)
         self._nonce = b""
         if psk is not None:
             offered.add(PSK_FEATURE)
-            self._nonce = secrets.token_bytes(secure.NONCE_SIZE)
-            self.info[secure.NONCE_INFO_KEY] = self._nonce.hex()
+            self._nonce = secrets.token_bytes(crypto.NONCE_SIZE)
+            self.info[crypto.NONCE_INFO_KEY] = self._nonce.hex()
+            self.info[crypto.CIPHERS_INFO_KEY] = [c.value for c in crypto.preferred_ciphers()]
+        # The AEAD both sides seal with, once the HELLOs crossed (keyed sessions only).
+        self.cipher: crypto.Cipher | None = None
         self.offered = frozenset(offered)
         self.decoder = framing.Decoder(max_payload, accept_gso=False)
         self.decoder.pause_after = frozenset({FrameType.HELLO})
         self.peer: Hello | None = None
         self.features: frozenset[str] = frozenset()
         self._outgoing = bytearray()
-        self._started = False
-        self._established = False
+        self.state = State.IDLE
+        self.failed_in: State | None = None  # the state a ProtocolError ended the session in
         self._hello_payload = b""
         self._transcript = b""
-        self._keys: secure.SessionKeys | None = None
-        self._sealer: secure.Sealer | None = None
-        self._opener: secure.Opener | None = None
+        self._keys: crypto.SessionKeys | None = None
+        self._sealer: crypto.Sealer | None = None
+        self._opener: crypto.Opener | None = None
 
     # -- state ------------------------------------------------------------------------------
+    def move(self, trigger: Trigger) -> State:
+        """Take the transition ``trigger`` from the current state (see :data:`TRANSITIONS`);
+        raise :class:`SessionStateError`, changing nothing, if there is none."""
+        try:
+            new = TRANSITIONS[self.state][trigger]
+        except KeyError:
+            raise SessionStateError(self.role, self.state, trigger) from None
+        if new is State.FAILED:
+            self.failed_in = self.state
+        self.state = new
+        return new
+
     @property
     def established(self) -> bool:
-        """True once packets may flow (after the peer's HELLO, and its key proof with a PSK)."""
-        return self._established
+        """True once packets may flow (after the peer's HELLO, and its key proof with a PSK);
+        it stays True after a later failure."""
+        return (self.failed_in or self.state) in _ESTABLISHED_STATES
 
     @property
     def authenticated(self) -> bool:
@@ -144,9 +213,9 @@ class Session:
 
     # -- sending ------------------------------------------------------------------------------
     def initiate(self) -> None:
-        """Queue our HELLO. Call once, before anything else is sent."""
-        if not self._started:
-            self._started = True
+        """Queue our HELLO. Call once, before anything else is sent (later calls do nothing)."""
+        if self.state is State.IDLE:
+            self.move(Trigger.INITIATE)
             frame = framing.encode_hello(Hello(self.role, self.offered, self.info))
             self._hello_payload = frame[framing.HEADER_SIZE:]
             self._outgoing += frame
@@ -161,11 +230,12 @@ class Session:
                       vnet_header: bytes | None = None) -> bytes:
         """The bytes that carry one IP packet (with its virtio-net header, if any) to the peer.
 
-        Sealed when the session is authenticated. Raises :class:`~tunlab.framing.EncodeError`
-        for something that cannot be sent (including a virtio-net header when both sides did
-        not offer ``vnet_hdr``) and RuntimeError before the handshake finished.
+        Sealed when the session is authenticated. Raises
+        :class:`~tunlab.proto.framing.EncodeError` for something that cannot be sent (including
+        a virtio-net header when both sides did not offer ``vnet_hdr``) and RuntimeError before
+        the handshake finished.
         """
-        if not self._established:
+        if not self.established:
             raise RuntimeError("handshake not finished")
         if vnet_header is not None and framing.VNET_FEATURE not in self.features:
             raise framing.EncodeError("super-packets were not negotiated with this peer")
@@ -203,7 +273,7 @@ class Session:
         while decoder.failed is None:
             decoded = decoder.feed(data)
             data = b""
-            if self._established and self._opener is None and not decoder.paused:
+            if self.state is State.ESTABLISHED and not decoder.paused:
                 # The clear mode's data path: packets need nothing more than the decoder did.
                 for event in decoded:
                     if type(event) is not PacketReceived:
@@ -211,7 +281,8 @@ class Session:
                 else:
                     return [*events, *decoded]
             for event in decoded:
-                if isinstance(event, ProtocolError):
+                if isinstance(event, ProtocolError):  # the decoder failed (and counted it)
+                    self.move(Trigger.FAIL)
                     events.append(event)
                     self._queue_close(event)
                     break
@@ -230,11 +301,11 @@ class Session:
 
         In the clear mode, after the handshake, the leading DATA/GSO_DATA frames come back as
         ``(packet, vnet_header)`` views into ``data`` (valid until ``data`` changes; see
-        :meth:`tunlab.framing.Decoder.feed_packets`) with the same checks; everything else,
+        :meth:`tunlab.proto.framing.Decoder.feed_packets`) with the same checks; everything else,
         and every sealed session, goes through :meth:`receive` into ``events``, in order after
         the packets.
         """
-        if self._established and self._opener is None:
+        if self.state is State.ESTABLISHED:
             cut = self.decoder.feed_packets(data)
             if cut is not None:
                 packets, events, rest = cut
@@ -247,20 +318,22 @@ class Session:
         """The peer closed its side: a ``truncated`` error if it stopped inside a frame."""
         if self.decoder.failed is not None or not self.decoder.buffered:
             return []
-        return [self._fail("truncated", f"stream ended inside a frame ({self.decoder.buffered} "
-                           "bytes discarded)", notify=False)]
+        return [self._fail(
+            RejectReason.TRUNCATED,
+            f"stream ended inside a frame ({self.decoder.buffered} bytes discarded)", notify=False)]
 
     def _handle(self, event: Event) -> list[SessionEvent]:
-        if not self._established:
-            if self.peer is None:
-                return self._before_hello(event)
+        state = self.state
+        if state in (State.IDLE, State.HELLO_SENT):
+            return self._before_hello(event)
+        if state is State.PROVING:
             return self._before_proof(event)
-        if self._opener is not None:
+        if state is State.SEALED:
             return self._open(event)
         if isinstance(event, HelloReceived):
-            return [self._fail("duplicate_hello", "peer sent a second HELLO")]
+            return [self._fail(RejectReason.DUPLICATE_HELLO, "peer sent a second HELLO")]
         if isinstance(event, ExtensionFrame):
-            return [self._reject("unexpected_extension",
+            return [self._reject(RejectReason.UNEXPECTED_EXTENSION,
                                  f"{_describe(event)} in an unauthenticated session")]
         return [event]
 
@@ -268,48 +341,73 @@ class Session:
         if isinstance(event, CloseReceived):
             return [self._peer_closed(event)]
         if not isinstance(event, HelloReceived):
-            return [self._fail("no_hello", f"{_describe(event)} before the peer's HELLO")]
+            return [self._fail(
+                RejectReason.NO_HELLO,
+                f"{_describe(event)} before the peer's HELLO")]
         hello = event.hello
         if hello.role != self.peer_role:
-            return [self._fail("bad_role", f"peer says it is a {hello.role!r}")]
+            return [self._fail(RejectReason.BAD_ROLE, f"peer says it is a {hello.role!r}")]
         self.initiate()
         self.peer = hello
         self.features = self.offered & hello.features
         peer_has_key = PSK_FEATURE in hello.features
         if self.psk is None:
             if peer_has_key:
-                return [self._fail("auth_failed", f"the {self.peer_role} requires a pre-shared "
-                                   "key and this side has none: start both ends with "
-                                   "--psk-file")]
-            self._establish()
+                return [self._fail(
+                    RejectReason.AUTH_FAILED,
+                    f"the {self.peer_role} requires a pre-shared key and this side has none: "
+                    "start both ends with --psk-file")]
+            self._establish(Trigger.CLEAR_HELLO)
             return [Established(hello, self.features, authenticated=False)]
         if not peer_has_key:
-            return [self._fail("auth_failed", f"the {self.peer_role} has no pre-shared key; "
-                               "refusing an unauthenticated tunnel: start both ends with "
-                               "--psk-file")]
+            return [self._fail(
+                RejectReason.AUTH_FAILED,
+                f"the {self.peer_role} has no pre-shared key; refusing an unauthenticated "
+                "tunnel: start both ends with --psk-file")]
         peer_nonce = self._peer_nonce(hello)
         if peer_nonce is None:
-            return [self._fail("auth_failed", f"the {self.peer_role}'s HELLO carries no valid "
-                               f"{secure.NONCE_INFO_KEY}")]
+            return [self._fail(
+                RejectReason.AUTH_FAILED,
+                f"the {self.peer_role}'s HELLO carries no valid {crypto.NONCE_INFO_KEY}")]
         if peer_nonce == self._nonce:
-            return [self._fail("auth_failed", "the peer echoed our own nonce (a reflection)")]
+            return [self._fail(
+                RejectReason.AUTH_FAILED,
+                "the peer echoed our own nonce (a reflection)")]
+        problem = self._choose_cipher(hello)
+        if problem:
+            return [self._fail(RejectReason.AUTH_FAILED, problem)]
         if self.role == "client":
             client_hello, server_hello = self._hello_payload, event.raw
             client_nonce, server_nonce = self._nonce, peer_nonce
         else:
             client_hello, server_hello = event.raw, self._hello_payload
             client_nonce, server_nonce = peer_nonce, self._nonce
-        self._transcript = secure.transcript_hash(client_hello, server_hello)
-        self._keys = secure.derive_keys(self.psk, client_nonce, server_nonce, self._transcript)
+        self._transcript = crypto.transcript_hash(client_hello, server_hello)
+        self._keys = crypto.derive_keys(self.psk, client_nonce, server_nonce, self._transcript)
+        self.move(Trigger.KEYED_HELLO)
         self.decoder.pause_after = frozenset({SecureFrameType.AUTH})
         if self.role == "client":
             self._send_proof()
         return []
 
+    def _choose_cipher(self, hello: Hello) -> str | None:
+        """Set :attr:`cipher` to the server's pick from both offers; else say what is wrong."""
+        theirs = crypto.offered_ciphers(hello.info)
+        if theirs is None:
+            return f"the {self.peer_role}'s HELLO carries a malformed cipher list"
+        mine = crypto.offered_ciphers(self.info)
+        assert mine is not None
+        client, server = (mine, theirs) if self.role == "client" else (theirs, mine)
+        self.cipher = crypto.choose_cipher(client, server)
+        if self.cipher is None:
+            return (f"no cipher in common: the client offers {[c.value for c in client]}, "
+                    f"the server {[c.value for c in server]}")
+        return None
+
     @staticmethod
     def _peer_nonce(hello: Hello) -> bytes | None:
-        text = hello.info.get(secure.NONCE_INFO_KEY)
-        if not isinstance(text, str) or len(text) != 2 * secure.NONCE_SIZE:
+        text = hello.info.get(crypto.NONCE_INFO_KEY)
+        if not isinstance(text, str) or len(text) != 2 * crypto.NONCE_SIZE:
             return None
         try:
             return bytes.fromhex(text)
@@ -318,7 +416,7 @@ class Session:
 
     def _send_proof(self) -> None:
         assert self._keys is not None
-        tag = secure.auth_tag(self._keys, self.role, self._transcript)
+        tag = crypto.auth_tag(self._keys, self.role, self._transcript)
         self._outgoing += framing.encode_frame(SecureFrameType.AUTH, tag)
 
     def _before_proof(self, event: Event) -> list[SessionEvent]:
@@ -326,39 +424,48 @@ class Session:
         if isinstance(event, CloseReceived):
             return [self._peer_closed(event)]
         if not (isinstance(event, ExtensionFrame) and event.frame_type == SecureFrameType.AUTH):
-            return [self._fail("auth_failed", f"{_describe(event)} before the {self.peer_role} "
-                               "proved the pre-shared key")]
-        if not secure.auth_tag_valid(self._keys, self.peer_role, self._transcript,
+            return [self._fail(
+                RejectReason.AUTH_FAILED,
+                f"{_describe(event)} before the {self.peer_role} proved the pre-shared key")]
+        if not crypto.auth_tag_valid(self._keys, self.peer_role, self._transcript,
                                      event.payload):
-            return [self._fail("auth_failed", f"the {self.peer_role} could not prove the "
-                               "pre-shared key: the keys on the two ends differ")]
+            return [self._fail(
+                RejectReason.AUTH_FAILED,
+                f"the {self.peer_role} could not prove the pre-shared key: the keys on the two "
+                "ends differ")]
         if self.role == "server":
             self._send_proof()
-        self._sealer = secure.Sealer(self._keys.sending(self.role))
-        self._opener = secure.Opener(self._keys.receiving(self.role))
+        assert self.cipher is not None
+        self._sealer = crypto.Sealer(self._keys.sending(self.role), self.cipher)
+        self._opener = crypto.Opener(self._keys.receiving(self.role), self.cipher)
         # From the next byte on, a frame in the clear ends the session from its header alone:
         # its payload (a HELLO's JSON, say) is never parsed.
-        self.decoder.only_accept(SecureFrameType.SEALED, "unsealed", "a frame in the clear in "
-                                 "an authenticated session, where every frame must be sealed")
-        self._establish()
+        self.decoder.only_accept(SecureFrameType.SEALED,
+            RejectReason.UNSEALED,
+            "a frame in the clear in an authenticated session, where every frame must be sealed")
+        self._establish(Trigger.PROOF)
         return [Established(self.peer, self.features, authenticated=True)]
 
-    def _establish(self) -> None:
-        self._established = True
+    def _establish(self, trigger: Trigger) -> None:
+        self.move(trigger)
         self.decoder.pause_after = frozenset()
         self.decoder.accept_gso = framing.VNET_FEATURE in self.features
 
     def _open(self, event: Event) -> list[SessionEvent]:
         assert self._opener is not None
         if not (isinstance(event, ExtensionFrame) and event.frame_type == SecureFrameType.SEALED):
-            return [self._fail("unsealed", f"{_describe(event)} in an authenticated session, "
-                               "where every frame must be sealed")]
+            return [self._fail(
+                RejectReason.UNSEALED,
+                f"{_describe(event)} in an authenticated session, where every frame must be "
+                "sealed")]
         try:
             inner_type, inner = self._opener.open(event.payload)
-        except secure.SealError as exc:
-            return [self._fail(exc.reason, exc.detail)]
+        except crypto.SealError as exc:
+            return [self._fail(RejectReason(exc.reason), exc.detail)]
         if inner_type not in _SEALABLE:
-            return [self._fail("bad_inner", f"sealed frame carries frame type {inner_type}")]
+            return [self._fail(
+                RejectReason.BAD_INNER,
+                f"sealed frame carries frame type {inner_type}")]
         inner_event = self.decoder.frame_event(inner_type, inner)
         return [inner_event]
 
@@ -368,17 +475,18 @@ class Session:
         if match and match.group(1) == "auth_failed":
             # The peer's words end up in our log: one line, printable, bounded.
             words = "".join(c if c.isprintable() else "?" for c in match.group(2)[:300])
-            return self._fail("auth_failed", f"the {self.peer_role} refused us: {words}",
+            return self._fail(RejectReason.AUTH_FAILED, f"the {self.peer_role} refused us: {words}",
                               notify=False)
-        return self._fail("peer_closed", f"the {self.peer_role} closed the handshake: "
+        return self._fail(RejectReason.PEER_CLOSED, f"the {self.peer_role} closed the handshake: "
                           f"{event.reason[:200]!r}", notify=False)
 
-    def _reject(self, reason: str, detail: str) -> FrameRejected:
+    def _reject(self, reason: RejectReason, detail: str) -> FrameRejected:
         self.decoder.stats.rejected[reason] += 1
         return FrameRejected(reason, detail)
 
-    def _fail(self, reason: str, detail: str, notify: bool = True) -> ProtocolError:
+    def _fail(self, reason: RejectReason, detail: str, notify: bool = True) -> ProtocolError:
         error = ProtocolError(reason, detail)
+        self.move(Trigger.FAIL)
         self.decoder.fail(error)
         if notify:
             self._queue_close(error)

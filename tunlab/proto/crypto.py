@@ -1,21 +1,30 @@
 """Pre-shared-key authentication and encryption for the tunnel, as sans-IO building blocks.
 
-The handshake (driven by :class:`tunlab.protocol.Session`) works like this:
+The handshake (driven by :class:`tunlab.proto.session.Session`) works like this:
 
 1. Each side puts 32 fresh random bytes (``psk_nonce``) into its HELLO and offers the ``psk``
    feature. A side that has a key refuses a peer that does not offer ``psk`` and vice versa:
    there is no way to talk a keyed endpoint down to the unauthenticated teaching mode.
 2. Both hash the transcript: the client's and the server's HELLO payloads exactly as sent.
 3. HKDF-SHA256 over the PSK, salted with both nonces and bound to the transcript hash, yields
-   four fresh 32-byte keys per connection: client->server and server->client ChaCha20-Poly1305
-   keys and one HMAC key per role for the key proof.
+   four fresh 32-byte keys per connection: client->server and server->client AEAD keys and one
+   HMAC key per role for the key proof.
 4. The client sends an AUTH frame (0x10): HMAC-SHA256 over its role and the transcript hash.
    The server checks it and only then answers with its own AUTH; the client checks that.
    Nobody reports ``Established`` (so nobody forwards a packet) before the peer's proof checked.
-5. From then on every frame is SEALED (0x11): an 8-byte counter, then ChaCha20-Poly1305 of
-   (inner frame type + inner payload) under the direction's key, nonce = the counter, with the
-   frame header as associated data. The receiver demands exactly the next counter, so a
-   replayed, reordered, dropped or altered frame ends the connection.
+5. From then on every frame is SEALED (0x11): an 8-byte counter, then the AEAD of (inner
+   frame type + inner payload) under the direction's key, nonce = the counter, with the frame
+   header as associated data. The receiver demands exactly the next counter, so a replayed,
+   reordered, dropped or altered frame ends the connection.
+
+The AEAD is negotiated in the HELLOs. Each side lists the ciphers it supports, most preferred
+first, under ``ciphers`` (AES-256-GCM first only where the CPU has AES instructions, else
+ChaCha20-Poly1305 first), and the server picks: its most preferred cipher that the client
+offers (:func:`choose_cipher`). The HELLOs cross at the same time, so both sides compute the
+pick from the two lists; the lists are part of the transcript that the keys and both key
+proofs are bound to, so a man in the middle who strips AES-GCM from an offer (a downgrade)
+breaks the key proof. A peer that names no ciphers (tunlab before this negotiation) speaks
+ChaCha20-Poly1305.
 
 Nothing here touches a socket or a device: :class:`Sealer` and :class:`Opener` turn payloads
 into frames and back; :func:`load_psk` reads a key file with the checks a user needs.
@@ -29,38 +38,100 @@ import os
 import stat
 import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import TunlabError
-from .framing import DEFAULT_MAX_PAYLOAD, EncodeError, frame_header
+from ..errors import TunlabError
+from .framing import DEFAULT_MAX_PAYLOAD, EncodeError, FrameType, frame_header
 
 PSK_FEATURE = "psk"
 NONCE_INFO_KEY = "psk_nonce"
+CIPHERS_INFO_KEY = "ciphers"
+MAX_OFFERED_CIPHERS = 8
 NONCE_SIZE = 32
 MIN_PSK_BYTES = 16
 MAX_PSK_BYTES = 4096
 COUNTER_SIZE = 8
 TAG_SIZE = 16
-# Bytes a sealed frame adds to its inner payload: counter, inner type, Poly1305 tag.
+# Bytes a sealed frame adds to its inner payload: counter, inner type, AEAD tag.
 SEAL_OVERHEAD = COUNTER_SIZE + 1 + TAG_SIZE
 MAX_COUNTER = 2**64 - 1
 
 GENERATE_HINT = "head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE"
 
 _LABEL = b"tunlab psk v1"
+_PACKET_TYPES = (FrameType.DATA, FrameType.GSO_DATA)
 
 
 class SecureFrameType(IntEnum):
-    """The extension frame types (0x10-0x1f range of :mod:`tunlab.framing`) used here."""
+    """The extension frame types (0x10-0x1f range of :mod:`tunlab.proto.framing`) used here."""
 
     AUTH = 0x10
     SEALED = 0x11
+
+
+class Cipher(Enum):
+    """An AEAD a keyed session may seal with; the value is its name in the HELLO."""
+
+    AES_256_GCM = "aes-256-gcm"
+    CHACHA20_POLY1305 = "chacha20-poly1305"
+
+
+# What a peer that names no ciphers speaks (every tunlab before the negotiation).
+DEFAULT_CIPHER = Cipher.CHACHA20_POLY1305
+_AEAD: dict[Cipher, type[AESGCM] | type[ChaCha20Poly1305]] = {
+    Cipher.AES_256_GCM: AESGCM, Cipher.CHACHA20_POLY1305: ChaCha20Poly1305}
+
+
+def cpu_has_aes(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU flags in ``cpuinfo`` include ``aes`` (x86 AES-NI; on arm64, whose
+    ``Features`` line says ``aes``, too)."""
+    try:
+        with open(cpuinfo) as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return "aes" in value.split()
+    except OSError:
+        pass
+    return False
+
+
+def preferred_ciphers(has_aes: bool | None = None) -> tuple[Cipher, ...]:
+    """The ciphers this side offers, most preferred first: AES-256-GCM leads only with AES
+    instructions (without them it is slow and its table lookups leak timing)."""
+    if has_aes is None:
+        has_aes = cpu_has_aes()
+    if has_aes:
+        return (Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305)
+    return (Cipher.CHACHA20_POLY1305, Cipher.AES_256_GCM)
+
+
+def offered_ciphers(info: dict[str, object]) -> tuple[Cipher, ...] | None:
+    """The ciphers a HELLO's ``info`` offers, in its order; unknown names are skipped.
+
+    No ``ciphers`` entry means the default cipher alone; None means a malformed offer (not a
+    list of names, or more than :data:`MAX_OFFERED_CIPHERS` of them).
+    """
+    if CIPHERS_INFO_KEY not in info:
+        return (DEFAULT_CIPHER,)
+    names = info[CIPHERS_INFO_KEY]
+    if (not isinstance(names, list) or len(names) > MAX_OFFERED_CIPHERS
+            or not all(isinstance(name, str) for name in names)):
+        return None
+    known = {cipher.value: cipher for cipher in Cipher}
+    return tuple(known[name] for name in names if name in known)
+
+
+def choose_cipher(client: Sequence[Cipher], server: Sequence[Cipher]) -> Cipher | None:
+    """The server's pick: its most preferred cipher that the client offers (None: none)."""
+    return next((cipher for cipher in server if cipher in client), None)
 
 
 class SealError(Exception):
@@ -194,8 +265,9 @@ class Sealer:
     (or under one lock), because the receiver demands consecutive counters.
     """
 
-    def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+    def __init__(self, key: bytes, cipher: Cipher = DEFAULT_CIPHER) -> None:
+        self.cipher = cipher
+        self._aead = _AEAD[cipher](key)
         self._lock = threading.Lock()
         self.counter = 0
 
@@ -220,12 +292,16 @@ class Sealer:
 class Opener:
     """Opens SEALED frames of one direction, demanding consecutive counters."""
 
-    def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+    def __init__(self, key: bytes, cipher: Cipher = DEFAULT_CIPHER) -> None:
+        self.cipher = cipher
+        self._aead = _AEAD[cipher](key)
         self.expected = 0
 
-    def open(self, payload: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+    def open(self, payload: bytes | bytearray | memoryview) -> tuple[int, bytes | memoryview]:
         """``(inner type, inner payload)`` of a SEALED frame's payload; :class:`SealError` if bad.
+
+        The payload of a DATA or GSO_DATA frame comes back as a read-only view of the decrypted
+        bytes (not a copy; it stays valid), anything else as bytes.
 
         Raises with reason ``forged`` (fails authentication: altered, truncated or another key),
         ``replayed`` (authentic but an old counter) or ``reordered`` (authentic but frames
@@ -247,5 +323,9 @@ class Opener:
             raise SealError(reason, f"sealed frame has counter {counter}, expected "
                             f"{self.expected}")
         self.expected += 1
+        # Copying a 64 KiB super-packet out of the plaintext cost about as much as decrypting
+        # it (fresh pages are expensive on a nested VM), so packets stay a view.
+        if plaintext[0] in _PACKET_TYPES:
+            return plaintext[0], memoryview(plaintext)[1:]
         return plaintext[0], plaintext[1:]
 

@@ -1,0 +1,545 @@
+"""The endpoint both server and client are: threads, peer, data paths, events."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import InvalidPacketError, TunlabError
+from ..netns import Namespace
+from ..proto import framing
+from ..proto.framing import (
+    VNET_FEATURE,
+    CloseReceived,
+    FrameRejected,
+    PacketReceived,
+    ProtocolError,
+    RejectReason,
+)
+from ..proto.session import Established, Session
+from ..runtime import ThreadGroup
+from ..tun import OFFLOAD_FAST, TunDevice
+from ..vnet import VNET_HDR_SIZE, OffloadError, resolve
+from .events import TunnelEvent
+from .peer import Peer
+from .pump import FastPump
+from .stats import TunnelStats
+from .tuning import (
+    MAX_BUSY_POLL_US,
+    READ_BATCH,
+    READ_BUFFER,
+    READY_TIMEOUT,
+    RECV_SIZE,
+    SEND_TIMEOUT,
+)
+
+log = logging.getLogger("tunlab.tunnel")
+
+
+class Endpoint:
+    """What server and client share: threads, the peer, both data paths, events and stats."""
+
+    role = ""
+
+    def __init__(self, device: TunDevice, *, namespace: Namespace | None = None,
+                 record_packets: bool = False, max_events: int = 2000,
+                 psk: bytes | None = None, offload: bool = True, busy_poll_us: int = 0) -> None:
+        if not isinstance(busy_poll_us, int) or not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
+            raise TunlabError(f"busy poll of {busy_poll_us!r} microseconds is outside "
+                              f"0-{MAX_BUSY_POLL_US}",
+                              "give a whole number of microseconds, e.g. --busy-poll 200; "
+                              "0 (the default) sleeps right after the last packet")
+        if busy_poll_us and not device.vnet_hdr:
+            raise TunlabError("busy polling needs the fast path (a device opened with "
+                              "vnet_hdr=True)", "drop --simple and -v, or --busy-poll")
+        self.device = device
+        # Fast path: after the last packet, keep polling this long before sleeping.
+        self.busy_poll_us = busy_poll_us
+        self.psk = psk
+        # The fast path needs a device opened with vnet_hdr=True; ``offload=False`` keeps such
+        # an endpoint from offering super-packets (it then behaves like a simple peer).
+        self.fast = device.vnet_hdr
+        self.offer_vnet = device.vnet_hdr and offload
+        self.namespace = namespace
+        self.record_packets = record_packets
+        self.stats = TunnelStats()
+        self.error: str | None = None
+        self.writer_tid: int | None = None
+        self._events: deque[TunnelEvent] = deque(maxlen=max_events)
+        self._group = ThreadGroup(f"tunlab-{self.role}", on_failure=self._thread_failed,
+                                  factory=namespace)
+        self._stop = self._group.cancelled
+        self._wake_fd = self._group.waker.fileno()
+        self._shutdown_lock = threading.RLock()
+        self._shut_down = False
+        self._failure_raised = False
+        self._peer: Peer | None = None
+        self._peer_lock = threading.Lock()
+        # Notified when a peer comes or goes and when the endpoint stops: start() and
+        # wait_connected() sleep on it instead of polling ``connected``.
+        self._peer_changed = threading.Condition(self._peer_lock)
+        self._device_lock = threading.Lock()  # fast path: who reads the device right now
+        self._started = False
+        self._stop_callbacks: list[Callable[[], None]] = []
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self, timeout: float = READY_TIMEOUT, *, wait: bool = True) -> Endpoint:
+        """Start the threads and return once the endpoint is ready: a server when it listens,
+        a client when its first handshake completed (unless ``wait=False``: then it returns at
+        once and connects in the background, retrying).
+
+        Returns self, so that ``with TunnelServer(...).start()`` reads well. A client that is
+        not connected within ``timeout`` seconds stops (no retries go on behind the caller's
+        back) and raises :class:`~tunlab.errors.TunlabError` naming the server's address and
+        the last reason it was refused.
+        """
+        if self._started:
+            return self
+        self._started = True
+        self._prepare()
+        self._spawn(self._fast_device_reader if self.fast else self._device_reader,
+                    "device-reader")
+        if wait:
+            self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Block until :meth:`start` may return; raise TunlabError (stopped) if never."""
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop all threads and close all sockets; the device stays open and unchanged.
+
+        Raises (once, after everything is cleaned up) the first unexpected exception any of the
+        endpoint's threads raised (:attr:`failure`), also one that only cost a connection: a
+        bug must not hide behind a tunnel that kept running.
+        """
+        self._shutdown(timeout)
+        failure = self.failure
+        if failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise failure
+
+    def _shutdown(self, timeout: float = 1.0) -> None:
+        """:meth:`stop` without raising: for the endpoint's own threads (a fatal error)."""
+        with self._shutdown_lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            self._group.cancel()
+            with self._peer_changed:
+                self._peer_changed.notify_all()
+            for callback in self._stop_callbacks:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a listener must not keep the tunnel running
+                    log.exception("%s: on_stop callback failed", self.role)
+            self._close_sockets()
+            self._group.join(timeout)
+            self._group.close()
+            self._event("stopped")
+
+    @property
+    def failure(self) -> Exception | None:
+        """The first unexpected exception raised in one of the endpoint's threads, if any.
+
+        A failure inside one connection dropped that peer and the endpoint went on; a failure
+        of the device reader or the accept loop stopped the endpoint (then :attr:`error` says
+        so too). :meth:`stop` re-raises it.
+        """
+        return self._group.first_exception
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from whichever thread stops the endpoint) as soon as it starts
+        stopping: after :meth:`stop`, or on its own after a fatal error such as a removed
+        device. Lets a front end sleep until then instead of polling ``running``."""
+        self._stop_callbacks.append(callback)
+        if self._stop.is_set():
+            callback()
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stop.is_set()
+
+    def __enter__(self) -> Endpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- observation -----------------------------------------------------------------------
+    def events(self, kinds: set[str] | None = None) -> list[TunnelEvent]:
+        """A copy of the recorded events, optionally only those of the given kinds."""
+        return [e for e in list(self._events) if kinds is None or e.kind in kinds]
+
+    @property
+    def connected(self) -> bool:
+        """True while a peer is connected (handshake done)."""
+        return self._peer is not None
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The features negotiated with the current peer (empty when none is connected)."""
+        peer = self._peer
+        return peer.session.features if peer is not None else frozenset()
+
+    def wait_connected(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Sleep until a peer is connected (True), or the endpoint stopped or ``timeout``
+        passed (False). Woken by the connection itself, no polling."""
+        with self._peer_changed:
+            self._peer_changed.wait_for(lambda: self._peer is not None or self._stop.is_set(),
+                                        timeout)
+            return self._peer is not None
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll ``condition`` every 10 ms until it holds or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.01)
+        return condition()
+
+    # -- internals -------------------------------------------------------------------------
+    def _event(self, kind: str, detail: str = "", size: int = 0, data: bytes | None = None) -> None:
+        self._events.append(TunnelEvent(time.monotonic(), kind, detail, size, data))
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any,
+               essential: bool = True) -> threading.Thread:
+        """A thread of this endpoint; ``essential=False`` for one that serves one connection."""
+        return self._group.spawn(target, name, *args, essential=essential)
+
+    def _thread_failed(self, name: str, exc: Exception, essential: bool) -> None:
+        """Called by the thread group for an unexpected exception (the group kept it)."""
+        if essential:
+            self.error = f"{name} failed: {exc!r}"
+            log.error("%s: %s; stopping", self.role, self.error, exc_info=exc)
+            self._event("error", self.error)
+            threading.Thread(target=self._shutdown, daemon=True).start()
+        else:
+            log.error("%s: %s failed, that peer is dropped and the %s goes on: %r", self.role,
+                      name, self.role, exc, exc_info=exc)
+            self._event("error", f"{name}: {exc!r}")
+
+    def _connection_failed(self, address: Any, peer: Peer | None, sock: socket.socket,
+                           exc: Exception) -> None:
+        """An unexpected exception while serving one connection: drop that peer (close its
+        socket, unregister it), keep the exception, and let the endpoint go on."""
+        if peer is not None:
+            self._drop_peer(peer, f"internal error: {exc!r}")
+        else:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._group.fail(f"connection with {address}", exc, essential=False)
+
+    def _prepare(self) -> None:
+        pass
+
+    def _close_sockets(self) -> None:
+        with self._peer_lock:
+            peer, self._peer = self._peer, None
+        if peer:
+            peer.close()
+
+    def _wait_readable(self, fd: int | socket.socket, timeout: float | None = None) -> bool:
+        """Block until ``fd`` is readable (True) or stop was requested / timeout (False)."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else timeout * 1000)
+        if self._stop.is_set():
+            return False
+        return any(f != self._wake_fd for f, _ in ready)
+
+    def _device_reader(self) -> None:
+        fd = self.device.fileno()
+        os.set_blocking(fd, False)
+        while not self._stop.is_set():
+            if not self._wait_readable(fd):
+                continue
+            batch: list[bytes] = []
+            for _ in range(READ_BATCH):
+                try:
+                    batch.append(os.read(fd, 65535 + 64))
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self._device_failed(exc)
+                    return
+            self._forward_to_peer(batch)
+
+    def _device_failed(self, exc: OSError) -> None:
+        if self._stop.is_set():
+            return
+        self.error = f"device {self.device.name} failed: {os.strerror(exc.errno or 0)}"
+        if exc.errno in (errno.EBADFD, errno.EIO, errno.ENXIO, errno.EBADF):
+            self.error = f"device {self.device.name} was removed or is down ({exc})"
+        log.error("%s: %s; stopping", self.role, self.error)
+        self._event("device_gone", self.error)
+        threading.Thread(target=self._shutdown, daemon=True).start()
+
+    def _forward_to_peer(self, packets: list[bytes]) -> None:
+        stats = self.stats
+        for packet in packets:
+            stats.read_packets += 1
+            stats.read_bytes += len(packet)
+            if self.record_packets:
+                self._event("read", f"from {self.device.name}", len(packet), packet)
+        peer = self._peer
+        if peer is None:
+            stats.dropped_no_peer += len(packets)
+            return
+        frames = []
+        for packet in packets:
+            try:
+                frame = peer.session.encode_packet(packet)
+            except framing.EncodeError as exc:
+                stats.rejected[RejectReason.UNSENDABLE] += 1
+                self._event("rejected", f"not sent: {exc}", len(packet))
+                continue
+            frames.append(frame)
+            if self.record_packets:
+                self._event("sent", "frame to peer", len(frame), frame)
+        if not frames:
+            return
+        data = b"".join(frames)
+        try:
+            peer.send(data)
+        except OSError as exc:
+            self._drop_peer(peer, f"send failed: {exc}")
+            return
+        stats.frames_sent += len(frames)
+        stats.bytes_sent += len(data)
+
+    def _set_peer(self, peer: Peer) -> None:
+        if self.fast:
+            # Offloads belong to the device, the feature to this connection: set them to what
+            # this peer can take before any of its traffic flows.
+            wanted = OFFLOAD_FAST if peer.vnet else 0
+            if self.device.offload != wanted:
+                try:
+                    self.device.set_offload(wanted)
+                    self._event("offload", "super-packets on" if wanted else
+                                "super-packets off: the peer takes plain packets")
+                except OSError as exc:
+                    self._event("error", f"TUNSETOFFLOAD failed: {exc}")
+                    peer.vnet = False
+        with self._peer_changed:
+            old, self._peer = self._peer, peer
+            self._peer_changed.notify_all()
+        if old is not None:
+            old.close()
+            self._event("replaced", f"{old.address} replaced by {peer.address}")
+
+    def _drop_peer(self, peer: Peer, why: str) -> None:
+        with self._peer_changed:
+            if self._peer is peer:
+                self._peer = None
+                self._peer_changed.notify_all()
+        if not peer.closed:
+            peer.close()
+            self.stats.disconnects += 1
+            self._event("disconnected", f"{peer.address}: {why}")
+            log.info("%s: peer %s disconnected: %s", self.role, peer.address, why)
+
+    def _handshake(self, sock: socket.socket, address: Any, timeout: float) -> Peer | None:
+        """Exchange hellos on ``sock``; return the peer, or None after closing it."""
+        features = frozenset({VNET_FEATURE}) if self.offer_vnet else frozenset()
+        session = Session(self.role, features=features, info={"mtu": self.device.mtu},
+                          psk=self.psk)
+        session.initiate()
+        deadline = time.monotonic() + timeout
+        early: list[Any] = []
+        try:
+            sock.settimeout(SEND_TIMEOUT)
+            sock.sendall(session.data_to_send())
+            while not session.established:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self._refuse(sock, address, RejectReason.HANDSHAKE_TIMEOUT,
+                                        f"no hello within {timeout:.0f} s")
+                if not self._wait_readable(sock, left):
+                    if self._stop.is_set():
+                        sock.close()
+                        return None
+                    continue
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    return self._refuse(sock, address, RejectReason.CLOSED_IN_HANDSHAKE,
+                                        "peer closed before its hello")
+                for event in session.receive(data):
+                    if isinstance(event, ProtocolError):
+                        try:  # best effort: tell the peer why (e.g. auth_failed), never block
+                            sock.send(session.data_to_send(), socket.MSG_DONTWAIT)
+                        except OSError:
+                            pass
+                        return self._refuse(sock, address, event.reason, event.detail)
+                    if isinstance(event, Established):
+                        self._event("established", f"{address} features "
+                                    f"{sorted(event.features)}")
+                    else:
+                        early.append(event)
+                out = session.data_to_send()
+                if out:
+                    sock.sendall(out)
+        except OSError as exc:
+            return self._refuse(sock, address, RejectReason.SOCKET_ERROR, str(exc))
+        peer = Peer(sock, session, address)
+        peer.early = early
+        return peer
+
+    def _refuse(self, sock: socket.socket, address: Any, reason: RejectReason,
+                detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        self._event("rejected", f"{address}: {reason}: {detail}")
+        log.warning("%s: rejected %s: %s (%s)", self.role, address, reason, detail)
+        try:
+            sock.close()
+        except OSError:
+            pass
+        return None
+
+    def _receive_loop(self, peer: Peer) -> None:
+        """Peer -> device until the connection ends."""
+        self.writer_tid = threading.get_native_id()
+        if self.fast:
+            with self._owning_device():
+                why = FastPump(self, peer).run()
+            self._drop_peer(peer, why)
+            return
+        stats = self.stats
+        sock = peer.sock
+        fatal = self._deliver(peer.early, stats)
+        why = fatal or "closed by peer"
+        while fatal is None and not self._stop.is_set() and not peer.closed:
+            if not self._wait_readable(sock):
+                continue
+            try:
+                data = sock.recv(RECV_SIZE)
+            except OSError as exc:
+                why = f"receive failed: {exc}"
+                break
+            if not data:
+                why = self._deliver(peer.session.end_of_stream(), stats) or why
+                break
+            fatal = self._deliver(peer.session.receive(data), stats)
+            if fatal:
+                why = fatal
+                break
+        self._drop_peer(peer, why)
+
+    def _deliver(self, events: list[Any], stats: TunnelStats) -> str | None:
+        """Write received packets into the device; return a reason when the stream is dead."""
+        for event in events:
+            if isinstance(event, PacketReceived):
+                stats.frames_received += 1
+                stats.bytes_received += len(event.packet)
+                try:
+                    self.device.write_packet(event.packet, event.vnet_header)
+                except InvalidPacketError as exc:
+                    stats.rejected[RejectReason.BAD_OFFLOAD] += 1
+                    self._event("rejected", str(exc), len(event.packet))
+                    continue
+                except OSError as exc:
+                    stats.write_errors += 1
+                    if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENXIO):
+                        self._device_failed(exc)
+                        return "device gone"
+                    self._event("write_error", str(exc), len(event.packet))
+                    continue
+                stats.written_packets += 1
+                stats.written_bytes += len(event.packet)
+                if self.record_packets:
+                    self._event("written", f"to {self.device.name}", len(event.packet),
+                                event.packet)
+            elif isinstance(event, FrameRejected):
+                stats.rejected[event.reason] += 1
+                self._event("rejected", f"{event.reason}: {event.detail}")
+                log.warning("%s: dropped a frame: %s (%s)", self.role, event.reason, event.detail)
+            elif isinstance(event, ProtocolError):
+                stats.rejected[event.reason] += 1
+                self._event("rejected", f"{event.reason}: {event.detail}")
+                log.warning("%s: closing connection: %s (%s)", self.role, event.reason,
+                            event.detail)
+                return f"protocol error: {event.reason}"
+            elif isinstance(event, CloseReceived):
+                return f"peer closed: {event.reason}"
+        return None
+
+    # -- the fast path (device opened with vnet_hdr) ------------------------------------------
+    def _fast_device_reader(self) -> None:
+        """While no peer is connected: drain and count what the kernel routes into the device.
+
+        Once a peer is connected its pump (:class:`~tunlab.tunnel.pump.FastPump`) owns the
+        device and this thread reads nothing: it waits for the device lock, so a packet is never
+        read by one thread and sent by another.
+        """
+        fd = self.device.fileno()
+        os.set_blocking(fd, False)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
+        iovec = [bytearray(READ_BUFFER)]
+        stats = self.stats
+        stop = self._stop
+        lock = self._device_lock
+        while not stop.is_set():
+            # Blocks while a pump owns the device; the pump lets go when its peer leaves or
+            # stop() is called. An idle tunnel must not wake up on a timer.
+            lock.acquire()
+            drained = 0
+            try:
+                while self._peer is None and drained < READ_BATCH and not stop.is_set():
+                    try:
+                        size = os.readv(fd, iovec)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        self._device_failed(exc)
+                        return
+                    drained += 1
+                    stats.read_packets += 1
+                    stats.read_bytes += size - VNET_HDR_SIZE
+                    stats.dropped_no_peer += 1
+                    if self.record_packets:
+                        self._record_reads([memoryview(iovec[0])[:size]])
+            finally:
+                lock.release()
+            if self._peer is not None:
+                stop.wait(0.01)  # its pump is about to take the device
+            elif drained < READ_BATCH:
+                poller.poll()  # a packet, or stop()'s byte on the wake-up pipe
+
+    @contextlib.contextmanager
+    def _owning_device(self) -> Iterator[None]:
+        """Hold the device for a pump, waking up for stop() at least twice a second."""
+        while not self._device_lock.acquire(timeout=0.5):
+            if self._stop.is_set():
+                yield
+                return
+        try:
+            yield
+        finally:
+            self._device_lock.release()
+
+    def _finish(self, view: memoryview) -> list[bytes]:
+        """Finish an offloaded read in software for a peer that takes plain packets only."""
+        try:
+            return resolve(view[:VNET_HDR_SIZE], view[VNET_HDR_SIZE:])
+        except OffloadError as exc:
+            self.stats.rejected[RejectReason.BAD_OFFLOAD] += 1
+            self._event("rejected", f"not sent: {exc}")
+            return []
+
+    def _record_reads(self, batch: list[memoryview]) -> None:
+        for view in batch:
+            self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
+                        bytes(view[VNET_HDR_SIZE:]))
