@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tunlab import course, vpn_lab
+from tunlab.course import checkers, exercises
 
 pytestmark = pytest.mark.pure
 
@@ -181,7 +182,7 @@ def test_07_live_check_says_where_the_packet_stopped():
 
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_running_the_hint_cell_reveals_nothing_and_each_click_one_hint(key, monkeypatch):
-    monkeypatch.setattr(course, "_HINTS_GIVEN", {})
+    monkeypatch.setattr(exercises, "_HINTS_GIVEN", {})
     hints = course.EXERCISES[key].hints
     for _run in range(3):  # Run All, twice, and the cell once more
         box = course.hint(key)
@@ -238,7 +239,7 @@ def test_each_lesson_asks_checks_and_offers_hints_in_that_order(key):
 
 def test_06_builder_is_not_preset_to_the_exercises_packet():
     text = _source("06")
-    builder = re.search(r"widgets\.PacketBuilder\((.*?)\)", text).group(1)
+    builder = re.search(r"course\.PacketBuilder\((.*?)\)", text).group(1)
     assert "udp" not in builder.lower()
     assert "udp" in course.EXERCISES["06"].question.lower()
 
@@ -260,7 +261,7 @@ def test_08_teaches_the_mss_before_asking_for_it():
 
 
 def test_an_exercise_registered_the_older_way_still_checks(monkeypatch):
-    digest = course._digest("42")
+    digest = checkers._digest("42")
     monkeypatch.setitem(course.EXERCISES, "98", course.Exercise(
         "What is six times seven?", [digest], ["Count."], explain="6 * 7 = 42."))
     assert course.check("98", " 42 ") and course.check("98", "0x2a").message == "6 * 7 = 42."
@@ -269,12 +270,22 @@ def test_an_exercise_registered_the_older_way_still_checks(monkeypatch):
 
 
 def test_06_read_only_the_builder_answers_both_its_preset_and_the_exercises_packet():
-    from tunlab import widgets
-
-    builder = widgets.PacketBuilder(src="200.1.2.3", dst="10.0.2.1", proto=253)
+    builder = course.PacketBuilder(src="200.1.2.3", dst="10.0.2.1", proto=253)
     preset = builder.run()
     assert preset["recorded"] and preset["drop_reasons"] == ["IP_NOPROTO"]
     builder.proto.value = "udp"
     report = builder.run()
     assert report["recorded"] and report["verdict"] == "dropped"
     assert course.check("06", report["drop_reasons"][0])
+
+
+def test_every_exercise_of_00_to_08_has_a_checker_of_the_one_shape():
+    """Read, judge, verify: an unreadable answer is 'not yet' with what kind is asked for, and
+    a verifier that cannot run here (no lesson) leaves the verdict to the judge."""
+    for key in CASES:
+        assert course.EXERCISES[key].checker is checkers.CHECKERS[key]
+    ok, message = checkers.CHECKERS["05"]("not an address")
+    assert not ok and "not an IPv4 address" in message
+    assert checkers.CHECKERS["02"](("lo", "local"), None)[0]  # no lab: the judge decides
+    assert checkers.CHECKERS["08"].accepts("1360 bytes") and not checkers.CHECKERS["08"].accepts(
+        "many")

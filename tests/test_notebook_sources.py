@@ -117,3 +117,21 @@ def test_check_reports_a_stale_notebook_and_build_fixes_it(tmp_path, monkeypatch
     assert build.main(["--check"]) == 1
     with pytest.raises(SystemExit, match="no lesson source for 99"):
         build.main(["99"])
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_lessons_use_only_the_course_surface(source):
+    """Notebooks reach the course layer through ``tunlab.course.__all__`` only (and never the
+    old ``tunlab.widgets``), so everything else in the package can move."""
+    import re
+
+    from tunlab import course
+
+    code = "\n".join(c.source for c in build.build(source).cells if c.cell_type == "code")
+    assert "widgets" not in re.findall(r"from tunlab import ([\w, ]+)", code)[0].split(", ")
+    assert not re.search(r"\bwidgets\.", code) and "tunlab.widgets" not in code
+    used = set(re.findall(r"\bcourse\.(\w+)", code))
+    assert used and used <= set(course.__all__), sorted(used - set(course.__all__))
+    unused = {name for name in course.__all__
+              if not any(re.search(rf"\bcourse\.{name}\b", s.read_text()) for s in SOURCES)}
+    assert unused <= {"Lesson", "presenter", "kernel_log"}, unused

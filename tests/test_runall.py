@@ -111,12 +111,12 @@ def _click(button, panel, label):
             _failures.append(f"{where}.{button.description} {label} showed no result")
         if where == "RouteView" and "no route" in panel.last_output:
             _failures.append(f"route view: {panel.last_output}")
-        if where == "SeedGoalPanel" and value and not value.get("client_read"):
+        if where == "SeedGoalPanel" and value and not value.client_read:
             _failures.append(f"ping 10.0.0.2 never entered mytun: {value}")
         if where == "FixPanel" and value and \
                 {"route_a", "forward_b", "firewall_b", "route_c"} <= set(panel.fixes()) \
-                and not value["ok"]:
-            _failures.append(f"all fixes ticked, still no reply: {value['reason']}")
+                and not value.ok:
+            _failures.append(f"all fixes ticked, still no reply: {value.reason}")
     if where == "TunnelPanel" and button is panel.start_button and not panel.running:
         _failures.append(f"start tunnel {label} did not start it: {panel.status.value}")
 

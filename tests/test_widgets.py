@@ -1,4 +1,4 @@
-"""tunlab.widgets and tunlab.course, driven headless the way a browser drives them
+"""tunlab.course (its lesson, exercises and panels), driven headless the way a browser drives them
 (``Button.click()``, ``.value = ...``), asserting on what the kernel really did."""
 
 from __future__ import annotations
@@ -8,7 +8,10 @@ import json
 import pytest
 from labtools import wait_for
 
-from tunlab import course, measure, netns, plots, vpn_lab, widgets
+from tunlab import course, measure, netns, plots, vpn_lab
+from tunlab.course import checkers, cleanup, exercises, recording, reports, style, tables
+from tunlab.course.panels import doctor_panel, fix_panel, route_view, tunnel_panel
+from tunlab.doctor import Check
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ def fate_module():
 
 
 def test_packet_builder_shows_the_kernels_rp_filter_drop(fate_module):
-    builder = widgets.PacketBuilder()
+    builder = course.PacketBuilder()
     builder.src.value = "200.1.2.3"
     builder.ip_forward.value = True
     builder.rp_filter.value = 1
@@ -49,7 +52,7 @@ def test_packet_builder_shows_the_kernels_rp_filter_drop(fate_module):
 
 
 def test_packet_builder_own_source_is_a_martian_with_a_log_line(fate_module):
-    builder = widgets.PacketBuilder(src="10.0.0.1", ip_forward=True, log_martians=True)
+    builder = course.PacketBuilder(src="10.0.0.1", ip_forward=True, log_martians=True)
     builder.send.click()
     report = builder.last_report
     assert report["verdict"] == "dropped"
@@ -58,7 +61,7 @@ def test_packet_builder_own_source_is_a_martian_with_a_log_line(fate_module):
 
 
 def test_packet_builder_firewall_and_noproto(fate_module):
-    builder = widgets.PacketBuilder(src="200.1.2.3", ip_forward=True, firewall=True)
+    builder = course.PacketBuilder(src="200.1.2.3", ip_forward=True, firewall=True)
     builder.send.click()
     assert builder.last_report["drop_reasons"] == ["NETFILTER_DROP"]
     builder.firewall.value = False
@@ -76,7 +79,7 @@ def test_packet_builder_reports_errors_in_the_panel():
     def broken(*args, **kwargs):
         raise ValueError("no such address")
 
-    builder = widgets.PacketBuilder(fate_fn=broken)
+    builder = course.PacketBuilder(fate_fn=broken)
     builder.send.click()
     assert builder.last_report is None and "no such address" in builder.last_error
     assert "no such address" in builder.bar.error.value  # the panel's own error line
@@ -92,7 +95,7 @@ def test_packet_builder_params_match_the_fate_contract():
         seen.update(kwargs, src=src, dst=dst)
         return {"verdict": "forwarded", "drop_reasons": [], "explanation": "ok"}
 
-    builder = widgets.PacketBuilder(fate_fn=fake, src="10.0.2.33", proto="udp", dport=53)
+    builder = course.PacketBuilder(fate_fn=fake, src="10.0.2.33", proto="udp", dport=53)
     builder.firewall.value = True
     builder.rp_filter.value = 2
     builder.send.click()
@@ -106,7 +109,7 @@ def test_packet_builder_params_match_the_fate_contract():
 
 
 def test_recorded_fate_is_used_without_root(offline):
-    builder = widgets.PacketBuilder(src="200.1.2.3", rp_filter=1)
+    builder = course.PacketBuilder(src="200.1.2.3", rp_filter=1)
     builder.send.click()
     report = builder.last_report
     assert report["recorded"] is True
@@ -120,7 +123,7 @@ def test_recorded_fate_is_used_without_root(offline):
 
 
 def test_fate_html_renders_every_part():
-    markup = widgets.fate_html({
+    markup = reports.fate_html({
         "verdict": "dropped", "drop_reasons": ["IP_RPFILTER"],
         "martian_log": ["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"],
         "replies": [{"dev": "mytun2", "src": "10.0.2.1", "dst": "200.1.2.3", "proto": "icmp",
@@ -138,14 +141,14 @@ def test_sweep_and_count_outcomes():
         return ({"verdict": "forwarded", "drop_reasons": []} if src.startswith("10.0.2.")
                 else {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]})
 
-    results = widgets.sweep(fake, ["10.0.2.33", "200.1.2.3", "8.8.8.8"])
-    assert widgets.count_outcomes(results) == {"forwarded": 1, "IP_RPFILTER": 2}
+    results = reports.sweep(fake, ["10.0.2.33", "200.1.2.3", "8.8.8.8"])
+    assert course.count_outcomes(results) == {"forwarded": 1, "IP_RPFILTER": 2}
 
 
 # -- routing, TUN reads, frames, the seed goal ------------------------------------------------
 
 def test_route_view_asks_the_kernel(seed_lesson):
-    view = widgets.RouteView(seed_lesson)
+    view = course.RouteView(seed_lesson)
     assert "10.0.0.0/24 dev mytun" in view.tables.value
     assert "local 10.0.0.1 dev mytun" in view.tables.value
     view.address.value = "10.0.0.1"
@@ -159,7 +162,7 @@ def test_route_view_asks_the_kernel(seed_lesson):
 
 
 def test_pi_reader_shows_the_four_byte_header(seed_lesson):
-    reader = widgets.PiReader(seed_lesson)
+    reader = course.PiReader(seed_lesson)
     reader.read.click()
     bare = reader.last_read
     assert reader.last_error is None and bare[0] == 0x45 and len(bare) == 84
@@ -172,17 +175,17 @@ def test_pi_reader_shows_the_four_byte_header(seed_lesson):
 
 
 def test_ping_device_counts_local_address_loops_back(seed_lesson):
-    counts = widgets.ping_device_counts(seed_lesson.ns, count=2)
+    counts = course.ping_device_counts(seed_lesson.ns, count=2)
     assert counts["ping 10.0.0.1: mytun"] == 0 and counts["ping 10.0.0.1: lo"] >= 4
     assert counts["ping 10.0.0.2: mytun"] == 0 or counts["ping 10.0.0.2: lo"] == 0
 
 
 def test_seed_tunnel_capture_frame_explorer_and_goal_panel(seed_lesson):
-    tunnel = widgets.SeedTunnel(seed_lesson, capture=True, pings=1)
+    tunnel = course.SeedTunnel(seed_lesson, capture=True, pings=1)
     try:
         kinds = [f["type"] for f in tunnel.session]
         assert kinds.count("HELLO") == 2 and "DATA" in kinds
-        explorer = widgets.FrameExplorer(seed_lesson, tunnel.server)
+        explorer = course.FrameExplorer(seed_lesson, tunnel.server)
         explorer.size.value = 200
         explorer.send.click()
         assert explorer.last_frame[:4] == b"TL\x01\x02"
@@ -190,23 +193,23 @@ def test_seed_tunnel_capture_frame_explorer_and_goal_panel(seed_lesson):
         assert "TunlabFrame" in explorer.last_dissection and "icmp" in explorer.last_dissection
         assert bytes(explorer.layout_image.value).startswith(b"\x89PNG")
 
-        panel = widgets.SeedGoalPanel(seed_lesson, tunnel.server, tunnel.client)
+        panel = course.SeedGoalPanel(seed_lesson, tunnel.server, tunnel.client)
         panel.target.value = "10.0.0.2"
         panel.ping.click()
         result = panel.last_result
-        assert result["echo_read"] == 1 and result["echo_written"] == 1
-        assert result["sent_hex"] == result["released_hex"] != ""
-        assert result["counters"].get("IpInAddrErrors") == 1  # ip_forward=0 in the lab
+        assert result.echo_read == 1 and result.echo_written == 1
+        assert result.sent_hex == result.released_hex != ""
+        assert result.counters.get("IpInAddrErrors") == 1  # ip_forward=0 in the lab
         assert "IP_INADDRERRORS" in panel.result.value
         panel.target.value = "10.0.0.1"
         panel.ping.click()
-        assert panel.last_result["echo_read"] == 0 and panel.last_result["ping_rc"] == 0
+        assert panel.last_result.echo_read == 0 and panel.last_result.ping_rc == 0
         ok = course.check("04", 0, panel)
         assert ok and "read 0 echo request" in ok.message
         assert not course.check("04", 1, panel)
-        events = widgets.events_dicts(tunnel.client, {"read", "sent"})
+        events = course.events_dicts(tunnel.client, {"read", "sent"})
         assert {e["kind"] for e in events} == {"read", "sent"}
-        assert "<table>" in widgets.events_html(events)
+        assert "<table>" in tables.events_html(events)
     finally:
         tunnel.close()
 
@@ -218,22 +221,22 @@ def test_fix_panel_follows_each_drop_and_the_checker_asks_the_kernels():
     try:
         scenario = vpn_lab.VpnScenario.for_lesson(lesson)
         assert lesson.host("c") is scenario.c
-        panel = widgets.FixPanel(lesson, scenario)
+        panel = course.FixPanel(lesson, scenario)
         stages = []
         for fix in (None, "route_a", "forward_b", "firewall_b", "route_c"):
             if fix:
                 panel.boxes[fix].value = True
             panel.ping_button.click()
-            stages.append((panel.last_result["stage"], panel.last_result["reason"]))
+            stages.append((panel.last_result.stage, panel.last_result.reason))
         assert [s for s, _ in stages] == [0, 4, 5, 6, None]
         assert "IP_INADDRERRORS" in stages[1][1] and "NETFILTER_DROP" in stages[2][1]
-        assert panel.last_result["ok"] and "reply received" in panel.result.value
+        assert panel.last_result.ok and "reply received" in panel.result.value
         view = panel.step(source="198.18.0.1")
-        assert "IP_RPFILTER" in view.result["reason"]
+        assert "IP_RPFILTER" in view.result.reason
         assert "data:image/png;base64" in view._repr_html_()
         panel.boxes["route_c"].value = False  # revert one: the reply cannot come back
         panel.ping_button.click()
-        assert panel.last_result["stage"] == 6
+        assert panel.last_result.stage == 6
         assert course.check("07", "route_a forward_b firewall_b route_c", panel)
         extra = course.check("07", {"route_a", "forward_b", "firewall_b", "route_c",
                                     "rp_filter_b_off"}, panel)
@@ -248,7 +251,7 @@ def test_fix_panel_follows_each_drop_and_the_checker_asks_the_kernels():
 def test_tunnel_panel_samples_live_and_stops_its_threads():
     lesson = course.Lesson("test-08", lab="two-host", quiet=True)
     try:
-        panel = widgets.TunnelPanel(lesson.lab, interval=0.2)
+        panel = course.TunnelPanel(lesson.lab, interval=0.2)
         panel.start_button.click()
         assert panel.running and lesson.lab.client is not None
         mbps = panel.traffic(seconds=1)
@@ -295,11 +298,12 @@ def test_lesson_08_experiments_on_a_small_scale():
 
 
 def test_doctor_panel_runs_the_checks():
-    panel = widgets.DoctorPanel()
-    assert panel.last_checks and all({"name", "ok", "fix"} <= set(c) for c in panel.last_checks)
+    panel = course.DoctorPanel()
+    assert panel.last_checks and all(c.name and isinstance(c.ok, bool) for c in panel.last_checks)
     panel.rerun.click()
     assert "checks pass" in panel.table.value
-    assert widgets.normalize_check({"name": "x", "status": "ok"})["ok"] is True
+    report = doctor_panel.run_doctor(lambda: [Check("x", False, "what for", "do this")])
+    assert "0 of 1 checks pass" in report._repr_html_() and "do this" in report._repr_html_()
 
 
 # -- course: lessons, recordings, exercises ----------------------------------------------------
@@ -327,8 +331,8 @@ def test_lesson_without_root_explains_and_replays_recordings(offline):
 
 
 def test_recording_round_trip(tmp_path, monkeypatch, seed_lesson):
-    monkeypatch.setattr(course, "RECORDED_DIR", tmp_path)
-    monkeypatch.setenv(course.RECORD_ENV, "1")
+    monkeypatch.setattr(recording, "RECORDED_DIR", tmp_path)
+    monkeypatch.setenv(recording.RECORD_ENV, "1")
     lesson = course.Lesson("rec", lab="seed", quiet=True)
     assert lesson.run("bytes", lambda: b"\x01\x02") == b"\x01\x02"
     lesson.sh("rules", "ip", "rule", show=False)
@@ -348,7 +352,7 @@ def test_register_cleanup_closes_on_exit_hooks():
             closed.append(True)
 
     course.register_cleanup(Thing())
-    course._close_all()
+    cleanup._close_all()
     assert closed == [True]
 
 
@@ -362,7 +366,7 @@ def test_register_cleanup_closes_on_exit_hooks():
 def test_exercise_answers_are_checked_without_being_stored(key, right, wrong):
     assert course.check(key, right)
     assert not course.check(key, wrong)
-    assert len(course.ANSWERS[key]) == 64 and int(course.ANSWERS[key], 16) >= 0  # a digest
+    assert len(checkers.ANSWERS[key]) == 64 and int(checkers.ANSWERS[key], 16) >= 0  # a digest
 
 
 def test_exercise_02_asks_the_lab(seed_lesson):
@@ -385,7 +389,7 @@ def test_exercise_05_asks_the_kernel(fate_module):
 
 
 def test_hints_unfold_one_at_a_time_and_questions_render():
-    course._HINTS_GIVEN.pop("06", None)
+    exercises._HINTS_GIVEN.pop("06", None)
     box = course.hint("06")
     assert course.hints_shown("06") == []  # running the cell reveals nothing
     box.button.click()
@@ -424,15 +428,15 @@ def test_load_bench_accepts_list_and_dict(tmp_path):
 
 
 def test_route_figure_and_step_view_render():
-    fig = widgets.route_figure("10.0.0.1", "lo", "local")
+    fig = route_view.route_figure("10.0.0.1", "lo", "local")
     assert "table local\n(wins first)" in "\n".join(plots.figure_text(fig))
-    assert "(not recorded)" in repr(widgets.StepView(None))
+    assert "(not recorded)" in repr(fix_panel.StepView(None))
 
 
 # -- after lesson.finish(), reset lab, errors in the panel (issue 13) --------------------------
 
 def test_route_view_tells_tables_and_invalid_input_and_never_keeps_an_old_figure(seed_lesson):
-    view = widgets.RouteView(seed_lesson)
+    view = course.RouteView(seed_lesson)
     view.address.value = "10.0.0.255"  # the broadcast address lives in table local
     assert (view.last_device, view.last_table, view.last_type) == ("mytun", "local",
                                                                    "broadcast")
@@ -448,10 +452,10 @@ def test_route_view_tells_tables_and_invalid_input_and_never_keeps_an_old_figure
 def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
     lesson = course.Lesson("test-runall", lab="seed", quiet=True)
     try:
-        reader = widgets.PiReader(lesson)
-        view = widgets.RouteView(lesson)
-        tunnel = widgets.SeedTunnel(lesson)
-        panel = widgets.SeedGoalPanel(lesson, tunnel.server, tunnel.client)
+        reader = course.PiReader(lesson)
+        view = course.RouteView(lesson)
+        tunnel = course.SeedTunnel(lesson)
+        panel = course.SeedGoalPanel(lesson, tunnel.server, tunnel.client)
         old = [ns.name for ns in lesson.lab.namespaces]
         tunnel.close()
         lesson.finish()
@@ -463,7 +467,7 @@ def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
         view.address.value = "10.0.0.1"
         assert (view.last_device, view.last_table) == ("lo", "local") and not view.errors
         panel.ping.click()  # the tunnel restarts in the new lab
-        assert panel.last_result["echo_read"] == 1 and not panel.errors
+        assert panel.last_result.echo_read == 1 and not panel.errors
         assert panel.server is not tunnel.server or tunnel.running
         panel.bar.reset_button.click()
         assert not panel.errors and lesson.lab.namespaces[0].name not in new
@@ -472,7 +476,7 @@ def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
         assert "fresh lab" in panel.bar.status.value
         panel.ping.click()
         panel.ping.click()
-        assert panel.last_result["echo_read"] == 1 and not panel.errors
+        assert panel.last_result.echo_read == 1 and not panel.errors
     finally:
         lesson.close()
     assert not [n for n in netns.list_lab_namespaces() if n in
@@ -480,14 +484,14 @@ def test_panels_rebuild_the_lab_after_finish_and_reset_lab_starts_afresh():
 
 
 def test_goal_panel_tells_the_way_back_through_mytun2(seed_lesson):
-    tunnel = widgets.SeedTunnel(seed_lesson)
+    tunnel = course.SeedTunnel(seed_lesson)
     try:
-        panel = widgets.SeedGoalPanel(seed_lesson, tunnel.server, tunnel.client)
+        panel = course.SeedGoalPanel(seed_lesson, tunnel.server, tunnel.client)
         panel.target.value = "10.0.2.33"
         panel.ping.click()
         r = panel.last_result
-        assert r["echo_read"] == 0 and r["echo_server_read"] == 1
-        assert r["echo_client_written"] == 1 and r["direction"] == "mytun2 → mytun"
+        assert r.echo_read == 0 and r.echo_server_read == 1
+        assert r.echo_client_written == 1 and r.direction == "mytun2 → mytun"
         assert "mytun2 → vpn-server → vpn-client → mytun" in panel.result.value
         assert "nothing entered" not in panel.result.value
         fig_text = " ".join(plots.figure_text(panel.figure(r)))
@@ -501,7 +505,7 @@ def test_goal_panel_tells_the_way_back_through_mytun2(seed_lesson):
 
 
 def test_packet_builder_invalid_input_and_new_input_clear_the_old_figure(fate_module):
-    builder = widgets.PacketBuilder(src="200.1.2.3")
+    builder = course.PacketBuilder(src="200.1.2.3")
     builder.send.click()
     assert builder.last_report and builder.path.layout.display != "none"
     builder.src.value = "hello"  # a new input: the old verdict's figure goes
@@ -514,13 +518,13 @@ def test_packet_builder_invalid_input_and_new_input_clear_the_old_figure(fate_mo
 def test_fix_panel_has_a_source_field_and_survives_a_rebuilt_lab():
     lesson = course.Lesson("test-07b", lab="two-host", quiet=True)
     try:
-        panel = widgets.FixPanel(lesson, vpn_lab.VpnScenario.for_lesson(lesson))
+        panel = course.FixPanel(lesson, vpn_lab.VpnScenario.for_lesson(lesson))
         for fix in ("route_a", "forward_b", "firewall_b", "route_c"):
             panel.boxes[fix].value = True
         panel.source.value = "198.18.0.1"
         panel.ping_button.click()
-        assert panel.last_result["source"] == "198.18.0.1"
-        assert "IP_RPFILTER" in panel.last_result["reason"] and "from 198.18.0.1" in \
+        assert panel.last_result.source == "198.18.0.1"
+        assert "IP_RPFILTER" in panel.last_result.reason and "from 198.18.0.1" in \
             panel.result.value
         panel.source.value = "not an ip"
         panel.ping_button.click()
@@ -528,7 +532,7 @@ def test_fix_panel_has_a_source_field_and_survives_a_rebuilt_lab():
         panel.source.value = ""
         lesson.finish()
         panel.ping_button.click()  # new lab, new scenario with the ticked fixes
-        assert panel.last_result["ok"], panel.last_result
+        assert panel.last_result.ok, panel.last_result
         assert not panel.errors
     finally:
         lesson.close()
@@ -537,7 +541,7 @@ def test_fix_panel_has_a_source_field_and_survives_a_rebuilt_lab():
 def test_tunnel_panel_stop_then_start_works_and_thread_errors_show_in_the_panel(monkeypatch):
     lesson = course.Lesson("test-08b", lab="two-host", quiet=True)
     try:
-        panel = widgets.TunnelPanel(lesson.lab, interval=0.2)
+        panel = course.TunnelPanel(lesson.lab, interval=0.2)
         for _ in range(2):
             panel.start_button.click()
             assert panel.running and lesson.lab.client is not None, panel.errors
@@ -549,7 +553,7 @@ def test_tunnel_panel_stop_then_start_works_and_thread_errors_show_in_the_panel(
         def broken(*args, **kwargs):
             raise RuntimeError("iperf3 exploded")
 
-        monkeypatch.setattr(widgets, "lab_iperf3", broken)
+        monkeypatch.setattr(tunnel_panel, "lab_iperf3", broken)
         panel.start_button.click()
         panel.traffic_button.click()
         panel._traffic.join(5)
@@ -570,7 +574,7 @@ def test_kernel_log_view_shows_a_martian_line(fate_module):
     view = course.kernel_log()
     assert any("martian source 10.0.0.2 from 10.0.0.1" in line for line in view.lines)
     assert "martian source" in view.text.value
-    panel = widgets.PacketBuilder(fate_fn=lambda *a, **k: report)
+    panel = course.PacketBuilder(fate_fn=lambda *a, **k: report)
     panel.bar.log_button.click()
     assert panel.bar.log_box.children and panel.bar.log_view.lines
     panel.bar.log_button.click()
@@ -581,15 +585,15 @@ def test_presenter_mode_switch_styles_widgets_and_figures():
     try:
         box = course.presenter()
         assert plots.presenter_on()
-        assert "16px" in widgets.presenter_style().value
-        builder = widgets.PacketBuilder(fate_fn=lambda *a, **k: {"verdict": "delivered"})
+        assert "16px" in style.presenter_style().value
+        builder = course.PacketBuilder(fate_fn=lambda *a, **k: {"verdict": "delivered"})
         builder.send.click()
         png = bytes(builder.path.value)
         width = plots.png_size(png)[0]
         assert builder.path.layout.width == f"{width // plots.HIDPI}px"
-        assert box.children[0] is widgets.presenter_style()
+        assert box.children[0] is style.presenter_style()
         builder.bar.presenter_button.click()  # the panel's button switches it off again
-        assert not plots.presenter_on() and widgets.presenter_style().value == ""
+        assert not plots.presenter_on() and style.presenter_style().value == ""
     finally:
         course.presenter(False)
 
@@ -600,3 +604,37 @@ def test_read_only_banner_names_commands_that_work(offline):
     assert "sudo make lab" in banner and "sudo bash scripts/setup.sh lab" in banner
     assert ".venv/bin/jupyter lab" not in banner
     lesson.close()
+
+
+@pytest.mark.parametrize("lesson, key, kind", [
+    ("04-seed-goal", "ping 10.0.0.2", "SeedPing"),
+    ("07-working-vpn", "vpn ", "VpnPing"),
+    ("03-encapsulation", "capture size=56", "FrameCapture"),
+])
+def test_typed_results_read_and_write_the_recorded_form(lesson, key, kind):
+    """A panel's result comes back from its recording unchanged, and renders itself."""
+    from tunlab.course.panels import frame_explorer, seed_goal
+
+    cls = {"SeedPing": seed_goal.SeedPing, "VpnPing": fix_panel.VpnPing,
+           "FrameCapture": frame_explorer.FrameCapture}[kind]
+    recorded = recording.load_recording(lesson)[key]
+    result = cls.from_dict(recording.from_jsonable(recorded), recorded=True)
+    assert recording.to_jsonable(result) == recorded
+    assert "recorded" in result._repr_html_() and result.figure() is not None
+
+
+def test_one_stylesheet_styles_every_result_and_presenter_mode():
+    """course.css is package data; the HTML of results carries its rules inline with the
+    class, and presenter mode injects its presenter part."""
+    from importlib.resources import files
+
+    sheet = files("tunlab.course").joinpath("course.css").read_text()
+    assert sheet == style.STYLESHEET and "16px" in style.PRESENTER_CSS
+    assert "tunlab-box" not in style.PRESENTER_CSS  # only the presenter part goes to the page
+    box = style.css("box")
+    assert box.startswith('class="tunlab-box" style="') and style.RULES["box"] in box
+    assert "#d62728" in style.badge("dropped") and "#2ca02c" in style.badge("forwarded")
+    with pytest.raises(KeyError):
+        style.css("no-such-rule")
+    markup = reports.fate_html({"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]})
+    assert 'class="tunlab-fate tunlab-box"' in markup and "tunlab-verdict" in markup

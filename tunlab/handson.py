@@ -625,7 +625,7 @@ def counter_panel(lesson: Any, device: str = "mytun") -> Any:
     """
     import ipywidgets as w
 
-    from .widgets import LabPanel
+    from .course.panels.base import LabPanel
 
     class CounterPanel(LabPanel, w.VBox):
         def __init__(self) -> None:

@@ -1,0 +1,1 @@
+"""One module per lesson panel: controls, one experiment call, and a view of its result."""
