@@ -23,7 +23,7 @@ def test_loss_summary_counts_lost_echoes_and_the_share_kept() -> None:
 
 @pytest.mark.pure
 def test_describe_mss_takes_live_rows_or_their_recording() -> None:
-    row = measure.AnnouncedMss("tunnel", "tun0", 1400, 1360, 1348, "syn", "ss")
+    row = measure.AnnouncedMss("tunnel", "tun0", 1400, 1360, 1348, ("MSS", "Timestamp"), "ss")
     assert measure.describe_mss([row]) == measure.describe_mss([row.to_dict()])
     assert "1360" in measure.describe_mss([row])
 
@@ -42,7 +42,7 @@ def test_a_syn_announces_its_devices_mtu_minus_40(lab) -> None:
         lab.stop_tunnel()
     assert [(r.device, r.mtu, r.syn_mss) for r in rows] == [
         ("veth0", 1500, 1460), ("tun0", 1400, 1360), ("tun0", 2000, 1960)]
-    assert all(f"mss {r.syn_mss}" in r.syn_line and f"mss:{r.mss}" in r.ss_line for r in rows)
+    assert all(r.syn_options[0] == "MSS" and f"mss:{r.mss}" in r.ss_line for r in rows)
     # the MTU is put back afterwards
     assert '"mtu":1400' in lab.a.ip("-j", "link", "show", "tun0").replace(" ", "")
 

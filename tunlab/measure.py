@@ -185,7 +185,7 @@ def loss_experiment(lab: Any, losses: Sequence[float] = (0, 3), seconds: float =
 
 @dataclass(frozen=True)
 class AnnouncedMss:
-    """One TCP connection's MSS: the option in its SYN (tcpdump) and what ``ss -tin`` says it
+    """One TCP connection's MSS: the option in its SYN (captured) and what ``ss -tin`` says it
     sends per segment, with the MTU of the device the connection uses."""
 
     path: str
@@ -193,13 +193,13 @@ class AnnouncedMss:
     mtu: int
     syn_mss: int    # the MSS option of the SYN: the route's MTU - 40
     mss: int        # ss's mss: payload per segment once TCP options (timestamps) take theirs
-    syn_line: str
+    syn_options: tuple[str, ...]   # the SYN's TCP options, in order ("MSS", "Timestamp"...)
     ss_line: str
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (recordings, claims)."""
         return {"path": self.path, "device": self.device, "mtu": self.mtu,
-                "syn_mss": self.syn_mss, "mss": self.mss, "syn_line": self.syn_line,
+                "syn_mss": self.syn_mss, "mss": self.mss, "syn_options": list(self.syn_options),
                 "ss_line": self.ss_line}
 
 
@@ -217,28 +217,28 @@ def _ss_mss(ns: Namespace, target: str, port: int) -> tuple[int, str]:
                       "is the tunnel running? lesson 08 starts it in its first cells")
 
 
-def _syn_capture(ns: Namespace, device: str, port: int,
-                 timeout: float) -> subprocess.Popen[str]:
-    # -Z root: tcpdump's default drop to user "tcpdump" does not exist in a user namespace.
-    capture = ns.popen(["tcpdump", "-Z", "root", "-nli", device, "-c", "1", "-v",
-                        f"tcp dst port {port} and tcp[tcpflags] == tcp-syn"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    assert capture.stderr is not None
-    while time.monotonic() < deadline:    # tcpdump says "listening on" once it captures
-        line = capture.stderr.readline()
-        if "listening on" in line or not line:
-            break
-    return capture
+def _syn_options(packets: Sequence[Any], port: int) -> tuple[int, tuple[str, ...]] | None:
+    """The MSS and the option names of the first SYN to ``port`` among captured packets."""
+    from scapy.layers.inet import TCP
+
+    for packet in packets:
+        if TCP in packet and packet[TCP].dport == port and packet[TCP].flags == "S":
+            options = packet[TCP].options
+            mss = dict((name, value) for name, value in options).get("MSS")
+            if mss is not None:
+                return int(mss), tuple(str(name) for name, _ in options)
+    return None
 
 
 def tcp_mss(ns: Namespace, server_ns: Namespace, target: str, device: str,
-            port: int = 5299, timeout: float = 3.0) -> tuple[int, int, str, str]:
+            port: int = 5299, timeout: float = 3.0) -> tuple[int, int, tuple[str, ...], str]:
     """Open one TCP connection from ``ns`` over ``device`` to ``target`` (a listener in
-    ``server_ns``): ``(MSS option of its SYN, ss's mss, the SYN as tcpdump shows it, ss's
-    line)``."""
-    import re
+    ``server_ns``), capturing its SYN: ``(MSS option of the SYN, ss's mss, the SYN's option
+    names, ss's line)``. The capture is tcpdump's as lesson 03's (it also works in the no-sudo
+    kernel)."""
     import socket
+
+    from .scapy_frame import capture
 
     def listen() -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -248,32 +248,31 @@ def tcp_mss(ns: Namespace, server_ns: Namespace, target: str, device: str,
         return sock
 
     listener = server_ns.run(listen)
-    capture = _syn_capture(ns, device, port, timeout)
     try:
+        with capture(ns, device, f"tcp dst port {port} and tcp[tcpflags] == tcp-syn",
+                     timeout=10 + timeout) as cap:
+            try:
+                client = ns.run(socket.create_connection, (target, port), timeout)
+            except OSError as exc:
+                raise TunlabError(f"no TCP connection to {target}:{port} in {timeout:g} s "
+                                  f"({exc.strerror or exc})",
+                                  "is the tunnel running? lesson 08 starts it in its first "
+                                  "cells") from exc
+            try:
+                mss, ss_line = _ss_mss(ns, target, port)
+            finally:
+                client.close()
         try:
-            client = ns.run(socket.create_connection, (target, port), timeout)
-        except OSError as exc:
-            raise TunlabError(f"no TCP connection to {target}:{port} in {timeout:g} s "
-                              f"({exc.strerror or exc})",
-                              "is the tunnel running? lesson 08 starts it in its first "
-                              "cells") from exc
-        try:
-            mss, ss_line = _ss_mss(ns, target, port)
+            syn = _syn_options(cap.packets(), port)
         finally:
-            client.close()
-        try:
-            out, _ = capture.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            out = ""
-        syn = " ".join(out.split())
-        found = re.search(r"\bmss (\d+)", syn)
-        if not found:
-            raise TunlabError(f"tcpdump saw no SYN with an MSS option on {device}: {out!r}",
-                              "is tcpdump installed? (apt-get install tcpdump)")
-        return int(found.group(1)), mss, syn, ss_line
+            cap.path.unlink(missing_ok=True)
     finally:
-        stop_process(capture)
         listener.close()
+    if syn is None:
+        raise TunlabError(f"the capture on {device} holds no SYN with an MSS option "
+                          f"({cap.stderr.strip()[-200:] or 'no message'})",
+                          "is tcpdump installed? (apt-get install tcpdump)")
+    return syn[0], mss, syn[1], ss_line
 
 
 def announced_mss(lab: Any, tunnel_mtus: Sequence[int] = (1400, 9000)) -> list[AnnouncedMss]:

@@ -234,11 +234,14 @@ def capture_command(interface: str, path: str, bpf: str) -> list[str]:
     ``-Z root`` fails, and :mod:`tunlab.pcapture` captures the same pcap instead.
     """
     options = ["-i", interface, "-w", path, *bpf.split()]
+    # --immediate-mode: libpcap otherwise holds packets until its buffer block times out, and
+    # a short capture stopped before that (one SYN, say) would write nothing.
+    tcpdump = ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0"]
     if not in_user_namespace():
-        return ["tcpdump", "-U", "-n", "-s", "0", *options]
+        return [*tcpdump, *options]
     if _setgroups_denied():
         return [sys.executable, "-m", "tunlab.pcapture", *options]
-    return ["tcpdump", "-Z", "root", "-U", "-n", "-s", "0", *options]
+    return [tcpdump[0], "-Z", "root", *tcpdump[1:], *options]
 
 
 def _setgroups_denied(path: Path = Path("/proc/self/setgroups")) -> bool:
