@@ -119,8 +119,9 @@ class LabBar(w.VBox):
         on = not plots.presenter_on()
         set_presenter(on)
         self.panel.redraw()
-        self.status.value = ("presenter mode on: figures redraw large on the next result"
-                             if on else "presenter mode off")
+        # This panel redrew just now; other panels and cells redraw on their next result.
+        self.status.value = ("presenter mode on: this panel redrawn large, other figures on "
+                             "their next result" if on else "presenter mode off")
 
 
 class Result(Protocol):
