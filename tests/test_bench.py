@@ -213,6 +213,46 @@ def test_latency_samplers_return_round_trips_of_real_pings():
         loaded = lab.loaded(bench.FAST, 1.5)
         assert loaded.run.mbps > 0 and loaded.run.cpu_seconds is not None
         assert loaded.rtts and all(rtt > 0 for rtt in loaded.rtts)
+        # Without txqueuelen the devices keep the kernel's default queue.
+        queues = lab.device_queues()
+        assert {(q.host, q.device) for q in queues} == {("a", "tun0"), ("b", "tun0")}
+        assert all(q.txqueuelen == 500 for q in queues), queues
         assert len(loaded.rtts) + loaded.lost >= 10
         rates = lab.cpu_per_hour(0.2)
         assert set(rates) == {bench.FAST} and rates[bench.FAST] >= 0
+
+
+@pure
+def test_queue_summary_counts_devices_per_setting():
+    queues = [bench.DeviceQueue("a", "tun0", 500, "pfifo_fast"),
+              bench.DeviceQueue("b", "tun0", 500, "pfifo_fast"),
+              bench.DeviceQueue("a", "ovpn0", 32, "pfifo_fast")]
+    assert bench.queue_summary(queues) == ("txqueuelen 32, qdisc pfifo_fast (1 devices); "
+                                           "txqueuelen 500, qdisc pfifo_fast (2 devices)")
+    assert bench.queue_summary([]) == "none"
+
+
+@pure
+def test_a_nonsense_txqueuelen_is_refused_before_anything_is_created():
+    with pytest.raises(bench.TunlabError, match="txqueuelen"):
+        bench.BenchLab(txqueuelen=0)
+
+
+def test_every_tun_device_of_the_bench_lab_carries_the_txqueuelen():
+    openvpn = (bench.OPENVPN,) if shutil.which("openvpn") else ()
+    with bench.BenchLab(tunlab=(bench.FAST,), openvpn=openvpn, txqueuelen=32,
+                        log=lambda line: None) as lab:
+        queues = lab.device_queues()
+        devices = {(q.host, q.device) for q in queues}
+        assert {("a", "tun0"), ("b", "tun0")} <= devices
+        if openvpn:
+            assert {("a", "ovpn0"), ("b", "ovpn0")} <= devices
+        assert all(q.txqueuelen == 32 for q in queues), queues
+        # Read back independently of device_queues(): what `ip -d link` and tc say.
+        for ns in (lab.lab.a, lab.lab.b):
+            for _, dev in devices:
+                shown = ns.exec(["ip", "-d", "link", "show", dev], check=False).stdout
+                if shown:
+                    assert " qlen 32" in shown, shown
+            assert "pfifo_fast" in ns.exec(["tc", "qdisc", "show", "dev", "tun0"]).stdout
+        assert lab.rtts(bench.FAST, 3)  # the tunnel still carries traffic
