@@ -134,12 +134,15 @@ def test_the_table_shows_latency_under_load_cpu_per_hour_and_unavailable_variant
     results, loaded = _all_met()
     report = {"results": results, "loaded": loaded,
               "unavailable": {"something": "not available: because"},
-              "meta": {"loadavg_before": 1.5, "loadavg_after": 2.5, "cpus": 2}}
+              "meta": {"loadavg_before": 1.5, "loadavg_after": 2.5, "cpus": 2,
+                       "device_queues": "txqueuelen 500, qdisc pfifo_fast (4 devices)"}}
     report["ratios"], report["targets"] = bench._verdict(results, loaded)
     table = bench.format_table(report)
     assert "under load (iperf3 + ping)" in table and "not available: because" in table
     assert "CPU s per hour, both ends" in table and "900.0" in table
     assert "load average (1 min): 1.50 before, 2.50 after, on 2 CPUs" in table
+    assert ("TUN devices' queues (every variant's): txqueuelen 500, qdisc pfifo_fast "
+            "(4 devices)") in table
     assert all(line in table for line in map(bench.describe_target, report["targets"]))
 
 
