@@ -134,12 +134,15 @@ def test_the_table_shows_latency_under_load_cpu_per_hour_and_unavailable_variant
     results, loaded = _all_met()
     report = {"results": results, "loaded": loaded,
               "unavailable": {"something": "not available: because"},
-              "meta": {"loadavg_before": 1.5, "loadavg_after": 2.5, "cpus": 2}}
+              "meta": {"loadavg_before": 1.5, "loadavg_after": 2.5, "cpus": 2,
+                       "device_queues": "txqueuelen 500, qdisc pfifo_fast (4 devices)"}}
     report["ratios"], report["targets"] = bench._verdict(results, loaded)
     table = bench.format_table(report)
     assert "under load (iperf3 + ping)" in table and "not available: because" in table
     assert "CPU s per hour, both ends" in table and "900.0" in table
     assert "load average (1 min): 1.50 before, 2.50 after, on 2 CPUs" in table
+    assert ("TUN devices' queues (every variant's): txqueuelen 500, qdisc pfifo_fast "
+            "(4 devices)") in table
     assert all(line in table for line in map(bench.describe_target, report["targets"]))
 
 
@@ -213,6 +216,46 @@ def test_latency_samplers_return_round_trips_of_real_pings():
         loaded = lab.loaded(bench.FAST, 1.5)
         assert loaded.run.mbps > 0 and loaded.run.cpu_seconds is not None
         assert loaded.rtts and all(rtt > 0 for rtt in loaded.rtts)
+        # Without txqueuelen the devices keep the kernel's default queue.
+        queues = lab.device_queues()
+        assert {(q.host, q.device) for q in queues} == {("a", "tun0"), ("b", "tun0")}
+        assert all(q.txqueuelen == 500 for q in queues), queues
         assert len(loaded.rtts) + loaded.lost >= 10
         rates = lab.cpu_per_hour(0.2)
         assert set(rates) == {bench.FAST} and rates[bench.FAST] >= 0
+
+
+@pure
+def test_queue_summary_counts_devices_per_setting():
+    queues = [bench.DeviceQueue("a", "tun0", 500, "pfifo_fast"),
+              bench.DeviceQueue("b", "tun0", 500, "pfifo_fast"),
+              bench.DeviceQueue("a", "ovpn0", 32, "pfifo_fast")]
+    assert bench.queue_summary(queues) == ("txqueuelen 32, qdisc pfifo_fast (1 devices); "
+                                           "txqueuelen 500, qdisc pfifo_fast (2 devices)")
+    assert bench.queue_summary([]) == "none"
+
+
+@pure
+def test_a_nonsense_txqueuelen_is_refused_before_anything_is_created():
+    with pytest.raises(bench.TunlabError, match="txqueuelen"):
+        bench.BenchLab(txqueuelen=0)
+
+
+def test_every_tun_device_of_the_bench_lab_carries_the_txqueuelen():
+    openvpn = (bench.OPENVPN,) if shutil.which("openvpn") else ()
+    with bench.BenchLab(tunlab=(bench.FAST,), openvpn=openvpn, txqueuelen=32,
+                        log=lambda line: None) as lab:
+        queues = lab.device_queues()
+        devices = {(q.host, q.device) for q in queues}
+        assert {("a", "tun0"), ("b", "tun0")} <= devices
+        if openvpn:
+            assert {("a", "ovpn0"), ("b", "ovpn0")} <= devices
+        assert all(q.txqueuelen == 32 for q in queues), queues
+        # Read back independently of device_queues(): what `ip -d link` and tc say.
+        for ns in (lab.lab.a, lab.lab.b):
+            for _, dev in devices:
+                shown = ns.exec(["ip", "-d", "link", "show", dev], check=False).stdout
+                if shown:
+                    assert " qlen 32" in shown, shown
+            assert "pfifo_fast" in ns.exec(["tc", "qdisc", "show", "dev", "tun0"]).stdout
+        assert lab.rtts(bench.FAST, 3)  # the tunnel still carries traffic

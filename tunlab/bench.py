@@ -359,6 +359,26 @@ class Loaded:
     lost: int
 
 
+@dataclass(frozen=True)
+class DeviceQueue:
+    """The queue in front of one TUN device of the bench lab, read back from the kernel."""
+
+    host: str        # "a" or "b"
+    device: str
+    txqueuelen: int  # also the size of the TUN device's ring of packets for its reader
+    qdisc: str
+
+
+def queue_summary(queues: Sequence[DeviceQueue]) -> str:
+    """One line for the report: the distinct queue settings and how many devices had each."""
+    counts: dict[tuple[int, str], int] = {}
+    for queue in queues:
+        key = (queue.txqueuelen, queue.qdisc)
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"txqueuelen {length}, qdisc {qdisc} ({count} devices)"
+                     for (length, qdisc), count in sorted(counts.items())) or "none"
+
+
 def _iperf3_run(stdout: str, stderr: str, address: str) -> Run:
     try:
         doc = json.loads(stdout)
@@ -380,14 +400,22 @@ class BenchLab:
     10.7.0.1 and .2 on uniquely named devices. An iperf3 server listens in ``b``. Variants that
     cannot run here are left out of :attr:`variants` and listed, with the reason, in
     :attr:`unavailable`.
+
+    ``txqueuelen`` (None: the kernel's default, 500) is set on every TUN device of the lab,
+    tunlab's, OpenVPN's and wireguard-go's alike, so that a comparison stays fair;
+    :meth:`device_queues` reads back what the devices carry.
     """
 
     def __init__(self, mtu: int = 1500, *,
                  tunlab: Sequence[str] = (FAST, SIMPLE, FAST_PSK, BUSY),
                  openvpn: Sequence[str] = (OPENVPN, OPENVPN_NODELAY), wireguard: bool = False,
-                 busy_poll_usec: int = BUSY_POLL_USEC,
+                 busy_poll_usec: int = BUSY_POLL_USEC, txqueuelen: int | None = None,
                  log: Callable[[str], None] = print) -> None:
+        if txqueuelen is not None and not 1 <= txqueuelen <= 100_000:
+            raise TunlabError(f"txqueuelen {txqueuelen!r} is outside 1-100000",
+                              "leave it out for the kernel's default (500)")
         self.mtu = mtu
+        self.txqueuelen = txqueuelen
         self.log = log
         self.busy_poll_usec = busy_poll_usec
         self.lab = TwoHostLab(mtu=mtu, tun_mtu=mtu, label="bench")
@@ -448,7 +476,29 @@ class BenchLab:
             if not _wait_ping(lab.a, variant.address):
                 raise TunlabError(f"{variant.name}: no ping through to {variant.address}",
                                   f"see the logs in {self._tmp.name}")
+        if self.txqueuelen is not None:
+            for ns in (lab.a, lab.b):
+                for dev in self._tun_devices(ns):
+                    ns.ip("link", "set", "dev", dev, "txqueuelen", str(self.txqueuelen))
         wait_listening(lab.b, IPERF_PORT)
+
+    @staticmethod
+    def _links(ns: Namespace) -> list[dict[str, Any]]:
+        links: list[dict[str, Any]] = json.loads(ns.exec(["ip", "-d", "-j", "link", "show"]).stdout)
+        return links
+
+    def _tun_devices(self, ns: Namespace) -> list[str]:
+        return [link["ifname"] for link in self._links(ns)
+                if link.get("linkinfo", {}).get("info_kind") == "tun"]
+
+    def device_queues(self) -> list[DeviceQueue]:
+        """The TUN devices in both hosts (every variant's) with their queue settings, as
+        ``ip -d link`` reports them."""
+        return [DeviceQueue(host, link["ifname"], int(link.get("txqlen", 0)),
+                            str(link.get("qdisc", "?")))
+                for host, ns in (("a", self.lab.a), ("b", self.lab.b))
+                for link in self._links(ns)
+                if link.get("linkinfo", {}).get("info_kind") == "tun"]
 
     def _log_file(self, name: str) -> Any:
         handle = open(Path(self._tmp.name) / name, "w")  # noqa: SIM115 - closed in close()
@@ -634,6 +684,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         report["notes"] += bench.notes
         report["unavailable"] = dict(bench.unavailable)
         report["meta"]["busy_poll_usec"] = config.busy_poll_usec
+        report["meta"]["device_queues"] = queue_summary(bench.device_queues())
         names = list(bench.variants)
         runs: dict[str, list[Run]] = {name: [] for name in names}
         for rep in range(config.repeats):
@@ -971,6 +1022,8 @@ def format_table(report: dict[str, Any]) -> str:
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     meta = report.get("meta") or {}
+    if meta.get("device_queues"):
+        lines.append(f"TUN devices' queues (every variant's): {meta['device_queues']}")
     if "loadavg_before" in meta:
         lines.append(f"load average (1 min): {meta['loadavg_before']:.2f} before, "
                      f"{meta.get('loadavg_after', float('nan')):.2f} after, "
