@@ -342,13 +342,12 @@ def _link_counters(ns: Namespace, dev: str) -> dict[str, int]:
 
 
 def _snmp(ns: Namespace) -> dict[str, int]:
-    text = ns.exec(["cat", "/proc/net/snmp"]).stdout.splitlines()
-    values: dict[str, int] = {}
-    for names, numbers in zip(text[::2], text[1::2], strict=False):
-        proto, _, keys = names.partition(":")
-        for key, number in zip(keys.split(), numbers.partition(":")[2].split(), strict=False):
-            values[f"{proto}{key}"] = int(number)
-    return values
+    """/proc/net/snmp of ``ns`` (UdpInDatagrams, TcpOutSegs...), read and named as
+    :mod:`tunlab.drops` reads every counter; without netstat's TcpExt, which the checks do not
+    judge."""
+    from .drops import _parse_snmp, _read_proc_net
+
+    return _parse_snmp(_read_proc_net(ns, ("snmp",))["snmp"])
 
 
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
