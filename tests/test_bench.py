@@ -259,3 +259,26 @@ def test_every_tun_device_of_the_bench_lab_carries_the_txqueuelen():
                     assert " qlen 32" in shown, shown
             assert "pfifo_fast" in ns.exec(["tc", "qdisc", "show", "dev", "tun0"]).stdout
         assert lab.rtts(bench.FAST, 3)  # the tunnel still carries traffic
+
+
+@pure
+def test_a_nonsense_niceness_is_refused_before_anything_is_created():
+    with pytest.raises(bench.TunlabError, match="niceness"):
+        bench.BenchLab(nice=-21)
+
+
+def _niceness(pid: int) -> int:
+    # /proc/PID/stat field 19 is the nice value; the command name (field 2) may hold spaces.
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_every_tunnel_daemon_runs_at_the_bench_niceness_and_the_load_does_not():
+    openvpn = (bench.OPENVPN,) if shutil.which("openvpn") else ()
+    wireguard = shutil.which("wireguard-go") is not None
+    with bench.BenchLab(tunlab=(bench.FAST,), openvpn=openvpn, wireguard=wireguard, nice=-7,
+                        log=lambda line: None) as lab:
+        daemons = [p.pid for v in lab.variants.values() for p in v.processes]
+        assert len(daemons) == 2 * (1 + len(openvpn) + wireguard)
+        assert {_niceness(pid) for pid in daemons} == {-7}
+        assert _niceness(lab._iperf.pid) == 0

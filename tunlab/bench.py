@@ -65,7 +65,7 @@ from .measure import (
     wait_listening,
 )
 from .netns import Namespace
-from .wgpeer import WireGuardPair
+from .wgpeer import WireGuardPair, niced
 
 TARGET_VS_OPENVPN = 10.0
 TARGET_VS_VETH = 0.40
@@ -80,6 +80,11 @@ TARGET_LOADED_P99_MS = 5.0
 # Encrypted peers: tunlab with --psk-file against wireguard-go and against its own clear path.
 TARGET_PSK_VS_WIREGUARD = 10.0
 TARGET_PSK_VS_FAST = 0.8
+# Every tunnel daemon of the bench (tunlab's endpoints, OpenVPN, wireguard-go) runs at this
+# niceness, as a VPN gateway is run (OpenVPN's --nice): on this machine's two CPUs both ends
+# of every tunnel share the CPUs with the load itself (iperf3), and at niceness 0 a ping under
+# load waits mostly for a CPU, not in a queue. docs/performance.md has the measurements.
+DAEMON_NICE = -10
 BUSY_POLL_USEC = 200  # the --busy-poll of the busy-poll variant (`tunlab bench --busy-poll-usec`)
 PING_INTERVAL_S = 0.01
 OPENVPN = "OpenVPN 2.6"
@@ -410,12 +415,15 @@ class BenchLab:
                  tunlab: Sequence[str] = (FAST, SIMPLE, FAST_PSK, BUSY),
                  openvpn: Sequence[str] = (OPENVPN, OPENVPN_NODELAY), wireguard: bool = False,
                  busy_poll_usec: int = BUSY_POLL_USEC, txqueuelen: int | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 nice: int = DAEMON_NICE, log: Callable[[str], None] = print) -> None:
+        if not -20 <= nice <= 19:
+            raise TunlabError(f"niceness {nice!r} is outside -20..19", "for example -10")
         if txqueuelen is not None and not 1 <= txqueuelen <= 100_000:
             raise TunlabError(f"txqueuelen {txqueuelen!r} is outside 1-100000",
                               "leave it out for the kernel's default (500)")
         self.mtu = mtu
         self.txqueuelen = txqueuelen
+        self.nice = nice
         self.log = log
         self.busy_poll_usec = busy_poll_usec
         self.lab = TwoHostLab(mtu=mtu, tun_mtu=mtu, label="bench")
@@ -468,7 +476,7 @@ class BenchLab:
             self.unavailable[WIREGUARD] = ("not available: wireguard-go is not installed "
                                            "(apt-get install wireguard-go)")
         elif wireguard:
-            self._wireguard = WireGuardPair(lab.a, lab.b, UNDERLAY,
+            self._wireguard = WireGuardPair(lab.a, lab.b, UNDERLAY, nice=self.nice,
                                             log=self._log_file("wireguard-go.log")).start()
             self.variants[WIREGUARD] = Variant(WIREGUARD, self._wireguard.address,
                                                self._wireguard.processes)
@@ -509,14 +517,16 @@ class BenchLab:
                   extra: list[str]) -> subprocess.Popen[Any]:
         # The command users run: what is measured is `tunlab server` / `tunlab client`.
         where = "--listen" if role == "server" else "--server"
-        argv = [sys.executable, "-m", "tunlab", role, "--dev", dev, where, address, *extra]
+        argv = [*niced(self.nice), sys.executable, "-m", "tunlab", role, "--dev", dev, where,
+                address, *extra]
         return ns.popen(argv, stdout=subprocess.DEVNULL,
                         stderr=self._log_file(f"{role}-{dev}.log"))
 
     def _openvpn(self, name: str, index: int, nodelay: bool) -> Variant:
         lab = self.lab
         dev, port = f"ovpn{index}", 1194 + index
-        common = ["openvpn", "--dev", dev, "--dev-type", "tun", "--cipher", "none", "--auth",
+        common = [*niced(self.nice), "openvpn", "--dev", dev, "--dev-type", "tun", "--cipher",
+                  "none", "--auth",
                   "none", "--data-ciphers", "none", "--disable-dco", "--tun-mtu",
                   str(self.mtu), "--verb", "3"]
         if nodelay:
@@ -624,6 +634,7 @@ class BenchConfig:
     ping_count: int = 600
     idle_seconds: float = 30.0
     busy_poll_usec: int = BUSY_POLL_USEC
+    nice: int = DAEMON_NICE
     wireguard: bool = True
     loaded: bool = True
     mtus: tuple[int, ...] = (1280, 1500, 9000)
@@ -680,10 +691,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
                  "loadavg_before": os.getloadavg()[0]},
         "notes": []}
     with BenchLab(1500, wireguard=config.wireguard, busy_poll_usec=config.busy_poll_usec,
-                  log=log) as bench:
+                  nice=config.nice, log=log) as bench:
         report["notes"] += bench.notes
         report["unavailable"] = dict(bench.unavailable)
         report["meta"]["busy_poll_usec"] = config.busy_poll_usec
+        report["meta"]["daemon_nice"] = config.nice
         report["meta"]["device_queues"] = queue_summary(bench.device_queues())
         names = list(bench.variants)
         runs: dict[str, list[Run]] = {name: [] for name in names}
@@ -749,7 +761,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         if mtu == 1500:
             continue
         log(f"MTU {mtu}: a fresh lab with veth and tun MTU {mtu}")
-        with BenchLab(mtu, tunlab=(FAST, SIMPLE), openvpn=(), log=log) as bench:
+        with BenchLab(mtu, tunlab=(FAST, SIMPLE), openvpn=(), nice=config.nice,
+                      log=log) as bench:
             for name in mtu_rows:
                 mtu_rows[name][mtu] = bench.throughput(name, config.seconds).mbps
     report["mtu_sweep"] = {n: {str(m): v for m, v in sorted(d.items())}

@@ -15,7 +15,7 @@ from typing import Any
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to the ``tunlab`` parser's subparsers."""
-    from .bench import BUSY_POLL_USEC, DEFAULT_RESULTS
+    from .bench import BUSY_POLL_USEC, DAEMON_NICE, DEFAULT_RESULTS
 
     parser = subparsers.add_parser(
         "bench", help="measure tunlab against the bare veth and OpenVPN, in private namespaces",
@@ -32,6 +32,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--busy-poll-usec", type=int, metavar="USEC",
                         help="the --busy-poll value of the busy-poll variant (default "
                         f"{BUSY_POLL_USEC})")
+    parser.add_argument("--nice", type=int, metavar="N",
+                        help="niceness of every tunnel daemon, tunlab's, OpenVPN's and "
+                        f"wireguard-go's alike (default {DAEMON_NICE}; 0 runs them as started)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
                         help=f"where bench.json and bench.png go (default {DEFAULT_RESULTS})")
@@ -64,6 +67,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise TunlabError("--busy-poll-usec must be between 1 and 1000000",
                               "for example --busy-poll-usec 100")
         config.busy_poll_usec = args.busy_poll_usec
+    if args.nice is not None:
+        if not -20 <= args.nice <= 19:
+            raise TunlabError("--nice must be between -20 and 19", "for example --nice -10")
+        config.nice = args.nice
     config.install = not args.no_install
     if args.no_notebooks:
         config.notebooks = False

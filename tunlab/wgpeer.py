@@ -87,6 +87,14 @@ def uapi_set(ifname: str, settings: list[tuple[str, str]], timeout: float = 5.0)
                           f"{answer.decode(errors='replace').strip()!r}")
 
 
+def niced(nice: int) -> list[str]:
+    """The ``nice -n N`` prefix that starts a command at niceness ``nice`` (nothing for 0).
+
+    nice(1) execs the command, so the process keeps its pid (its CPU time is read from /proc).
+    """
+    return ["nice", "-n", str(nice)] if nice else []
+
+
 @dataclass
 class WireGuardEnd:
     """One running wireguard-go: its namespace, interface, tunnel address and process."""
@@ -113,6 +121,7 @@ class WireGuardPair:
     subnet: str = "10.7.0"
     port: int = 51820
     log: IO[str] | None = None
+    nice: int = 0  # niceness of both wireguard-go processes (the bench runs every daemon so)
     ends: list[WireGuardEnd] = field(default_factory=list)
 
     def start(self, timeout: float = 10.0) -> WireGuardPair:
@@ -127,7 +136,7 @@ class WireGuardPair:
                 self.ends.append(end)
                 # -f: stay in the foreground, so the pid is wireguard-go's own (its CPU is
                 # read from /proc) and SIGTERM reaches it.
-                end.process = ns.popen(["wireguard-go", "-f", end.ifname],
+                end.process = ns.popen([*niced(self.nice), "wireguard-go", "-f", end.ifname],
                                        env=dict(os.environ, WG_PROCESS_FOREGROUND="1"),
                                        stdout=self.log or subprocess.DEVNULL,
                                        stderr=subprocess.STDOUT if self.log else
