@@ -132,9 +132,9 @@ def test_an_exception_in_a_connection_drops_that_peer_and_the_endpoint_goes_on(
             self._maybe_fail()
             return super().receive(data)
 
-        def receive_packets(self, data):  # type: ignore[override]
+        def receive_packets(self, data, **options):  # type: ignore[override]
             self._maybe_fail()
-            return super().receive_packets(data)
+            return super().receive_packets(data, **options)
 
     monkeypatch.setattr(endpoint, "Session", BuggySession)
     server = TunnelServer(lab.open_device(lab.b, "tun0", vnet_hdr=fast), (UNDERLAY[1], 5808),

@@ -303,3 +303,60 @@ def test_the_data_path_cut_agrees_with_feed(pieces, split):
     assert fast.stats == reference.stats
     assert fast.buffered == reference.buffered
     assert (fast.failed is None) == (reference.failed is None)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_FRAME_PIECES, max_size=12), st.lists(st.integers(0, 400), max_size=8),
+       st.booleans())
+def test_keeping_an_unfinished_frame_agrees_with_feed(pieces, cuts, accept_gso):
+    """The fast pump's receive loop: feed_packets() on (kept bytes + new bytes); an unfinished
+    data frame at the end is kept by the caller (is_partial_frame), the rest goes to feed().
+    Whatever the stream and however recv() cut it, the packets, rejections, statistics and
+    failure are those of feed() alone, and what is kept is never more than one frame."""
+    stream = b"".join(pieces)
+    bounds = sorted({0, len(stream), *(min(c, len(stream)) for c in cuts)})
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    reference, fast = Decoder(accept_gso=accept_gso), Decoder(accept_gso=accept_gso)
+    expected: list = []
+    for chunk in chunks:
+        expected += reference.feed(chunk)
+    got: list = []
+    kept = b""
+    for chunk in chunks:
+        data = kept + chunk
+        kept = b""
+        result = fast.feed_packets(data)
+        if result is None:
+            got += fast.feed(data)
+            continue
+        packets, rejections, rest = result
+        got += [PacketReceived(bytes(p), h and bytes(h)) for p, h in packets]
+        got += rejections
+        if len(rest) and fast.is_partial_frame(rest):
+            kept = bytes(rest)
+            assert len(kept) < HEADER_SIZE + fast.max_payload
+        else:
+            got += fast.feed(rest)
+    got += fast.feed(kept)  # the stream ended: what was kept goes to the decoder after all
+    assert [e for e in got if isinstance(e, PacketReceived)] == \
+        [e for e in expected if isinstance(e, PacketReceived)]
+    assert sorted(map(repr, got)) == sorted(map(repr, expected))
+    assert fast.stats == reference.stats
+    assert fast.buffered == reference.buffered
+    assert (fast.failed is None) == (reference.failed is None)
+
+
+def test_a_partial_frame_is_only_kept_when_feed_packets_would_take_its_header():
+    decoder = Decoder(max_payload=1024)
+    frame = framing.encode_packet(ipv4(b"x" * 40))
+    assert decoder.is_partial_frame(frame[:3])          # not even a header yet
+    assert decoder.is_partial_frame(frame[:-1])         # one byte missing
+    assert not decoder.is_partial_frame(frame)          # complete: not partial
+    assert not decoder.is_partial_frame(b"XX" + frame[2:-1])          # bad magic: feed() says so
+    assert not decoder.is_partial_frame(framing.encode_close("bye")[:-1])  # not a data frame
+    big = struct.pack("!2sBBI", b"TL", 1, FrameType.DATA, 4096)
+    assert not decoder.is_partial_frame(big)            # over max_payload: feed() rejects it
+    gso = Decoder(accept_gso=False)
+    assert not gso.is_partial_frame(framing.encode_gso_packet(bytes(10), ipv4(b"g"))[:-1])
+    decoder.feed(frame[:5])                             # something buffered in the decoder
+    assert not decoder.is_partial_frame(frame[:3])

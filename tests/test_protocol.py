@@ -578,3 +578,19 @@ def test_reject_reasons_are_one_enum_that_reads_as_its_text():
     assert isinstance(event, FrameRejected) and event.reason is RejectReason.NOT_IP
     assert event.reason == "not_ip" and f"{event.reason}" == "not_ip"
     assert server.decoder.stats.rejected["not_ip"] == 1
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["clear", "keyed"])
+def test_a_bad_header_right_after_a_good_frame_ends_the_session(keyed):
+    """Found by the keyed data path's property test: a valid frame and a bad header in one
+    receive() returned the packet and dropped the decoder's error, so the session stayed
+    "established" while the decoder refused every later byte: a wedged tunnel that never
+    dropped the peer. The error is now reported, the session fails and tells the peer."""
+    key = KEY if keyed else None
+    client, server, _, _ = pair(key, key)
+    stream = client.encode_packet(ipv4(b"fine")) + b"\x00\x01" + bytes(6)
+    events = server.receive(stream)
+    assert [type(e) for e in events] == [PacketReceived, ProtocolError]
+    assert events[1].reason == "bad_magic"
+    assert server.state is State.FAILED
+    assert server.data_to_send(), "the peer is told why"

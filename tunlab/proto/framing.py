@@ -429,6 +429,61 @@ class Decoder:
             packets.append((packet, header))
         return packets, rejections, view[offset:]
 
+    def feed_frames(self, data: bytes | bytearray | memoryview, frame_type: int,
+                    ) -> tuple[list[memoryview], memoryview] | None:
+        """The leading complete frames of ``frame_type`` in ``data``, cut out without a copy
+        (a keyed session's data path: its frames are all SEALED).
+
+        Returns ``(payloads, rest)``: each frame's payload as a view into ``data`` (use it
+        before ``data`` changes; not counted yet: the caller adds each frame it takes to
+        ``stats.frames``, as :meth:`feed` would have), and the bytes from
+        the first frame of another type, a header :meth:`feed` would reject or an incomplete
+        frame on, which the caller hands to :meth:`feed` (or keeps, see
+        :meth:`is_partial_frame`). Returns None, having consumed nothing, when bytes are
+        already buffered or the decoder failed: then use :meth:`feed`.
+        """
+        if self.failed is not None or self._buffer:
+            return None
+        view = memoryview(data).cast("B")
+        end_of_data = len(view)
+        payloads: list[memoryview] = []
+        unpack = HEADER.unpack_from
+        offset = 0
+        while end_of_data - offset >= HEADER_SIZE:
+            magic, version, kind, length = unpack(view, offset)
+            end = offset + HEADER_SIZE + length
+            if (magic != MAGIC or version != VERSION or kind != frame_type
+                    or length > self.max_payload or end > end_of_data
+                    or kind in self.pause_after
+                    or (self._only is not None and kind != self._only)):
+                break  # feed() takes it from here, with every error it knows
+            payloads.append(view[offset + HEADER_SIZE:end])
+            offset = end
+        return payloads, view[offset:]
+
+    def is_partial_frame(self, rest: bytes | bytearray | memoryview) -> bool:
+        """True when ``rest`` (what :meth:`feed_packets` or :meth:`feed_frames` left) is only
+        the start of one frame that they would take once complete: a data frame, or in a
+        stream narrowed by :meth:`only_accept`, a frame of that type.
+
+        The caller may then keep those bytes itself and hand them back, followed by more, in
+        its next call, instead of feeding them (which would buffer them here, and the next
+        call would copy everything it gets behind them). Anything else, including a header
+        that :meth:`feed` would reject, is for :meth:`feed`.
+        """
+        if self.failed is not None or self._buffer:
+            return False
+        if len(rest) < HEADER_SIZE:
+            return True
+        magic, version, frame_type, length = HEADER.unpack_from(rest, 0)
+        if self._only is not None:  # a keyed session: only its one frame type
+            wanted = frame_type == self._only
+        else:
+            wanted = frame_type in _DATA_TYPES and (
+                frame_type != FrameType.GSO_DATA or self.accept_gso)
+        return (wanted and magic == MAGIC and version == VERSION and length <= self.max_payload
+                and HEADER_SIZE + length > len(rest))
+
     def _check_header(self, magic: bytes, version: int, frame_type: int,
                       length: int) -> ProtocolError | None:
         if magic != MAGIC:

@@ -287,7 +287,10 @@ class Session:
                     self._queue_close(event)
                     break
                 events.extend(self._handle(event))
-                if decoder.failed is not None:
+                # Only the session's own failure stops here: a ProtocolError the decoder
+                # found later in the same bytes is still ahead in ``decoded``, and must be
+                # reported (and end the session) like any other.
+                if self.state is State.FAILED:
                     break
             # The handshake's frames pause the decoder, so that what follows one is judged by
             # the rules it brought in (after the key proof: sealed frames only).
@@ -295,24 +298,65 @@ class Session:
                 break
         return events
 
-    def receive_packets(self, data: bytes | bytearray | memoryview,
-                        ) -> tuple[list[tuple[Any, Any]], list[SessionEvent]]:
-        """:meth:`receive` for the data path: ``(packets, events)``.
+    def receive_packets(self, data: bytes | bytearray | memoryview, *, keep_tail: bool = False,
+                        ) -> tuple[list[tuple[Any, Any]], list[SessionEvent], int]:
+        """:meth:`receive` for the data path: ``(packets, events, kept)``.
 
         In the clear mode, after the handshake, the leading DATA/GSO_DATA frames come back as
         ``(packet, vnet_header)`` views into ``data`` (valid until ``data`` changes; see
         :meth:`tunlab.proto.framing.Decoder.feed_packets`) with the same checks; everything else,
         and every sealed session, goes through :meth:`receive` into ``events``, in order after
         the packets.
+
+        With ``keep_tail``, an incomplete data frame at the end of ``data`` is not taken: its
+        length comes back as ``kept`` and the caller must pass those last ``kept`` bytes again,
+        followed by what it receives next (see
+        :meth:`tunlab.proto.framing.Decoder.is_partial_frame`). ``kept`` is 0 otherwise.
         """
+        if self.state is State.SEALED:
+            return self._receive_sealed(data, keep_tail)
         if self.state is State.ESTABLISHED:
             cut = self.decoder.feed_packets(data)
             if cut is not None:
                 packets, events, rest = cut
                 if len(rest):
+                    if keep_tail and self.decoder.is_partial_frame(rest):
+                        return packets, events, len(rest)
                     events = [*events, *self.receive(rest)]
-                return packets, events
-        return [], self.receive(data)
+                return packets, events, 0
+        return [], self.receive(data), 0
+
+    def _receive_sealed(self, data: bytes | bytearray | memoryview, keep_tail: bool,
+                        ) -> tuple[list[tuple[Any, Any]], list[SessionEvent], int]:
+        """:meth:`receive_packets` of a keyed session: each SEALED frame is opened straight
+        from ``data`` (no copy of the ciphertext); its packet is a view of the plaintext."""
+        cut = self.decoder.feed_frames(data, SecureFrameType.SEALED)
+        if cut is None:
+            return [], self.receive(data), 0
+        payloads, rest = cut
+        packets: list[tuple[Any, Any]] = []
+        offset = 0
+        stats = self.decoder.stats
+        for taken, payload in enumerate(payloads, 1):
+            offset += framing.HEADER_SIZE + len(payload)
+            stats.frames += 1
+            event = self._open(ExtensionFrame(SecureFrameType.SEALED, payload))[0]
+            if type(event) is PacketReceived:
+                packets.append((event.packet, event.vnet_header))
+                continue
+            # Anything else (a keepalive, a close, a failure): it, then every frame after it
+            # the ordinary way, in order.
+            events: list[SessionEvent] = [event]
+            if self.decoder.failed is None:
+                events += self.receive(memoryview(data)[offset:])
+            else:  # counted as feed() counts them: every complete frame it was handed
+                stats.frames += len(payloads) - taken
+            return packets, events, 0
+        if len(rest):
+            if keep_tail and self.decoder.is_partial_frame(rest):
+                return packets, [], len(rest)
+            return packets, self.receive(rest), 0
+        return packets, [], 0
 
     def end_of_stream(self) -> list[SessionEvent]:
         """The peer closed its side: a ``truncated`` error if it stopped inside a frame."""

@@ -68,6 +68,7 @@ class FastPump:
         os.set_blocking(self.device_fd, False)
         self.rbuffer = bytearray(RECV_SIZE)
         self.rview = memoryview(self.rbuffer)
+        self.kept = 0  # bytes of an unfinished frame at the start of rbuffer
         buffers = [bytearray(READ_BUFFER) for _ in range(READ_BATCH)]
         self.iovecs = [[buffer] for buffer in buffers]
         self.views = [memoryview(buffer) for buffer in buffers]
@@ -110,11 +111,17 @@ class FastPump:
         return self.why or "closed by peer"
 
     def _receive(self) -> bool:
-        """Peer -> device: one non-blocking receive, its packets written; True if data came."""
+        """Peer -> device: one non-blocking receive, its packets written; True if data came.
+
+        A frame that the receive cut in two stays at the start of the buffer (``kept`` bytes)
+        and the next receive appends to it: one move of at most a frame, where handing it to
+        the decoder would cost a copy of everything received after it.
+        """
         if not self.try_receive:
             return False
+        kept = self.kept
         try:
-            size = self.sock.recv_into(self.rbuffer, RECV_SIZE, socket.MSG_DONTWAIT)
+            size = self.sock.recv_into(self.rview[kept:], RECV_SIZE - kept, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -122,19 +129,26 @@ class FastPump:
             return False
         deliver = self.endpoint._deliver
         if size == 0:
-            self.why = deliver(self.session.end_of_stream(), self.stats) or "closed by peer"
+            if kept:  # the decoder judges what the peer left unfinished
+                self.kept = 0
+                self.why = deliver(self.session.receive(bytes(self.rview[:kept])), self.stats)
+            self.why = (self.why or deliver(self.session.end_of_stream(), self.stats)
+                        or "closed by peer")
             return False
-        data = self.rview[:size]
+        end = kept + size
+        data = self.rview[:end]
         if self.endpoint.record_packets:
             self.why = deliver(self.session.receive(data), self.stats)
             return True
-        packets, events = self.session.receive_packets(data)
+        packets, events, self.kept = self.session.receive_packets(data, keep_tail=True)
         if packets:
             self.why = self._write_packets(packets)
             self.wrote = True
             self.awaiting_answer = False
         if events and self.why is None:
             self.why = deliver(events, self.stats)
+        if self.kept:
+            self.rview[:self.kept] = self.rview[end - self.kept:end]  # memmove: may overlap
         return True
 
     def _send(self) -> bool:
