@@ -496,3 +496,40 @@ def test_the_keyed_data_path_gives_what_receive_gives(ops, cuts):
     # may also count a bad header further on, which the data path never looks at.
     assert ours.rejected <= theirs.rejected
     assert fast.decoder.buffered == reference.decoder.buffered
+
+
+@pytest.mark.parametrize("cipher", list(crypto.Cipher))
+def test_sealing_in_place_gives_the_frame_seal_gives(cipher):
+    key = bytes(range(32))
+    packet = ipv4(b"in place" * 50)
+    header = bytes(range(10))
+    by_copy = crypto.Sealer(key, cipher)
+    in_place = crypto.Sealer(key, cipher)
+    out = bytearray(1 + len(header) + len(packet) + crypto.SEALED_FRAME_OVERHEAD)
+    for _ in range(3):  # counters advance alike
+        plaintext = memoryview(bytes([FrameType.GSO_DATA]) + header + packet)
+        frame = in_place.seal_into(out, plaintext)
+        assert bytes(frame) == by_copy.seal(FrameType.GSO_DATA, header, packet)
+    with pytest.raises(EncodeError, match="does not fit"):
+        in_place.seal_into(bytearray(70_000), memoryview(bytes(framing.DEFAULT_MAX_PAYLOAD)))
+
+
+def test_encode_packet_into_refuses_what_encode_packet_refuses():
+    client, server, _, _ = pair(features=frozenset({VNET_FEATURE}))
+    out = bytearray(2048)
+    good = ipv4(b"ok")
+    frame = client.encode_packet_into(out, memoryview(bytes([FrameType.DATA]) + good))
+    assert [bytes(e.packet) for e in server.receive(bytes(frame))] == [good]
+    for plaintext, message in [
+        (bytes([FrameType.DATA]) + b"\x00garbage", "IP"),
+        (bytes([FrameType.GSO_DATA]) + bytes(10), "no packet"),
+        (bytes([FrameType.KEEPALIVE]), "not a packet frame"),
+    ]:
+        with pytest.raises(EncodeError, match=message):
+            client.encode_packet_into(out, memoryview(plaintext))
+    plain_client, _, _, _ = pair(None, None)
+    with pytest.raises(RuntimeError, match="sealed"):
+        plain_client.encode_packet_into(out, memoryview(bytes([FrameType.DATA]) + good))
+    no_vnet, _, _, _ = pair()
+    with pytest.raises(EncodeError, match="not negotiated"):
+        no_vnet.encode_packet_into(out, memoryview(bytes([FrameType.GSO_DATA]) + bytes(10) + good))

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import TunlabError
-from .framing import DEFAULT_MAX_PAYLOAD, EncodeError, FrameType, frame_header
+from .framing import DEFAULT_MAX_PAYLOAD, HEADER_SIZE, EncodeError, FrameType, frame_header
 
 PSK_FEATURE = "psk"
 NONCE_INFO_KEY = "psk_nonce"
@@ -61,6 +61,8 @@ COUNTER_SIZE = 8
 TAG_SIZE = 16
 # Bytes a sealed frame adds to its inner payload: counter, inner type, AEAD tag.
 SEAL_OVERHEAD = COUNTER_SIZE + 1 + TAG_SIZE
+# Bytes a whole SEALED frame adds to its plaintext (inner type + payload): header, counter, tag.
+SEALED_FRAME_OVERHEAD = HEADER_SIZE + COUNTER_SIZE + TAG_SIZE
 MAX_COUNTER = 2**64 - 1
 
 GENERATE_HINT = "head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE"
@@ -289,6 +291,32 @@ class Sealer:
         return header + counter.to_bytes(COUNTER_SIZE, "big") + body
 
 
+    def seal_into(self, out: bytearray, plaintext: bytes | bytearray | memoryview) -> memoryview:
+        """:meth:`seal` without copies, for the data path.
+
+        ``plaintext`` is the inner frame type byte followed by the inner payload, contiguous
+        (the pump reads each packet into its buffer one byte in, so that this byte fits in
+        front of it); the whole SEALED frame is written into the start of ``out``, which must
+        hold ``len(plaintext) + SEALED_FRAME_OVERHEAD`` bytes, and returned as a view of it.
+        """
+        length = COUNTER_SIZE + TAG_SIZE + len(plaintext)
+        if length > DEFAULT_MAX_PAYLOAD:
+            raise EncodeError(f"payload of {len(plaintext) - 1} bytes does not fit a sealed "
+                              f"frame (limit {DEFAULT_MAX_PAYLOAD - SEAL_OVERHEAD})")
+        header = frame_header(SecureFrameType.SEALED, length)
+        with self._lock:
+            counter = self.counter
+            if counter >= MAX_COUNTER:
+                raise EncodeError("frame counter exhausted: reconnect for fresh keys")
+            self.counter = counter + 1
+        frame = memoryview(out)[:HEADER_SIZE + length]
+        frame[:HEADER_SIZE] = header
+        body = HEADER_SIZE + COUNTER_SIZE
+        frame[HEADER_SIZE:body] = counter.to_bytes(COUNTER_SIZE, "big")
+        self._aead.encrypt_into(_nonce(counter), plaintext, header, frame[body:])
+        return frame
+
+
 class Opener:
     """Opens SEALED frames of one direction, demanding consecutive counters."""
 
@@ -297,11 +325,15 @@ class Opener:
         self._aead = _AEAD[cipher](key)
         self.expected = 0
 
-    def open(self, payload: bytes | bytearray | memoryview) -> tuple[int, bytes | memoryview]:
+    def open(self, payload: bytes | bytearray | memoryview, out: memoryview | None = None,
+             ) -> tuple[int, bytes | memoryview]:
         """``(inner type, inner payload)`` of a SEALED frame's payload; :class:`SealError` if bad.
 
-        The payload of a DATA or GSO_DATA frame comes back as a read-only view of the decrypted
-        bytes (not a copy; it stays valid), anything else as bytes.
+        The payload of a DATA or GSO_DATA frame comes back as a view of the decrypted bytes
+        (not a copy), anything else as bytes. Without ``out`` the plaintext is new bytes (the
+        view stays valid); with ``out`` it is decrypted into the start of ``out``, which must
+        hold ``len(payload) - COUNTER_SIZE - TAG_SIZE`` bytes (the view is valid as long as
+        ``out`` is not reused).
 
         Raises with reason ``forged`` (fails authentication: altered, truncated or another key),
         ``replayed`` (authentic but an old counter) or ``reordered`` (authentic but frames
@@ -314,7 +346,11 @@ class Opener:
         counter = int.from_bytes(view[:COUNTER_SIZE], "big")
         header = frame_header(SecureFrameType.SEALED, len(payload))
         try:
-            plaintext = self._aead.decrypt(_nonce(counter), view[COUNTER_SIZE:], header)
+            if out is None:
+                plaintext = self._aead.decrypt(_nonce(counter), view[COUNTER_SIZE:], header)
+            else:
+                plaintext = out[:len(view) - COUNTER_SIZE - TAG_SIZE]
+                self._aead.decrypt_into(_nonce(counter), view[COUNTER_SIZE:], header, plaintext)
         except InvalidTag:
             raise SealError("forged", "sealed frame failed authentication (altered in transit "
                             "or sealed with another key)") from None
@@ -327,5 +363,5 @@ class Opener:
         # it (fresh pages are expensive on a nested VM), so packets stay a view.
         if plaintext[0] in _PACKET_TYPES:
             return plaintext[0], memoryview(plaintext)[1:]
-        return plaintext[0], plaintext[1:]
+        return plaintext[0], bytes(plaintext[1:])
 

@@ -172,6 +172,7 @@ class Session:
         self._transcript = b""
         self._keys: crypto.SessionKeys | None = None
         self._sealer: crypto.Sealer | None = None
+        self._plain = bytearray()  # the keyed data path's plaintexts (see _receive_sealed)
         self._opener: crypto.Opener | None = None
 
     # -- state ------------------------------------------------------------------------------
@@ -253,6 +254,32 @@ class Session:
             raise framing.EncodeError(problem)
         return self._sealer.seal(FrameType.DATA, packet)
 
+    def encode_packet_into(self, out: bytearray, plaintext: memoryview) -> memoryview:
+        """:meth:`encode_packet` for a keyed session's data path, without copies.
+
+        ``plaintext`` is the inner frame type (DATA, or GSO_DATA when super-packets were
+        negotiated) followed by the packet (GSO_DATA: virtio-net header, then packet),
+        contiguous; the sealed frame is written into ``out`` (see
+        :meth:`tunlab.proto.crypto.Sealer.seal_into`) and returned as a view of it. Raises
+        :class:`~tunlab.proto.framing.EncodeError` for what :meth:`encode_packet` refuses, and
+        RuntimeError unless the session is sealed.
+        """
+        if self._sealer is None or not self.established:
+            raise RuntimeError("encode_packet_into needs an established, sealed session")
+        inner_type = plaintext[0]
+        if inner_type == FrameType.GSO_DATA:
+            if framing.VNET_FEATURE not in self.features:
+                raise framing.EncodeError("super-packets were not negotiated with this peer")
+            if len(plaintext) <= 1 + framing.VNET_HDR_SIZE:
+                raise framing.EncodeError("no packet behind the virtio-net header")
+        elif inner_type == FrameType.DATA:
+            problem = ip_packet_problem(plaintext[1:])
+            if problem:
+                raise framing.EncodeError(problem)
+        else:
+            raise framing.EncodeError(f"frame type {inner_type} is not a packet frame")
+        return self._sealer.seal_into(out, plaintext)
+
     def encode_keepalive(self) -> bytes:
         """A KEEPALIVE frame (sealed when authenticated)."""
         if self._sealer is not None:
@@ -304,9 +331,10 @@ class Session:
 
         In the clear mode, after the handshake, the leading DATA/GSO_DATA frames come back as
         ``(packet, vnet_header)`` views into ``data`` (valid until ``data`` changes; see
-        :meth:`tunlab.proto.framing.Decoder.feed_packets`) with the same checks; everything else,
-        and every sealed session, goes through :meth:`receive` into ``events``, in order after
-        the packets.
+        :meth:`tunlab.proto.framing.Decoder.feed_packets`) with the same checks; in a keyed
+        session the packets of the leading SEALED frames come back the same way, as views of
+        their plaintext (valid until the next call). Everything else goes through
+        :meth:`receive` into ``events``, in order after the packets.
 
         With ``keep_tail``, an incomplete data frame at the end of ``data`` is not taken: its
         length comes back as ``kept`` and the caller must pass those last ``kept`` bytes again,
@@ -329,7 +357,8 @@ class Session:
     def _receive_sealed(self, data: bytes | bytearray | memoryview, keep_tail: bool,
                         ) -> tuple[list[tuple[Any, Any]], list[SessionEvent], int]:
         """:meth:`receive_packets` of a keyed session: each SEALED frame is opened straight
-        from ``data`` (no copy of the ciphertext); its packet is a view of the plaintext."""
+        from ``data`` (no copy of the ciphertext) into a buffer the session reuses; its packet
+        is a view of that plaintext, valid until the next call."""
         cut = self.decoder.feed_frames(data, SecureFrameType.SEALED)
         if cut is None:
             return [], self.receive(data), 0
@@ -337,12 +366,18 @@ class Session:
         packets: list[tuple[Any, Any]] = []
         offset = 0
         stats = self.decoder.stats
+        # Plaintexts go one after another into one reused buffer (no allocation, no zeroing
+        # per frame); they are shorter than the ciphertexts, so len(data) bytes hold them all.
+        if len(self._plain) < len(data):
+            self._plain = bytearray(len(data))
+        plain, used = memoryview(self._plain), 0
         for taken, payload in enumerate(payloads, 1):
             offset += framing.HEADER_SIZE + len(payload)
             stats.frames += 1
-            event = self._open(ExtensionFrame(SecureFrameType.SEALED, payload))[0]
+            event = self._open(ExtensionFrame(SecureFrameType.SEALED, payload), plain[used:])[0]
             if type(event) is PacketReceived:
                 packets.append((event.packet, event.vnet_header))
+                used += len(payload) - crypto.COUNTER_SIZE - crypto.TAG_SIZE
                 continue
             # Anything else (a keepalive, a close, a failure): it, then every frame after it
             # the ordinary way, in order.
@@ -495,7 +530,7 @@ class Session:
         self.decoder.pause_after = frozenset()
         self.decoder.accept_gso = framing.VNET_FEATURE in self.features
 
-    def _open(self, event: Event) -> list[SessionEvent]:
+    def _open(self, event: Event, out: memoryview | None = None) -> list[SessionEvent]:
         assert self._opener is not None
         if not (isinstance(event, ExtensionFrame) and event.frame_type == SecureFrameType.SEALED):
             return [self._fail(
@@ -503,7 +538,7 @@ class Session:
                 f"{_describe(event)} in an authenticated session, where every frame must be "
                 "sealed")]
         try:
-            inner_type, inner = self._opener.open(event.payload)
+            inner_type, inner = self._opener.open(event.payload, out)
         except crypto.SealError as exc:
             return [self._fail(RejectReason(exc.reason), exc.detail)]
         if inner_type not in _SEALABLE:

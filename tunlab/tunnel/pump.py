@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..proto import framing
+from ..proto.crypto import SEALED_FRAME_OVERHEAD
 from ..proto.framing import PacketReceived, RejectReason
 from ..vnet import VNET_HDR_SIZE, ZERO_HEADER
 from .peer import Peer
@@ -69,14 +70,17 @@ class FastPump:
         self.rbuffer = bytearray(RECV_SIZE)
         self.rview = memoryview(self.rbuffer)
         self.kept = 0  # bytes of an unfinished frame at the start of rbuffer
-        buffers = [bytearray(READ_BUFFER) for _ in range(READ_BATCH)]
-        self.iovecs = [[buffer] for buffer in buffers]
-        self.views = [memoryview(buffer) for buffer in buffers]
+        # Each packet is read one byte into its buffer: a keyed session puts the inner frame
+        # type there and seals type + packet in place (see _seal_batch).
+        buffers = [bytearray(1 + READ_BUFFER) for _ in range(READ_BATCH)]
+        self.views = [memoryview(buffer)[1:] for buffer in buffers]
+        self.iovecs = [[view] for view in self.views]
         self.poller = select.poll()
         self.poller.register(self.device_fd, select.POLLIN)
         self.poller.register(self.sock_fd, select.POLLIN)
         self.poller.register(endpoint._wake_fd, select.POLLIN)
         self.pending: list[Any] = []  # frame pieces the socket has not taken yet
+        self.sealed_out: dict[int, bytearray] | None = None  # per read buffer, see _seal_batch
         self.frame_batch = self._framer()
         self.why: str | None = None  # set when the connection must end
         self.try_receive = self.try_read = True
@@ -250,10 +254,13 @@ class FastPump:
         per connection.
 
         The common case, clear mode with a super-packet peer, is a tight closure: per packet an
-        8-byte header and a view of the read buffer, no copy. Sealed frames, and peers that take
-        plain packets, go through the session (:meth:`_frame_batch`).
+        8-byte header and a view of the read buffer, no copy. A keyed session with such a peer
+        seals each packet in place (:meth:`_seal_batch`); peers that take plain packets go
+        through the session (:meth:`_frame_batch`).
         """
-        if not (self.peer.vnet and not self.session.sealed):
+        if self.peer.vnet and self.session.sealed:
+            return self._seal_batch
+        if not self.peer.vnet:
             return self._frame_batch
         stats = self.stats
         pack = framing.HEADER.pack
@@ -281,8 +288,36 @@ class FastPump:
 
         return frame
 
+    def _seal_batch(self, batch: list[memoryview]) -> list[Any]:
+        """Sealed GSO_DATA frames for a keyed session with a super-packet peer, without copies:
+        the inner type goes into the byte in front of each read, the AEAD reads type + packet
+        straight from the read buffer and writes the frame into that buffer's own output
+        buffer (reused, like the read buffer, only once ``pending`` is empty)."""
+        endpoint, stats = self.endpoint, self.stats
+        stats.read_packets += len(batch)
+        stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
+        if endpoint.record_packets:
+            endpoint._record_reads(batch)
+        if self.sealed_out is None:
+            self.sealed_out = {id(view.obj): bytearray(1 + READ_BUFFER + SEALED_FRAME_OVERHEAD)
+                               for view in self.views}
+        seal, gso = self.session.encode_packet_into, framing.FrameType.GSO_DATA
+        pieces: list[Any] = []
+        for view in batch:
+            plaintext = memoryview(view.obj)[:1 + len(view)]  # type byte, header, packet
+            plaintext[0] = gso
+            try:
+                pieces.append(seal(self.sealed_out[id(view.obj)], plaintext))
+            except framing.EncodeError as exc:
+                stats.rejected[RejectReason.UNSENDABLE] += 1
+                endpoint._event("rejected", f"not sent: {exc}", len(view))
+        stats.frames_sent += len(pieces)
+        stats.bytes_sent += sum(map(len, pieces))
+        return pieces
+
     def _frame_batch(self, batch: list[memoryview]) -> list[Any]:
-        """Frames for a sealed session or a peer without super-packets, through the session."""
+        """Frames for a peer without super-packets (keyed or not), through the session: each
+        read is finished in software (checksums, segmentation) where the kernel left it so."""
         endpoint, stats = self.endpoint, self.stats
         stats.read_packets += len(batch)
         stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
@@ -292,9 +327,7 @@ class FastPump:
         encode = self.session.encode_packet
         for view in batch:
             try:
-                if self.peer.vnet:
-                    pieces.append(encode(view[VNET_HDR_SIZE:], view[:VNET_HDR_SIZE]))
-                elif view[0] & 1 or view[1]:  # read before the offloads went off
+                if view[0] & 1 or view[1]:  # read before the offloads went off
                     pieces.extend(encode(p) for p in endpoint._finish(view))
                 else:
                     pieces.append(encode(view[VNET_HDR_SIZE:]))
