@@ -17,7 +17,7 @@ from transfer import transfer
 from tunlab import vnet
 from tunlab.lab import TwoHostLab
 from tunlab.tun import IFF_VNET_HDR, TunDevice
-from tunlab.tunnel import VNET_FEATURE
+from tunlab.tunnel import VNET_FEATURE, EventKind
 from tunlab.vnet import OffloadError, VnetHeader
 
 
@@ -165,6 +165,11 @@ def test_fast_path_sealed_and_recording_every_packet():
         assert " 0% packet loss" in ping.stdout, ping.stdout
         sent, arrived = transfer(lab.a, lab.b, "10.9.0.2", 4 * 1024 * 1024)
         assert sent == arrived
+        # Typed kinds that still read, compare and serialize as their plain names.
+        kinds = {e.kind for e in [*client.events(), *server.events()]}
+        assert all(type(kind) is EventKind for kind in kinds)
+        assert {EventKind.ESTABLISHED, EventKind.READ, "written"} <= kinds
+        assert json.loads(json.dumps([e.kind for e in client.events()]))[0] in set(EventKind)
         reads = [e for e in client.events({"read"}) if e.data and e.data[9] == 1]
         written = [e for e in server.events({"written"}) if e.data and e.data[9] == 1]
         assert len(reads) >= 3 and len(written) >= 3  # the ICMP echoes, seen on both ends

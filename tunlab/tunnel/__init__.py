@@ -37,9 +37,9 @@ Two data paths, chosen by how the device was opened:
 from ..proto.framing import VNET_FEATURE
 from .address import parse_hostport
 from .client import TunnelClient
-from .events import TunnelEvent
+from .events import EventKind, TunnelEvent
 from .server import TunnelServer
 from .stats import TunnelStats
 
-__all__ = ["VNET_FEATURE", "TunnelClient", "TunnelEvent", "TunnelServer", "TunnelStats",
-           "parse_hostport"]
+__all__ = ["VNET_FEATURE", "EventKind", "TunnelClient", "TunnelEvent", "TunnelServer",
+           "TunnelStats", "parse_hostport"]

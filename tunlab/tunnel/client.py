@@ -10,6 +10,7 @@ from ..netns import Namespace
 from ..tun import TunDevice
 from .address import parse_hostport
 from .endpoint import Endpoint
+from .events import EventKind
 from .peer import tune_underlay
 
 log = logging.getLogger("tunlab.tunnel")
@@ -79,7 +80,7 @@ class TunnelClient(Endpoint):
         try:
             sock = socket.create_connection((host, port), timeout=self.connect_timeout)
         except OSError as exc:
-            self._event("retry", f"{host}:{port}: {exc.strerror or exc}; again in "
+            self._event(EventKind.RETRY, f"{host}:{port}: {exc.strerror or exc}; again in "
                         f"{backoff:.2f} s")
             return False
         peer = None
@@ -90,7 +91,7 @@ class TunnelClient(Endpoint):
             tune_underlay(sock)
             self.stats.connections += 1
             self._set_peer(peer)
-            self._event("connected", f"server {host}:{port}")
+            self._event(EventKind.CONNECTED, f"server {host}:{port}")
             log.info("client: connected to %s:%d", host, port)
             self._receive_loop(peer)
             return True

@@ -29,7 +29,7 @@ from ..proto.session import Established, Session
 from ..runtime import ThreadGroup
 from ..tun import OFFLOAD_FAST, TunDevice
 from ..vnet import VNET_HDR_SIZE, OffloadError, resolve
-from .events import TunnelEvent
+from .events import EventKind, TunnelEvent
 from .peer import Peer
 from .pump import FastPump
 from .stats import TunnelStats
@@ -150,7 +150,7 @@ class Endpoint:
             self._close_sockets()
             self._group.join(timeout)
             self._group.close()
-            self._event("stopped")
+            self._event(EventKind.STOPPED)
 
     @property
     def failure(self) -> Exception | None:
@@ -214,7 +214,8 @@ class Endpoint:
         return condition()
 
     # -- internals -------------------------------------------------------------------------
-    def _event(self, kind: str, detail: str = "", size: int = 0, data: bytes | None = None) -> None:
+    def _event(self, kind: EventKind, detail: str = "", size: int = 0,
+               data: bytes | None = None) -> None:
         self._events.append(TunnelEvent(time.monotonic(), kind, detail, size, data))
 
     def _spawn(self, target: Callable[..., None], name: str, *args: Any,
@@ -227,12 +228,12 @@ class Endpoint:
         if essential:
             self.error = f"{name} failed: {exc!r}"
             log.error("%s: %s; stopping", self.role, self.error, exc_info=exc)
-            self._event("error", self.error)
+            self._event(EventKind.ERROR, self.error)
             threading.Thread(target=self._shutdown, daemon=True).start()
         else:
             log.error("%s: %s failed, that peer is dropped and the %s goes on: %r", self.role,
                       name, self.role, exc, exc_info=exc)
-            self._event("error", f"{name}: {exc!r}")
+            self._event(EventKind.ERROR, f"{name}: {exc!r}")
 
     def _connection_failed(self, address: Any, peer: Peer | None, sock: socket.socket,
                            exc: Exception) -> None:
@@ -288,7 +289,7 @@ class Endpoint:
         if exc.errno in (errno.EBADFD, errno.EIO, errno.ENXIO, errno.EBADF):
             self.error = f"device {self.device.name} was removed or is down ({exc})"
         log.error("%s: %s; stopping", self.role, self.error)
-        self._event("device_gone", self.error)
+        self._event(EventKind.DEVICE_GONE, self.error)
         threading.Thread(target=self._shutdown, daemon=True).start()
 
     def _forward_to_peer(self, packets: list[bytes]) -> None:
@@ -297,7 +298,7 @@ class Endpoint:
             stats.read_packets += 1
             stats.read_bytes += len(packet)
             if self.record_packets:
-                self._event("read", f"from {self.device.name}", len(packet), packet)
+                self._event(EventKind.READ, f"from {self.device.name}", len(packet), packet)
         peer = self._peer
         if peer is None:
             stats.dropped_no_peer += len(packets)
@@ -308,11 +309,11 @@ class Endpoint:
                 frame = peer.session.encode_packet(packet)
             except framing.EncodeError as exc:
                 stats.rejected[RejectReason.UNSENDABLE] += 1
-                self._event("rejected", f"not sent: {exc}", len(packet))
+                self._event(EventKind.REJECTED, f"not sent: {exc}", len(packet))
                 continue
             frames.append(frame)
             if self.record_packets:
-                self._event("sent", "frame to peer", len(frame), frame)
+                self._event(EventKind.SENT, "frame to peer", len(frame), frame)
         if not frames:
             return
         data = b"".join(frames)
@@ -332,17 +333,17 @@ class Endpoint:
             if self.device.offload != wanted:
                 try:
                     self.device.set_offload(wanted)
-                    self._event("offload", "super-packets on" if wanted else
+                    self._event(EventKind.OFFLOAD, "super-packets on" if wanted else
                                 "super-packets off: the peer takes plain packets")
                 except OSError as exc:
-                    self._event("error", f"TUNSETOFFLOAD failed: {exc}")
+                    self._event(EventKind.ERROR, f"TUNSETOFFLOAD failed: {exc}")
                     peer.vnet = False
         with self._peer_changed:
             old, self._peer = self._peer, peer
             self._peer_changed.notify_all()
         if old is not None:
             old.close()
-            self._event("replaced", f"{old.address} replaced by {peer.address}")
+            self._event(EventKind.REPLACED, f"{old.address} replaced by {peer.address}")
 
     def _drop_peer(self, peer: Peer, why: str) -> None:
         with self._peer_changed:
@@ -352,7 +353,7 @@ class Endpoint:
         if not peer.closed:
             peer.close()
             self.stats.disconnects += 1
-            self._event("disconnected", f"{peer.address}: {why}")
+            self._event(EventKind.DISCONNECTED, f"{peer.address}: {why}")
             log.info("%s: peer %s disconnected: %s", self.role, peer.address, why)
 
     def _handshake(self, sock: socket.socket, address: Any, timeout: float) -> Peer | None:
@@ -388,7 +389,7 @@ class Endpoint:
                             pass
                         return self._refuse(sock, address, event.reason, event.detail)
                     if isinstance(event, Established):
-                        self._event("established", f"{address} features "
+                        self._event(EventKind.ESTABLISHED, f"{address} features "
                                     f"{sorted(event.features)}")
                     else:
                         early.append(event)
@@ -404,7 +405,7 @@ class Endpoint:
     def _refuse(self, sock: socket.socket, address: Any, reason: RejectReason,
                 detail: str) -> None:
         self.stats.rejected[reason] += 1
-        self._event("rejected", f"{address}: {reason}: {detail}")
+        self._event(EventKind.REJECTED, f"{address}: {reason}: {detail}")
         log.warning("%s: rejected %s: %s (%s)", self.role, address, reason, detail)
         try:
             sock.close()
@@ -452,27 +453,27 @@ class Endpoint:
                     self.device.write_packet(event.packet, event.vnet_header)
                 except InvalidPacketError as exc:
                     stats.rejected[RejectReason.BAD_OFFLOAD] += 1
-                    self._event("rejected", str(exc), len(event.packet))
+                    self._event(EventKind.REJECTED, str(exc), len(event.packet))
                     continue
                 except OSError as exc:
                     stats.write_errors += 1
                     if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENXIO):
                         self._device_failed(exc)
                         return "device gone"
-                    self._event("write_error", str(exc), len(event.packet))
+                    self._event(EventKind.WRITE_ERROR, str(exc), len(event.packet))
                     continue
                 stats.written_packets += 1
                 stats.written_bytes += len(event.packet)
                 if self.record_packets:
-                    self._event("written", f"to {self.device.name}", len(event.packet),
+                    self._event(EventKind.WRITTEN, f"to {self.device.name}", len(event.packet),
                                 event.packet)
             elif isinstance(event, FrameRejected):
                 stats.rejected[event.reason] += 1
-                self._event("rejected", f"{event.reason}: {event.detail}")
+                self._event(EventKind.REJECTED, f"{event.reason}: {event.detail}")
                 log.warning("%s: dropped a frame: %s (%s)", self.role, event.reason, event.detail)
             elif isinstance(event, ProtocolError):
                 stats.rejected[event.reason] += 1
-                self._event("rejected", f"{event.reason}: {event.detail}")
+                self._event(EventKind.REJECTED, f"{event.reason}: {event.detail}")
                 log.warning("%s: closing connection: %s (%s)", self.role, event.reason,
                             event.detail)
                 return f"protocol error: {event.reason}"
@@ -542,12 +543,12 @@ class Endpoint:
             return resolve(view[:VNET_HDR_SIZE], view[VNET_HDR_SIZE:])
         except OffloadError as exc:
             self.stats.rejected[RejectReason.BAD_OFFLOAD] += 1
-            self._event("rejected", f"not sent: {exc}")
+            self._event(EventKind.REJECTED, f"not sent: {exc}")
             return []
 
     def _record_reads(self, batch: list[memoryview]) -> None:
         for view in batch:
-            self._event("read", f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
+            self._event(EventKind.READ, f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
                         bytes(view[VNET_HDR_SIZE:]))
 
 

@@ -33,6 +33,7 @@ from ..proto import framing
 from ..proto.crypto import SEALED_FRAME_OVERHEAD
 from ..proto.framing import PacketReceived, RejectReason
 from ..vnet import VNET_HDR_SIZE, ZERO_HEADER
+from .events import EventKind
 from .peer import Peer
 from .tuning import (
     KEEP_WARM_SECONDS,
@@ -310,7 +311,7 @@ class FastPump:
                 pieces.append(seal(self.sealed_out[id(view.obj)], plaintext))
             except framing.EncodeError as exc:
                 stats.rejected[RejectReason.UNSENDABLE] += 1
-                endpoint._event("rejected", f"not sent: {exc}", len(view))
+                endpoint._event(EventKind.REJECTED, f"not sent: {exc}", len(view))
         stats.frames_sent += len(pieces)
         stats.bytes_sent += sum(map(len, pieces))
         return pieces
@@ -333,7 +334,7 @@ class FastPump:
                     pieces.append(encode(view[VNET_HDR_SIZE:]))
             except framing.EncodeError as exc:
                 stats.rejected[RejectReason.UNSENDABLE] += 1
-                endpoint._event("rejected", f"not sent: {exc}", len(view))
+                endpoint._event(EventKind.REJECTED, f"not sent: {exc}", len(view))
         stats.frames_sent += len(pieces)
         stats.bytes_sent += sum(map(len, pieces))
         return pieces

@@ -14,6 +14,7 @@ from ..proto.framing import RejectReason
 from ..tun import TunDevice
 from .address import parse_hostport
 from .endpoint import Endpoint
+from .events import EventKind
 from .peer import tune_underlay
 
 log = logging.getLogger("tunlab.tunnel")
@@ -68,7 +69,7 @@ class TunnelServer(Endpoint):
             return sock
 
         self._listener = self.namespace.run(bind) if self.namespace else bind()
-        self._event("listening", "{}:{}".format(*self.address))
+        self._event(EventKind.LISTENING, "{}:{}".format(*self.address))
         log.info("server: listening on %s:%d, device %s", *self.address, self.device.name)
         self._spawn(self._accept_loop, "accept")
 
@@ -92,12 +93,12 @@ class TunnelServer(Endpoint):
                 continue
             if not self._pending.acquire(blocking=False):
                 self.stats.rejected[RejectReason.TOO_MANY_PENDING] += 1
-                self._event("rejected", f"{address}: too many handshakes at once")
+                self._event(EventKind.REJECTED, f"{address}: too many handshakes at once")
                 log.warning("server: rejected %s: too_many_pending (too many handshakes at "
                             "once)", address)
                 sock.close()
                 continue
-            self._event("accepted", f"{address}")
+            self._event(EventKind.ACCEPTED, f"{address}")
             self._spawn(self._serve, "connection", sock, address, essential=False)
 
     def _serve(self, sock: socket.socket, address: Any) -> None:
@@ -114,7 +115,7 @@ class TunnelServer(Endpoint):
             tune_underlay(sock)
             self.stats.connections += 1
             self._set_peer(peer)
-            self._event("connected", f"client {address}")
+            self._event(EventKind.CONNECTED, f"client {address}")
             log.info("server: client %s connected", address)
             self._receive_loop(peer)
         except Exception as exc:  # noqa: BLE001 - one connection's failure ends only that one
