@@ -156,3 +156,23 @@ def test_replies_in_words() -> None:
     assert reply.describe() == "ICMP protocol unreachable from 10.0.2.1 out of wan0"
     syn_ack = Reply(dev="wan0", src="10.0.2.1", dst="200.1.2.3", proto="tcp", tcp_flags="SA")
     assert syn_ack.describe().startswith("a TCP SYN-ACK")
+
+
+def test_the_reported_settings_come_from_the_effective_read():
+    from tunlab.fate.experiment import WATCHED_SYSCTLS, _watched
+    from tunlab.fate.settings import Combined, EffectiveSettings
+
+    def combined(all_value: int, dev_value: int) -> Combined:
+        return Combined(value=max(all_value, dev_value), all=all_value, device=dev_value,
+                        rule="max")
+
+    effective = EffectiveSettings(
+        device="mytun", ip_forward=1, forwarding=combined(0, 0), rp_filter=combined(2, 0),
+        log_martians=combined(1, 0), accept_local=combined(0, 1),
+        route_localnet=combined(0, 0), icmp_echo_ignore_broadcasts=1, ipv6_forwarding=0)
+    watched = _watched(effective)
+    assert tuple(watched) == WATCHED_SYSCTLS
+    # the `all` values, never the device's or the combination's
+    assert watched == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "2",
+                       "net.ipv4.conf.all.accept_local": "0",
+                       "net.ipv4.conf.all.log_martians": "1"}
