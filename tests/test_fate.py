@@ -62,6 +62,10 @@ def test_loose_reverse_path_filter_lets_it_through():
                          sysctls={**FORWARD, "net.ipv4.conf.all.rp_filter": 2})
     assert report.verdict == "forwarded"
     assert report.drop_reasons == []
+    # What the report says the namespace held: read there, the `all` values as set.
+    assert report.settings == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "2",
+                               "net.ipv4.conf.all.accept_local": "0",
+                               "net.ipv4.conf.all.log_martians": "1"}
 
 
 def test_host_firewall_forward_policy_drop():
