@@ -305,6 +305,12 @@ def test_the_data_path_cut_agrees_with_feed(pieces, split):
     assert (fast.failed is None) == (reference.failed is None)
 
 
+def cut_at(stream: bytes, cuts: list[int]) -> list[bytes]:
+    """``stream`` in pieces, as recv() might return it: cut at each offset in ``cuts``."""
+    bounds = sorted({0, len(stream), *(min(c, len(stream)) for c in cuts)})
+    return [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_FRAME_PIECES, max_size=12), st.lists(st.integers(0, 400), max_size=8),
        st.booleans())
@@ -313,9 +319,7 @@ def test_keeping_an_unfinished_frame_agrees_with_feed(pieces, cuts, accept_gso):
     data frame at the end is kept by the caller (is_partial_frame), the rest goes to feed().
     Whatever the stream and however recv() cut it, the packets, rejections, statistics and
     failure are those of feed() alone, and what is kept is never more than one frame."""
-    stream = b"".join(pieces)
-    bounds = sorted({0, len(stream), *(min(c, len(stream)) for c in cuts)})
-    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = cut_at(b"".join(pieces), cuts)
     reference, fast = Decoder(accept_gso=accept_gso), Decoder(accept_gso=accept_gso)
     expected: list = []
     for chunk in chunks:

@@ -24,7 +24,7 @@ from labtools import (
     wait_for,
     wait_for_ping,
 )
-from test_framing import ipv4
+from test_framing import cut_at, ipv4
 from test_protocol import pair, pump
 
 from tunlab.errors import TunlabError
@@ -471,9 +471,7 @@ def test_the_keyed_data_path_gives_what_receive_gives(ops, cuts):
             frames[-1] = bytes(frame)
         elif op == "junk":
             frames.append(bytes(range(n)))
-    stream = b"".join(frames)
-    bounds = sorted({0, len(stream), *(min(c, len(stream)) for c in cuts)})
-    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = cut_at(b"".join(frames), cuts)
     expected: list = []
     for chunk in chunks:
         expected += reference.receive(chunk)

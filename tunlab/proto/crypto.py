@@ -277,19 +277,8 @@ class Sealer:
         """A whole SEALED frame (header included) carrying ``inner_type`` and the ``inner``
         payload, given as one or more pieces (for example a virtio-net header and a packet)."""
         plaintext = b"".join((bytes((inner_type,)), *inner))
-        length = COUNTER_SIZE + TAG_SIZE + len(plaintext)
-        if length > DEFAULT_MAX_PAYLOAD:
-            raise EncodeError(f"payload of {len(plaintext) - 1} bytes does not fit a sealed "
-                              f"frame (limit {DEFAULT_MAX_PAYLOAD - SEAL_OVERHEAD})")
-        header = frame_header(SecureFrameType.SEALED, length)
-        with self._lock:
-            counter = self.counter
-            if counter >= MAX_COUNTER:
-                raise EncodeError("frame counter exhausted: reconnect for fresh keys")
-            self.counter = counter + 1
-        body = self._aead.encrypt(_nonce(counter), plaintext, header)
-        return header + counter.to_bytes(COUNTER_SIZE, "big") + body
-
+        out = bytearray(len(plaintext) + SEALED_FRAME_OVERHEAD)
+        return bytes(self.seal_into(out, plaintext))
 
     def seal_into(self, out: bytearray, plaintext: bytes | bytearray | memoryview) -> memoryview:
         """:meth:`seal` without copies, for the data path.

@@ -289,16 +289,28 @@ class FastPump:
 
         return frame
 
+    def _count_reads(self, batch: list[memoryview]) -> None:
+        """Count (and, with record_packets, record) reads of (virtio-net header + packet)."""
+        self.stats.read_packets += len(batch)
+        self.stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
+        if self.endpoint.record_packets:
+            self.endpoint._record_reads(batch)
+
+    def _unsendable(self, view: memoryview, exc: framing.EncodeError) -> None:
+        self.stats.rejected[RejectReason.UNSENDABLE] += 1
+        self.endpoint._event(EventKind.REJECTED, f"not sent: {exc}", len(view))
+
+    def _count_sent(self, pieces: list[Any]) -> list[Any]:
+        self.stats.frames_sent += len(pieces)
+        self.stats.bytes_sent += sum(map(len, pieces))
+        return pieces
+
     def _seal_batch(self, batch: list[memoryview]) -> list[Any]:
         """Sealed GSO_DATA frames for a keyed session with a super-packet peer, without copies:
         the inner type goes into the byte in front of each read, the AEAD reads type + packet
         straight from the read buffer and writes the frame into that buffer's own output
         buffer (reused, like the read buffer, only once ``pending`` is empty)."""
-        endpoint, stats = self.endpoint, self.stats
-        stats.read_packets += len(batch)
-        stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
-        if endpoint.record_packets:
-            endpoint._record_reads(batch)
+        self._count_reads(batch)
         if self.sealed_out is None:
             self.sealed_out = {id(view.obj): bytearray(1 + READ_BUFFER + SEALED_FRAME_OVERHEAD)
                                for view in self.views}
@@ -310,20 +322,14 @@ class FastPump:
             try:
                 pieces.append(seal(self.sealed_out[id(view.obj)], plaintext))
             except framing.EncodeError as exc:
-                stats.rejected[RejectReason.UNSENDABLE] += 1
-                endpoint._event(EventKind.REJECTED, f"not sent: {exc}", len(view))
-        stats.frames_sent += len(pieces)
-        stats.bytes_sent += sum(map(len, pieces))
-        return pieces
+                self._unsendable(view, exc)
+        return self._count_sent(pieces)
 
     def _frame_batch(self, batch: list[memoryview]) -> list[Any]:
         """Frames for a peer without super-packets (keyed or not), through the session: each
         read is finished in software (checksums, segmentation) where the kernel left it so."""
-        endpoint, stats = self.endpoint, self.stats
-        stats.read_packets += len(batch)
-        stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
-        if endpoint.record_packets:
-            endpoint._record_reads(batch)
+        endpoint = self.endpoint
+        self._count_reads(batch)
         pieces: list[Any] = []
         encode = self.session.encode_packet
         for view in batch:
@@ -333,11 +339,8 @@ class FastPump:
                 else:
                     pieces.append(encode(view[VNET_HDR_SIZE:]))
             except framing.EncodeError as exc:
-                stats.rejected[RejectReason.UNSENDABLE] += 1
-                endpoint._event(EventKind.REJECTED, f"not sent: {exc}", len(view))
-        stats.frames_sent += len(pieces)
-        stats.bytes_sent += sum(map(len, pieces))
-        return pieces
+                self._unsendable(view, exc)
+        return self._count_sent(pieces)
 
     def _write_packets(self, packets: list[tuple[Any, Any]]) -> str | None:
         """Write checked ``(packet, vnet_header)`` views from the decoder into the device.
