@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -12,6 +13,15 @@ from tunlab.netns import Namespace
 from tunlab.tunnel import TunnelClient, TunnelServer
 
 KEY = b"tunlab test key: 0123456789abcdef"
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT, SIGTERM or SIGHUP: the child
+    starts with all three at their defaults, whatever the test run inherited. Under `nohup`
+    (as a CI job may be started) SIGHUP is ignored, and a lab rightly leaves an ignored signal
+    alone, so the hang-up test would test nohup instead of the lab."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> bool:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from labtools import default_signals
 
 from tunlab import netns
 from tunlab.lab import cleanup_leftovers
@@ -101,7 +102,8 @@ def _tagged(pid: int) -> list[str]:
 
 def _start(mode: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
     proc = subprocess.Popen([sys.executable, "-c", CHILD, mode], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_signals)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:

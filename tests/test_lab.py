@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from labtools import default_signals
 
 from tunlab import netns
 from tunlab.lab import SeedLab, TwoHostLab, cleanup_leftovers
@@ -53,7 +54,8 @@ def _spawn_lab_process() -> tuple[subprocess.Popen[str], str]:
     code = ("from tunlab.lab import SeedLab; import sys, time\n"
             "lab = SeedLab()\nprint(lab.ns.name, flush=True)\n"
             "with lab:\n    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     assert proc.stdout is not None
     name = proc.stdout.readline().strip()
     assert name.startswith("tunlab-")
