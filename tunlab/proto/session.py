@@ -347,12 +347,18 @@ class Session:
             cut = self.decoder.feed_packets(data)
             if cut is not None:
                 packets, events, rest = cut
-                if len(rest):
-                    if keep_tail and self.decoder.is_partial_frame(rest):
-                        return packets, events, len(rest)
-                    events = [*events, *self.receive(rest)]
-                return packets, events, 0
+                after, kept = self._rest(rest, keep_tail)
+                return packets, [*events, *after], kept
         return [], self.receive(data), 0
+
+    def _rest(self, rest: memoryview, keep_tail: bool) -> tuple[list[SessionEvent], int]:
+        """What the data path's cut left: ``([], len(rest))`` when the caller keeps it (an
+        unfinished frame, with ``keep_tail``), else its events through :meth:`receive`."""
+        if not len(rest):
+            return [], 0
+        if keep_tail and self.decoder.is_partial_frame(rest):
+            return [], len(rest)
+        return self.receive(rest), 0
 
     def _receive_sealed(self, data: bytes | bytearray | memoryview, keep_tail: bool,
                         ) -> tuple[list[tuple[Any, Any]], list[SessionEvent], int]:
@@ -387,11 +393,7 @@ class Session:
             else:  # counted as feed() counts them: every complete frame it was handed
                 stats.frames += len(payloads) - taken
             return packets, events, 0
-        if len(rest):
-            if keep_tail and self.decoder.is_partial_frame(rest):
-                return packets, [], len(rest)
-            return packets, self.receive(rest), 0
-        return packets, [], 0
+        return (packets, *self._rest(rest, keep_tail))
 
     def end_of_stream(self) -> list[SessionEvent]:
         """The peer closed its side: a ``truncated`` error if it stopped inside a frame."""
