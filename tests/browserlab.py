@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunlab import netns
-from tunlab.cli_course import lab_command as tunlab_lab_command
+from tunlab.cli.course import lab_command as tunlab_lab_command
+from tunlab.kernel import netns
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync",

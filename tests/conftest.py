@@ -72,7 +72,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     before = getattr(session.config, "_root_state", None)
     if before is None:
         return
-    from tunlab import netns
+    from tunlab.kernel import netns
 
     tag = netns.owner_tag()
     leftovers = [n for n in netns.list_lab_namespaces() if tag in n]

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunlab import drops, packets
 from tunlab.errors import TunlabError
+from tunlab.kernel import drops
+from tunlab.kernel.sysctl import SysctlChanges
 from tunlab.lab import SeedLab
-from tunlab.sysctl import SysctlChanges
+from tunlab.packet import craft as packets
 
 DEVICES = ("mytun", "mytun2", "wan0")
 WINDOW, QUIET = 1.0, 0.25

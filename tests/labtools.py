@@ -8,8 +8,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from tunlab.kernel.netns import Namespace
 from tunlab.lab import UNDERLAY, TwoHostLab
-from tunlab.netns import Namespace
 from tunlab.tunnel import TunnelClient, TunnelServer
 
 KEY = b"tunlab test key: 0123456789abcdef"

@@ -7,8 +7,8 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
-from tunlab import vnet
-from tunlab.vnet import VnetHeader
+from tunlab.packet import vnet
+from tunlab.packet.vnet import VnetHeader
 
 
 def tcp4(payload: bytes = b"p" * 100) -> bytes:

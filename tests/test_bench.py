@@ -12,9 +12,10 @@ import subprocess
 
 import pytest
 
-from tunlab import bench, wgpeer
+from tunlab.bench import run as bench
+from tunlab.bench import wgpeer
 from tunlab.lab import UNDERLAY, TwoHostLab
-from tunlab.measure import ping_rtts
+from tunlab.lab.measure import ping_rtts
 
 pure = pytest.mark.pure
 

@@ -22,7 +22,7 @@ page: (a) the PNG's resolution, read from its ``pHYs`` chunk (the dots per inch 
 rendered at), fetched from the very ``<img>`` the page shows; (b) the scale the page draws it
 at: the element's CSS width (``getBoundingClientRect``) divided by the image's natural pixel
 width; (c) the smallest font size of the figure's texts in points, which
-:func:`tunlab.plots.render` writes into the PNG (``tEXt`` chunk ``tunlab:smallest-text-pt``),
+:func:`tunlab.course.plots.render` writes into the PNG (``tEXt`` chunk ``tunlab:smallest-text-pt``),
 computed from the figure's own Text artists when it was drawn. Then
 ``css px = points / 72 * dpi * (css width / natural width)``. High DPI is checked directly:
 natural width / CSS width >= 2 (two device pixels per CSS pixel). A figure that the page
@@ -64,7 +64,7 @@ from typing import Any
 import browserlab
 import pytest
 
-from tunlab import netns
+from tunlab.kernel import netns
 
 # one lesson: Run All (up to two minutes on a loaded machine) and the clicks
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunlab.claims import ClaimMismatch, expect, expect_each
+from tunlab.course.claims import ClaimMismatch, expect, expect_each
 
 pytestmark = pytest.mark.pure
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from labtools import default_signals
 
-from tunlab import netns
+from tunlab.kernel import netns
 from tunlab.lab import cleanup_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from tunlab import resources
-from tunlab.cli_course import MANIFEST, Action, copy_course, lab_command, restore_lesson
+from tunlab.cli.course import MANIFEST, Action, copy_course, lab_command, restore_lesson
 from tunlab.errors import TunlabError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tunlab import netns
+from tunlab.kernel import netns
 
 
 def test_demo_json_reports_the_released_packet_equal_to_the_one_sent(tunlab_cmd):

@@ -1,4 +1,4 @@
-"""tracefs drop tracing, the martian log and counters (tunlab.drops)."""
+"""tracefs drop tracing, the martian log and counters (tunlab.kernel.drops)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from tunlab import drops
+from tunlab.kernel import drops
 from tunlab.lab import SeedLab
-from tunlab.packets import craft
+from tunlab.packet.craft import craft
 
 SAMPLE = ("          python-1234    [001] ..s1.  5123.456789: kfree_skb: skbaddr=00000000a1b2c3d4 "
           "rx_sk=0000000000000000 protocol=2048 location=ip_rcv_finish_core+0x2f1/0x4a0 "
@@ -66,7 +66,7 @@ def test_instance_is_removed_when_the_body_raises():
 
 
 def test_instance_of_a_killed_run_is_removed_by_the_next_run():
-    code = ("from tunlab.drops import DropTracer; import time\n"
+    code = ("from tunlab.kernel.drops import DropTracer; import time\n"
             "t = DropTracer().start(); print(t.name, flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     name = proc.stdout.readline().strip()

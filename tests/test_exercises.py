@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tunlab import course, vpn_lab
+from tunlab import course
 from tunlab.course import checkers, exercises
+from tunlab.lab import vpn as vpn_lab
 
 pytestmark = pytest.mark.pure
 

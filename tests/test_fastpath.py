@@ -14,11 +14,11 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from transfer import transfer
 
-from tunlab import vnet
+from tunlab.kernel.tun import IFF_VNET_HDR, TunDevice
 from tunlab.lab import TwoHostLab
-from tunlab.tun import IFF_VNET_HDR, TunDevice
+from tunlab.packet import vnet
+from tunlab.packet.vnet import OffloadError, VnetHeader
 from tunlab.tunnel import VNET_FEATURE, EventKind
-from tunlab.vnet import OffloadError, VnetHeader
 
 
 def _super_packet(payload_size: int, flags: str = "PA") -> bytes:

@@ -21,8 +21,8 @@ from labtools import (
 )
 from transfer import transfer
 
+from tunlab.kernel.netns import Namespace
 from tunlab.lab import UNDERLAY, TwoHostLab
-from tunlab.netns import Namespace
 from tunlab.proto.session import Session
 from tunlab.tunnel import TunnelClient, TunnelServer, endpoint
 

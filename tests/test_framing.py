@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunlab.ippacket import ip_packet_problem
+from tunlab.packet.validate import ip_packet_problem
 from tunlab.proto import framing
 from tunlab.proto.framing import (
     HEADER_SIZE,

@@ -18,7 +18,9 @@ import pytest
 from nbclient import NotebookClient
 from scapy.layers.inet import ICMP, IP
 
-from tunlab import claims, course, handson, handson_loss
+from tunlab import course
+from tunlab.course import claims, handson
+from tunlab.course.handson import loss as handson_loss
 from tunlab.lab import SeedLab
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from labtools import KEY, ping, start_client, start_server, wait_for, wait_for_ping
 from test_protocol import _steps
 
-from tunlab.ippacket import ip_packet_problem
+from tunlab.kernel.netns import Namespace
 from tunlab.lab import UNDERLAY, TwoHostLab
-from tunlab.netns import Namespace
+from tunlab.packet.validate import ip_packet_problem
 from tunlab.proto import framing
 from tunlab.proto.framing import HEADER, HEADER_SIZE, FrameType
 from tunlab.proto.session import Session

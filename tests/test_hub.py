@@ -43,7 +43,8 @@ from hubtools import (
     wait_for_server,
 )
 
-from tunlab import course, doctor, kernelspec
+from tunlab import course, kernelspec
+from tunlab.kernel import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 CHP = ROOT / ".hub/node_modules/.bin/configurable-http-proxy"

@@ -11,7 +11,7 @@ import time
 import pytest
 from labtools import default_signals
 
-from tunlab import netns
+from tunlab.kernel import netns
 from tunlab.lab import SeedLab, TwoHostLab, cleanup_leftovers
 
 

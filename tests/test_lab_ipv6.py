@@ -8,9 +8,10 @@ import threading
 
 import pytest
 
-from tunlab import drops, packets
 from tunlab.errors import TunlabError
+from tunlab.kernel import drops
 from tunlab.lab import SeedLab
+from tunlab.packet import craft as packets
 
 root = pytest.mark.skipif(os.geteuid() != 0,
                           reason="builds a network namespace and TUN devices: needs root")

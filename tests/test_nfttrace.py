@@ -1,4 +1,4 @@
-"""nftables rule tracing (tunlab.nfttrace): the kernel names the chain and rule that refused a
+"""nftables rule tracing (tunlab.kernel.nft): the kernel names the chain and rule that refused a
 packet, and the proposed accept, applied in a fresh lab, lets the same packet through."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tunlab import packets, sysctl
 from tunlab.errors import EnvironmentProblem, PrivilegeError, TunlabError
-from tunlab.lab import SeedLab
-from tunlab.netns import Namespace
-from tunlab.nfttrace import (
+from tunlab.kernel import sysctl
+from tunlab.kernel.netns import Namespace
+from tunlab.kernel.nft import (
     TRACE_TABLE,
     FirewallVerdict,
     Hook,
@@ -31,7 +30,9 @@ from tunlab.nfttrace import (
     parse_trace,
     propose_fix,
 )
-from tunlab.tun import TunDevice
+from tunlab.kernel.tun import TunDevice
+from tunlab.lab import SeedLab
+from tunlab.packet import craft as packets
 
 SRC, FORWARDED, LOCAL = "200.1.2.3", "192.0.2.99", "10.0.2.1"
 SRC6, FORWARDED6 = "2001:db8:200::3", "2001:db8:99::99"

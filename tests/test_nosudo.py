@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from test_notebooks import ANSWERS
 
-from tunlab import doctor, kernelspec
+from tunlab import kernelspec
+from tunlab.kernel import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = "/usr/bin/python3"
@@ -341,12 +342,13 @@ def test_pcapture_captures_what_the_filter_selects_once(monkeypatch):
     run here as root: one pcap with the filtered packets, each once (lo shows them twice)."""
     import socket
 
-    from tunlab import netns, scapy_frame
+    from tunlab.kernel import netns
+    from tunlab.proto import scapy_layer as scapy_frame
 
     monkeypatch.setattr(scapy_frame, "in_user_namespace", lambda: True)
     monkeypatch.setattr(scapy_frame, "_setgroups_denied", lambda: True)
     assert scapy_frame.capture_command("lo", "x.pcap", "udp port 9999")[1:3] == \
-        ["-m", "tunlab.pcapture"]
+        ["-m", "tunlab.kernel.capture"]
 
     def send(port: int) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -365,7 +367,7 @@ def test_pcapture_captures_what_the_filter_selects_once(monkeypatch):
 
 @pytest.mark.pure
 def test_the_capture_command_fits_the_privileges(monkeypatch):
-    from tunlab import scapy_frame
+    from tunlab.proto import scapy_layer as scapy_frame
 
     def command(userns: bool, denied: bool) -> list[str]:
         monkeypatch.setattr(scapy_frame, "in_user_namespace", lambda: userns)
@@ -374,7 +376,7 @@ def test_the_capture_command_fits_the_privileges(monkeypatch):
 
     assert command(False, False)[0] == "tcpdump" and "-Z" not in command(False, False)
     assert command(True, False)[:3] == ["tcpdump", "-Z", "root"]
-    assert command(True, True)[:3] == [sys.executable, "-m", "tunlab.pcapture"]
+    assert command(True, True)[:3] == [sys.executable, "-m", "tunlab.kernel.capture"]
     for argv in (command(False, False), command(True, False), command(True, True)):
         assert argv[-7:] == ["-i", "lo", "-w", "f.pcap", "tcp", "port", "5"]
 
@@ -388,7 +390,7 @@ def _report(verdict: str, **extra: object) -> dict:
 
 @pytest.mark.pure
 def test_a_root_recording_stands_beside_a_run_without_tracing():
-    from tunlab import recorded_evidence as rec
+    from tunlab.course import evidence as rec
 
     root = {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"],
             "martian_log": ["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"]}
@@ -412,7 +414,7 @@ def test_a_root_recording_stands_beside_a_run_without_tracing():
 
 @pytest.mark.pure
 def test_the_recording_is_found_under_the_settings_the_lab_really_had():
-    from tunlab import recorded_evidence as rec
+    from tunlab.course import evidence as rec
 
     asked = []
     full = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.rp_filter": "0"}
@@ -430,7 +432,7 @@ def test_the_recording_is_found_under_the_settings_the_lab_really_had():
 
 @pytest.mark.pure
 def test_a_sweep_is_matched_to_its_recording_by_label():
-    from tunlab import recorded_evidence as rec
+    from tunlab.course import evidence as rec
 
     recording = [["a", {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]}],
                  ["b", {"verdict": "forwarded", "drop_reasons": []}]]
@@ -443,8 +445,8 @@ def test_a_sweep_is_matched_to_its_recording_by_label():
 
 @pytest.mark.pure
 def test_claims_check_recorded_reasons_labelled_and_live_verdicts():
-    from tunlab import claims
-    from tunlab import recorded_evidence as rec
+    from tunlab.course import claims
+    from tunlab.course import evidence as rec
 
     report = _report("dropped", **{rec.REASONS_KEY: ["IP_LOCAL_SOURCE"],
                                    rec.MARTIANS_KEY: ["martian source X"]})
@@ -465,7 +467,7 @@ def test_claims_check_recorded_reasons_labelled_and_live_verdicts():
 
 @pytest.mark.pure
 def test_a_run_with_its_own_tracing_passes_through_unchanged():
-    from tunlab import recorded_evidence as rec
+    from tunlab.course import evidence as rec
 
     traced = [["a", {**_report("dropped", drop_reasons=["IP_RPFILTER"]),
                      "missing_evidence": {}}], [1, 2]]

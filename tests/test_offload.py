@@ -1,4 +1,4 @@
-"""Software offload (:mod:`tunlab.vnet`) against hostile virtio-net headers: whatever a peer
+"""Software offload (:mod:`tunlab.packet.vnet`) against hostile virtio-net headers: whatever a peer
 puts in the header, what comes out is a finished, well-formed IP packet or a clean refusal.
 
 Pure tests (no root, no network). The three crafted frames are those of issue 14, finding 2.
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from offload_cases import CRAFTED, spoil_checksum, tcp4, tcp6, udp4, udp6
 from scapy.layers.inet import IP, TCP
 
-from tunlab import vnet
-from tunlab.ippacket import checksum_problem, finished_packet_problem, ip_packet_problem
-from tunlab.vnet import OffloadError, VnetHeader
+from tunlab.packet import vnet
+from tunlab.packet.validate import checksum_problem, finished_packet_problem, ip_packet_problem
+from tunlab.packet.vnet import OffloadError, VnetHeader
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

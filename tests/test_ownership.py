@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tunlab import drops, netns, ownership
 from tunlab.errors import TunlabError
+from tunlab.kernel import drops, netns, ownership
+from tunlab.kernel.ownership import Kind, OwnerState, Process
 from tunlab.lab import cleanup_leftovers
-from tunlab.ownership import Kind, OwnerState, Process
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, tracefs")
 FOREIGN = "tunlab-99999-0-userlab"
@@ -35,9 +35,9 @@ INSTANCES = drops.TRACEFS / "instances"
 # run on this machine at the same time, then leave it alone.
 STALE_LAB = r"""
 import json, subprocess, sys, time
-from tunlab import netns
+from tunlab.kernel import netns
 netns.owner_tag = lambda: sys.argv[1]
-from tunlab.drops import DropTracer
+from tunlab.kernel.drops import DropTracer
 from tunlab.lab import SeedLab
 lab = SeedLab(label="stale")
 sleeper = lab.ns.popen(["sleep", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

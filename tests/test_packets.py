@@ -1,12 +1,12 @@
-"""Crafting and dissecting packets (tunlab.packets): pure, no root."""
+"""Crafting and dissecting packets (tunlab.packet.craft): pure, no root."""
 
 from __future__ import annotations
 
 import pytest
 
-from tunlab import packets
 from tunlab.errors import TunlabError
-from tunlab.ippacket import ip_packet_problem
+from tunlab.packet import craft as packets
+from tunlab.packet.validate import ip_packet_problem
 
 
 @pytest.mark.parametrize("proto, dport, expected", [("icmp", None, "icmp"), ("udp", 53, "udp"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tunlab import netns, pitfalls
+from tunlab.course import pitfalls
 from tunlab.errors import TunlabError
+from tunlab.kernel import netns
 
 STATS = """\
 2: mytun: <NO-CARRIER,POINTOPOINT,MULTICAST,NOARP,UP> mtu 1500 qdisc pfifo_fast state DOWN
@@ -57,9 +58,9 @@ def test_the_same_write_with_a_pi_header_reaches_ip(device) -> None:
     import struct
     import time
 
-    from tunlab.drops import link_counters, snmp_counters
-    from tunlab.tun import IFF_TUN, TUNSETIFF
-    from tunlab.wire import build
+    from tunlab.kernel.drops import link_counters, snmp_counters
+    from tunlab.kernel.tun import IFF_TUN, TUNSETIFF
+    from tunlab.packet.build import build
 
     packet = build("10.0.0.2", "10.0.0.1", 1, payload=bytes(56))
     before, ip_before = link_counters(device), snmp_counters(device)
@@ -87,7 +88,7 @@ def test_a_missing_device_is_a_clear_error_and_creates_nothing(device) -> None:
 
 
 def test_a_busy_device_is_a_clear_error(device) -> None:
-    from tunlab.tun import TunDevice
+    from tunlab.kernel.tun import TunDevice
 
     holder = device.run(TunDevice.open, "mytun")
     try:

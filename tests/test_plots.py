@@ -1,11 +1,12 @@
-"""tunlab.plots: every figure renders to PNG and carries the labels a learner needs to read it."""
+"""tunlab.course.plots: every figure renders to PNG and carries the labels a learner needs
+to read it."""
 
 from __future__ import annotations
 
 import pytest
 from matplotlib.figure import Figure
 
-from tunlab import plots
+from tunlab.course import plots
 from tunlab.proto import framing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -485,7 +485,7 @@ def test_no_peer_input_raises_out_of_the_session(state, steps, cuts):
     without negotiation), sealed or not, split anywhere: the session returns events of the
     documented types, ends with at most one ProtocolError, and only delivers well-formed IP
     packets, never a super-packet nobody negotiated."""
-    from tunlab.ippacket import ip_packet_problem
+    from tunlab.packet.validate import ip_packet_problem
 
     if state == "fresh":
         peer, session = None, Session("server", psk=KEY)

@@ -1,5 +1,5 @@
-"""tunlab.scapy_frame: the scapy layer agrees with tunlab's codec, and a real tcpdump capture of
-tunnel traffic dissects into the frames that were sent."""
+"""tunlab.proto.scapy_layer: the scapy layer agrees with tunlab's codec, and a real tcpdump
+capture of tunnel traffic dissects into the frames that were sent."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from tunlab import scapy_frame
 from tunlab.lab import SeedLab
 from tunlab.proto import framing
+from tunlab.proto import scapy_layer as scapy_frame
 from tunlab.proto.framing import Hello
-from tunlab.scapy_frame import TunlabFrame
+from tunlab.proto.scapy_layer import TunlabFrame
 from tunlab.tunnel import TunnelClient, TunnelServer
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tunlab import netns
+from tunlab.kernel import netns
 from tunlab.lab import script_path
 
 

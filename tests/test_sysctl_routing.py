@@ -1,4 +1,4 @@
-"""Per-namespace sysctls and routing lookups (tunlab.sysctl, tunlab.routing)."""
+"""Per-namespace sysctls and routing lookups (tunlab.kernel.sysctl, tunlab.kernel.routes)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tunlab import routing, sysctl
 from tunlab.errors import TunlabError
+from tunlab.kernel import routes as routing
+from tunlab.kernel import sysctl
 from tunlab.lab import SeedLab
 
 
@@ -85,7 +86,7 @@ def test_route_get_for_an_arriving_packet_reports_the_refusal(lab):
 def test_a_refused_write_says_why_by_the_kernels_reason() -> None:
     import errno
 
-    from tunlab.sysctl import _refusal_fix
+    from tunlab.kernel.sysctl import _refusal_fix
 
     assert "unmask=/proc/sys" in _refusal_fix(errno.EROFS)
     assert "CAP_NET_ADMIN" in _refusal_fix(errno.EPERM)

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 
-from tunlab import netns, ownership
-from tunlab.netns import Namespace
-from tunlab.ownership import Kind
-from tunlab.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF, TunDevice, _ifreq
+from tunlab.kernel import netns, ownership
+from tunlab.kernel.netns import Namespace
+from tunlab.kernel.ownership import Kind
+from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF, TunDevice, _ifreq
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, TUN devices")
 
@@ -30,7 +30,7 @@ DEVICE, ADDRESS, PEER = "tun0", "192.0.2.1/24", "192.0.2.2"  # TEST-NET-1, insid
 # Opens the device for the fast path with every offload on, says so, then waits to be killed.
 HOLDER = r"""
 import time
-from tunlab.tun import OFFLOAD_FAST, TunDevice
+from tunlab.kernel.tun import OFFLOAD_FAST, TunDevice
 device = TunDevice.open("tun0", vnet_hdr=True)
 device.set_offload(OFFLOAD_FAST)
 print("ready", flush=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tunlab import netns
+from tunlab.kernel import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

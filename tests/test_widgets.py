@@ -8,10 +8,13 @@ import json
 import pytest
 from labtools import wait_for
 
-from tunlab import course, measure, netns, plots, vpn_lab
-from tunlab.course import checkers, cleanup, exercises, recording, reports, style, tables
+from tunlab import course
+from tunlab.course import checkers, cleanup, exercises, plots, recording, reports, style, tables
 from tunlab.course.panels import doctor_panel, fix_panel, route_view, tunnel_panel
-from tunlab.doctor import Check
+from tunlab.kernel import netns
+from tunlab.kernel.doctor import Check
+from tunlab.lab import measure
+from tunlab.lab import vpn as vpn_lab
 
 
 @pytest.fixture

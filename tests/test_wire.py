@@ -1,4 +1,4 @@
-"""tunlab.wire builds and reads packets byte for byte as scapy does (property-tested)."""
+"""tunlab.packet.build builds and reads packets byte for byte as scapy does (property-tested)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunlab import packets, wire
+from tunlab.packet import build as wire
+from tunlab.packet import craft as packets
 
 pytestmark = pytest.mark.pure
 

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 
-from tunlab.netns import Namespace
+from tunlab.kernel.netns import Namespace
 
 
 def transfer(sender: Namespace, receiver: Namespace, address: str, size: int,

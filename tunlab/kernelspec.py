@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import TunlabError
+from tunlab.errors import TunlabError
 
 KERNEL_NAME = "tunlab-nosudo"
 DISPLAY_NAME = "tunlab (no sudo)"

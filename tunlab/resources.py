@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:
     from importlib.abc import Traversable
 
-from .errors import TunlabError
+from tunlab.errors import TunlabError
 
 DEVICE_SCRIPT = "create_named_tuntap_devices.sh"
 _files = contextlib.ExitStack()

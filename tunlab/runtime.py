@@ -71,7 +71,7 @@ class ThreadGroup:
     is to log it and decide what happens next (an *essential* thread's death usually ends the
     owner; a connection's only that connection). Exceptions raised after :meth:`cancel` are
     the expected noise of sockets closed under a thread's feet and are only logged at debug
-    level. ``factory`` (for example a :class:`tunlab.netns.Namespace`) makes the threads, so
+    level. ``factory`` (for example a :class:`tunlab.kernel.netns.Namespace`) makes the threads, so
     that they run inside a network namespace.
     """
 

@@ -7,7 +7,8 @@ default is python3 (drop reasons, kernel log). Otherwise (the default user, jovy
 "tunlab (no sudo)" is offered, so the lessons (whose metadata says python3) open in it.
 """
 
-from tunlab import privileges, resources
+from tunlab import resources
+from tunlab.kernel import host as privileges
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 c.KernelManager.transport = "ipc"

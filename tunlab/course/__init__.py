@@ -25,29 +25,29 @@ import importlib
 from typing import Any
 
 # ``X as X``: not for notebooks (not in __all__), but reached through the package by
-# tunlab.handson (which adds lesson 09's exercises) and the tests.
-from .benchdata import load_bench, load_bench_rtt_rounds
-from .cleanup import register_cleanup as register_cleanup
-from .cleanup import unregister_cleanup as unregister_cleanup
-from .exercises import EXERCISES as EXERCISES
-from .exercises import CheckResult as CheckResult
-from .exercises import Exercise as Exercise
-from .exercises import Note as Note
-from .exercises import check, hint, question
-from .exercises import hints_shown as hints_shown
-from .exercises import next_hint as next_hint
-from .exercises import register_exercise as register_exercise
-from .fates import FORWARD_ACCEPT_TUNNEL_RULESET, FORWARD_DROP_RULESET, fate
-from .fates import live_fate as live_fate
-from .fates import recorded_fate as recorded_fate
-from .lesson import LESSONS as LESSONS
-from .lesson import START_HINT as START_HINT
-from .lesson import CommandOutput as CommandOutput
-from .lesson import Lesson, kernel_log, presenter, start
-from .lesson import current_lesson as current_lesson
-from .lesson import lesson_of as lesson_of
-from .recording import from_jsonable as from_jsonable
-from .recording import to_jsonable as to_jsonable
+# tunlab.course.handson (which adds lesson 09's exercises) and the tests.
+from tunlab.course.benchdata import load_bench, load_bench_rtt_rounds
+from tunlab.course.cleanup import register_cleanup as register_cleanup
+from tunlab.course.cleanup import unregister_cleanup as unregister_cleanup
+from tunlab.course.exercises import EXERCISES as EXERCISES
+from tunlab.course.exercises import CheckResult as CheckResult
+from tunlab.course.exercises import Exercise as Exercise
+from tunlab.course.exercises import Note as Note
+from tunlab.course.exercises import check, hint, question
+from tunlab.course.exercises import hints_shown as hints_shown
+from tunlab.course.exercises import next_hint as next_hint
+from tunlab.course.exercises import register_exercise as register_exercise
+from tunlab.course.fates import FORWARD_ACCEPT_TUNNEL_RULESET, FORWARD_DROP_RULESET, fate
+from tunlab.course.fates import live_fate as live_fate
+from tunlab.course.fates import recorded_fate as recorded_fate
+from tunlab.course.lesson import LESSONS as LESSONS
+from tunlab.course.lesson import START_HINT as START_HINT
+from tunlab.course.lesson import CommandOutput as CommandOutput
+from tunlab.course.lesson import Lesson, kernel_log, presenter, start
+from tunlab.course.lesson import current_lesson as current_lesson
+from tunlab.course.lesson import lesson_of as lesson_of
+from tunlab.course.recording import from_jsonable as from_jsonable
+from tunlab.course.recording import to_jsonable as to_jsonable
 
 # Names that need ipywidgets, and the module that defines each: imported on first use.
 _LAZY = {

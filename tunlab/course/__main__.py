@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ..privileges import is_privileged
-from .fates import record_fate_cases
+from tunlab.course.fates import record_fate_cases
+from tunlab.kernel.host import is_privileged
 
 
 def main(argv: Sequence[str] | None = None) -> int:

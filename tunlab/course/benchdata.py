@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import resources
+from tunlab import resources
 
 
 def _bench_json(path: str | os.PathLike[str] | None) -> Any:

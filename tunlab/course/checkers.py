@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..privileges import is_privileged
-from .fates import live_fate
+from tunlab.course.fates import live_fate
+from tunlab.kernel.host import is_privileged
 
 Judgement = tuple[bool, str]
 """``(ok, message)``: the verdict on an answer and the reason, in words."""
@@ -282,7 +282,7 @@ def _header_bytes(answer: Any) -> bytes:
 
 
 def _judge_header(header: bytes) -> Judgement:
-    from ..proto import framing
+    from tunlab.proto import framing
 
     if _matches("03", header.hex()):
         return True, ("54 4c is the magic `TL`, 01 the version, 02 the type DATA, and "
@@ -437,7 +437,7 @@ def _fix_names(answer: Any) -> set[str]:
 
 
 def _judge_fixes(fixes: set[str]) -> Judgement:
-    from ..vpn_lab import VpnScenario
+    from tunlab.lab.vpn import VpnScenario
 
     unknown = fixes - set(VpnScenario.FIXES)
     if unknown:

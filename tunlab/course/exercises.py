@@ -7,8 +7,8 @@ import html
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .checkers import CHECKERS, Checker, Judgement, digest_checker
-from .style import css
+from tunlab.course.checkers import CHECKERS, Checker, Judgement, digest_checker
+from tunlab.course.style import css
 
 
 class Exercise:
@@ -116,7 +116,7 @@ EXERCISES: dict[str, Exercise] = {
 
 
 def register_exercise(key: str, exercise: Exercise) -> None:
-    """Add an exercise defined in another module (:mod:`tunlab.handson` adds 09a-09c)."""
+    """Add an exercise defined in another module (:mod:`tunlab.course.handson` adds 09a-09c)."""
     EXERCISES[key] = exercise
 
 

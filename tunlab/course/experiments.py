@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .seed_tunnel import SeedTunnel
+from tunlab.course.seed_tunnel import SeedTunnel
 
 
 def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
@@ -31,7 +31,7 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
                 capture_output=True, text=True, timeout=10).stdout
         except (OSError, subprocess.TimeoutExpired):
             return {}
-    from ..drops import parse_reason_names
+    from tunlab.kernel.drops import parse_reason_names
 
     return parse_reason_names(text)
 
@@ -48,7 +48,7 @@ def ping_bound(lesson: Any, tunnel: SeedTunnel, device: str = "mytun",
     far end's writer (the vpn-server for ``-I mytun``, the vpn-client for ``-I mytun2``), via
     :func:`tunlab.fate.observe`.
     """
-    from ..fate import observe
+    from tunlab.fate import observe
 
     ns = lesson.ns
     for key, value in (sysctls or {}).items():

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .. import recorded_evidence
-from ..privileges import is_privileged
-from .lesson import START_HINT
-from .recording import RECORDED_DIR, to_jsonable
+from tunlab.course import evidence as recorded_evidence
+from tunlab.course.lesson import START_HINT
+from tunlab.course.recording import RECORDED_DIR, to_jsonable
+from tunlab.kernel.host import is_privileged
 
 FATE_CASES = RECORDED_DIR / "fate_cases.json"
 
@@ -59,7 +59,7 @@ def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None =
     ``extra``: the other options of packet_fate (``routes``, ``nft_rules``, ``mtus``,
     ``listen``, ``size``, ``df``, ``verify_fixes``).
     """
-    from ..fate import packet_fate
+    from tunlab.fate import packet_fate
 
     report = packet_fate(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev,
                          sysctls=sysctls, nft_ruleset=nft_ruleset, **extra).to_dict()

@@ -10,18 +10,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import recorded_evidence
-from ..privileges import is_privileged
-from .cleanup import register_cleanup, unregister_cleanup
-from .display import _display, _html
-from .recording import (
+from tunlab.course import evidence as recorded_evidence
+from tunlab.course.cleanup import register_cleanup, unregister_cleanup
+from tunlab.course.display import _display, _html
+from tunlab.course.recording import (
     from_jsonable,
     load_recording,
     recording_enabled,
     save_recording,
     to_jsonable,
 )
-from .style import css
+from tunlab.course.style import css
+from tunlab.kernel.host import is_privileged
 
 START_HINT = "sudo make lab"
 START_HINT_SCRIPT = "sudo bash scripts/setup.sh lab"
@@ -124,7 +124,7 @@ class Lesson:
 
     @staticmethod
     def _build(kind: str, **kwargs: Any) -> Any:
-        from .. import lab as labmod
+        from tunlab import lab as labmod
 
         if kind == "seed":
             return labmod.SeedLab(kwargs.pop("label", "nb"), **kwargs)
@@ -273,7 +273,7 @@ class Lesson:
             if target is None:
                 target = self.ns
             if target is None:
-                from ..netns import _run
+                from tunlab.kernel.netns import _run
 
                 result = _run(list(argv), check=False, timeout=timeout)
             else:
@@ -309,7 +309,7 @@ class Lesson:
         names = [ns.name for ns in self.lab.namespaces] if self.lab_ready else []
         self.close()
         if names:
-            from ..netns import list_lab_namespaces
+            from tunlab.kernel.netns import list_lab_namespaces
 
             gone = [n for n in names if n not in list_lab_namespaces()]
             _display(_html(f"<p>Lab removed: {len(gone)} of {len(names)} namespace(s) gone "
@@ -330,7 +330,7 @@ PRESENTER_ENV = "TUNLAB_PRESENTER"
 def start(name: str, lab: str | None = "seed", **lab_kwargs: Any) -> Lesson:
     """Begin a lesson: build its lab (or explain why not) and show a one-line status.
 
-    In a notebook it also makes matplotlib Figures (as :mod:`tunlab.plots` returns them)
+    In a notebook it also makes matplotlib Figures (as :mod:`tunlab.course.plots` returns them)
     display as images when they are a cell's value. With ``TUNLAB_PRESENTER=1`` in the
     environment, presenter mode is switched on (see :func:`presenter`).
     """
@@ -349,7 +349,7 @@ def presenter(on: bool = True) -> Any:
     Returns a small widget (the stylesheet and a line saying what changed): leave it as the
     cell's value. Every panel also has a *presenter mode* button doing the same.
     """
-    from .style import set_presenter
+    from tunlab.course.style import set_presenter
 
     style = set_presenter(on)
     import ipywidgets as w
@@ -363,7 +363,7 @@ def presenter(on: bool = True) -> Any:
 def kernel_log(pattern: str = "martian", limit: int = 20) -> Any:
     """A view of the kernel log's martian lines (global, not per namespace), with a refresh
     button: what an instructor shows after a packet was dropped as a martian."""
-    from .panels.kernel_log import kernel_log as view
+    from tunlab.course.panels.kernel_log import kernel_log as view
 
     return view(pattern, limit)
 
@@ -381,7 +381,7 @@ def enable_figure_display() -> None:
         return
     from matplotlib.figure import Figure
 
-    from ..plots import presenter_on, render
+    from tunlab.course.plots import presenter_on, render
 
     def figure_png(fig: Figure) -> Any:
         rendered = render(fig)

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from .. import resources
+from tunlab import resources
 
 DATA_DIR = resources.data_path()
 RECORDED_DIR = DATA_DIR / "recorded"

@@ -8,7 +8,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from .style import badge, css, muted, pre
+from tunlab.course.style import badge, css, muted, pre
 
 FateFn = Callable[..., Mapping[str, Any]]
 

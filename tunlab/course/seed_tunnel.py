@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..errors import TunlabError
-from .cleanup import register_cleanup, unregister_cleanup
+from tunlab.course.cleanup import register_cleanup, unregister_cleanup
+from tunlab.errors import TunlabError
 
 
 class SeedTunnel:
@@ -15,7 +15,7 @@ class SeedTunnel:
     The server listens on 127.0.0.1 (a free port) in the lab namespace; both record packets,
     so the hops can be shown. With ``capture=True`` the start is captured with tcpdump on
     ``lo`` (HELLOs included) and ``pings`` echo requests are sent: :attr:`session` then holds
-    the frames found (dicts, see :meth:`tunlab.scapy_frame.CapturedFrame.to_dict`).
+    the frames found (dicts, see :meth:`tunlab.proto.scapy_layer.CapturedFrame.to_dict`).
     Without a live lab, ``server`` and ``client`` stay None. Stopped by :meth:`close` (also
     when the kernel stops).
     """
@@ -35,7 +35,7 @@ class SeedTunnel:
         self._start(capture, pings)
 
     def _start(self, capture: bool = False, pings: int = 2) -> None:
-        from ..tunnel import TunnelServer
+        from tunlab.tunnel import TunnelServer
 
         lab = self.lesson.lab
         self.server = TunnelServer(lab.device("mytun2"), ("127.0.0.1", 0), namespace=lab.ns,
@@ -43,7 +43,7 @@ class SeedTunnel:
         self.generation = getattr(self.lesson, "generation", 0)
         register_cleanup(self)
         if capture:
-            from ..scapy_frame import capture as tcpdump
+            from tunlab.proto.scapy_layer import capture as tcpdump
 
             port = self.server.address[1]
             with tcpdump(lab.ns, "lo", f"tcp port {port}") as cap:
@@ -56,7 +56,7 @@ class SeedTunnel:
             self._start_client()
 
     def _start_client(self) -> None:
-        from ..tunnel import TunnelClient
+        from tunlab.tunnel import TunnelClient
 
         lab = self.lesson.lab
         self.client = TunnelClient(lab.device("mytun"), self.server.address, namespace=lab.ns,

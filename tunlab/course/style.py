@@ -8,7 +8,7 @@ import re
 from importlib.resources import files
 from typing import Any
 
-from .. import plots
+from tunlab.course import plots
 
 STYLESHEET = files(__package__).joinpath("course.css").read_text(encoding="utf-8")
 """The text of ``course.css``."""

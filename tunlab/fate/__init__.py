@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..netns import Namespace
-from . import experiment, explain, fixes
-from .reasons import REASONS, Stage, meaning, stage
-from .report import DropSite, Evidence, FateReport, Fix, Reply, Verdict
-from .request import FateRequest, parse_args, request
+from tunlab.fate import experiment, explain, fixes
+from tunlab.fate.reasons import REASONS, Stage, meaning, stage
+from tunlab.fate.report import DropSite, Evidence, FateReport, Fix, Reply, Verdict
+from tunlab.fate.request import FateRequest, parse_args, request
+from tunlab.kernel.netns import Namespace
 
 __all__ = ["DropSite", "Evidence", "FateReport", "FateRequest", "Fix",
            "REASONS", "Reply", "Stage", "Verdict", "fate", "meaning", "observe",

@@ -17,16 +17,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import drops, nfttrace, packets
-from ..doctor import in_user_namespace
-from ..errors import EnvironmentProblem, TunlabError
-from ..lab import SEED_DEVICES, UPLINK, SeedLab
-from ..netns import Namespace
-from ..sysctl import SysctlChanges
-from ..tun import TunDevice
-from .report import DropSite, Evidence, FateReport, Reply, Verdict
-from .request import FateRequest, Listener
-from .settings import EffectiveSettings, read_effective
+from tunlab.errors import EnvironmentProblem, TunlabError
+from tunlab.fate.report import DropSite, Evidence, FateReport, Reply, Verdict
+from tunlab.fate.request import FateRequest, Listener
+from tunlab.fate.settings import EffectiveSettings, read_effective
+from tunlab.kernel import drops
+from tunlab.kernel import nft as nfttrace
+from tunlab.kernel.doctor import in_user_namespace
+from tunlab.kernel.netns import Namespace
+from tunlab.kernel.sysctl import SysctlChanges
+from tunlab.kernel.tun import TunDevice
+from tunlab.lab import SEED_DEVICES, UPLINK, SeedLab
+from tunlab.packet import craft as packets
 
 REPLY_WINDOW = 1.0     # replies are collected for at most this long after the write
 # ... and stop early once the devices have been silent this long. The kernel handles a packet

@@ -12,9 +12,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import reasons as catalogue
-from .report import Evidence, FateReport, Fix, Verdict
-from .request import FateRequest
+from tunlab.fate import reasons as catalogue
+from tunlab.fate.report import Evidence, FateReport, Fix, Verdict
+from tunlab.fate.request import FateRequest
 
 COUNTER_MEANINGS = {name: info.meaning for name, info in catalogue.COUNTERS.items()}
 
@@ -79,7 +79,7 @@ def diagnose(report: FateReport, request: FateRequest) -> Diagnosis:
 
 
 def _reasons_from_counters(report: FateReport) -> list[str]:
-    from .experiment import counter_drops
+    from tunlab.fate.experiment import counter_drops
 
     reasons = []
     for name in counter_drops(report.counters):
@@ -98,7 +98,7 @@ def _reasons_from_counters(report: FateReport) -> list[str]:
 
 
 def _counter_cause(report: FateReport) -> str:
-    from .experiment import counter_drops
+    from tunlab.fate.experiment import counter_drops
 
     seen = counter_drops(report.counters)
     forwarding = report.counters.get("IpForwDatagrams", 0) + report.counters.get(

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .explain import diagnose
-from .report import FateReport, Fix, Verdict
-from .request import FateRequest
+from tunlab.fate.explain import diagnose
+from tunlab.fate.report import FateReport, Fix, Verdict
+from tunlab.fate.request import FateRequest
 
 MAX_RUNS = 5          # fresh labs one verification may build
 MAX_SECONDS = 4.0     # ... and the time it may take, whatever the machine's load

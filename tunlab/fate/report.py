@@ -12,7 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..nfttrace import FirewallVerdict, NftFix
+    from tunlab.kernel.nft import FirewallVerdict, NftFix
 
 
 class Verdict(str, Enum):
@@ -56,7 +56,7 @@ class Reply:
 
     @classmethod
     def from_summary(cls, dev: str, summary: dict[str, Any]) -> Reply:
-        """From :func:`tunlab.packets.summarize`'s dict."""
+        """From :func:`tunlab.packet.craft.summarize`'s dict."""
         return cls(dev=dev, src=str(summary.get("src")), dst=str(summary.get("dst")),
                    proto=summary.get("proto", "?"), icmp_type=summary.get("icmp_type"),
                    icmp_code=summary.get("icmp_code"), sport=summary.get("sport"),

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from ..errors import TunlabError
+from tunlab.errors import TunlabError
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 ROUTE_TYPES = ("blackhole", "unreachable", "prohibit", "throw")
@@ -149,8 +149,8 @@ def parse_args(argv: Sequence[str]) -> FateRequest:
 
 def from_namespace(args: argparse.Namespace) -> FateRequest:
     """Validate parsed ``tunlab fate`` arguments into a request (nothing is built yet)."""
-    from ..packets import protocol_number
-    from ..sysctl import parse_assignments
+    from tunlab.kernel.sysctl import parse_assignments
+    from tunlab.packet.craft import protocol_number
 
     src, dst = _address(args.src, "source"), _address(args.dst, "destination")
     if ipaddress.ip_address(src).version != ipaddress.ip_address(dst).version:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..netns import Namespace
+from tunlab.kernel.netns import Namespace
 
 _CONF = Path("/proc/sys/net/ipv4/conf")
 

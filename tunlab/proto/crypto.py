@@ -47,8 +47,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import TunlabError
-from .framing import DEFAULT_MAX_PAYLOAD, HEADER_SIZE, EncodeError, FrameType, frame_header
+from tunlab.errors import TunlabError
+from tunlab.proto.framing import (
+    DEFAULT_MAX_PAYLOAD,
+    HEADER_SIZE,
+    EncodeError,
+    FrameType,
+    frame_header,
+)
 
 PSK_FEATURE = "psk"
 NONCE_INFO_KEY = "psk_nonce"

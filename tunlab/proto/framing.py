@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
-from ..ippacket import ip_packet_problem
+from tunlab.packet.validate import ip_packet_problem
 
 MAGIC = b"TL"
 VERSION = 1

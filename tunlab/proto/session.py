@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ..ippacket import ip_packet_problem
-from . import crypto, framing
-from .crypto import PSK_FEATURE, SecureFrameType
-from .framing import (
+from tunlab.packet.validate import ip_packet_problem
+from tunlab.proto import crypto, framing
+from tunlab.proto.crypto import PSK_FEATURE, SecureFrameType
+from tunlab.proto.framing import (
     CloseReceived,
     Event,
     ExtensionFrame,

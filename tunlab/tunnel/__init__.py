@@ -28,18 +28,18 @@ Two data paths, chosen by how the device was opened:
   hands over finished MTU-sized packets) and plain DATA frames are sent, so a fast and a simple
   endpoint interoperate. The switch happens per connection, because the offload setting
   belongs to the device while the feature belongs to the connection; packets queued under the
-  previous setting are finished in software (:mod:`tunlab.vnet`). While a peer is connected,
+  previous setting are finished in software (:mod:`tunlab.packet.vnet`). While a peer is connected,
   one *pump* thread owns the device and does both directions with non-blocking calls, frames
   without copying and spins briefly before it sleeps (see :mod:`tunlab.tunnel.pump`); the
   device reader only drains the device while no peer is there.
 """
 
-from ..proto.framing import VNET_FEATURE
-from .address import parse_hostport
-from .client import TunnelClient
-from .events import EventKind, TunnelEvent
-from .server import TunnelServer
-from .stats import TunnelStats
+from tunlab.proto.framing import VNET_FEATURE
+from tunlab.tunnel.address import parse_hostport
+from tunlab.tunnel.client import TunnelClient
+from tunlab.tunnel.events import EventKind, TunnelEvent
+from tunlab.tunnel.server import TunnelServer
+from tunlab.tunnel.stats import TunnelStats
 
 __all__ = ["VNET_FEATURE", "EventKind", "TunnelClient", "TunnelEvent", "TunnelServer",
            "TunnelStats", "parse_hostport"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import TunlabError
+from tunlab.errors import TunlabError
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

@@ -14,10 +14,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ..errors import InvalidPacketError, TunlabError
-from ..netns import Namespace
-from ..proto import framing
-from ..proto.framing import (
+from tunlab.errors import InvalidPacketError, TunlabError
+from tunlab.kernel.netns import Namespace
+from tunlab.kernel.tun import OFFLOAD_FAST, TunDevice
+from tunlab.packet.vnet import VNET_HDR_SIZE, OffloadError, resolve
+from tunlab.proto import framing
+from tunlab.proto.framing import (
     VNET_FEATURE,
     CloseReceived,
     FrameRejected,
@@ -25,15 +27,13 @@ from ..proto.framing import (
     ProtocolError,
     RejectReason,
 )
-from ..proto.session import Established, Session
-from ..runtime import ThreadGroup
-from ..tun import OFFLOAD_FAST, TunDevice
-from ..vnet import VNET_HDR_SIZE, OffloadError, resolve
-from .events import EventKind, TunnelEvent
-from .peer import Peer
-from .pump import FastPump
-from .stats import TunnelStats
-from .tuning import (
+from tunlab.proto.session import Established, Session
+from tunlab.runtime import ThreadGroup
+from tunlab.tunnel.events import EventKind, TunnelEvent
+from tunlab.tunnel.peer import Peer
+from tunlab.tunnel.pump import FastPump
+from tunlab.tunnel.stats import TunnelStats
+from tunlab.tunnel.tuning import (
     MAX_BUSY_POLL_US,
     READ_BATCH,
     READ_BUFFER,
@@ -557,7 +557,7 @@ def _name_writer_thread() -> str | None:
     kernel refuses."""
     import secrets
 
-    from ..drops import name_this_thread
+    from tunlab.kernel.drops import name_this_thread
 
     comm = f"tlw{secrets.token_hex(6)}"
     try:

@@ -6,9 +6,9 @@ import socket
 import threading
 from typing import Any
 
-from ..proto.framing import VNET_FEATURE
-from ..proto.session import Session
-from .tuning import NOTSENT_LOWAT, SEND_TIMEOUT
+from tunlab.proto.framing import VNET_FEATURE
+from tunlab.proto.session import Session
+from tunlab.tunnel.tuning import NOTSENT_LOWAT, SEND_TIMEOUT
 
 
 def tune_underlay(sock: socket.socket) -> None:

@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..proto import framing
-from ..proto.crypto import SEALED_FRAME_OVERHEAD
-from ..proto.framing import PacketReceived, RejectReason
-from ..vnet import VNET_HDR_SIZE, ZERO_HEADER
-from .events import EventKind
-from .peer import Peer
-from .tuning import (
+from tunlab.packet.vnet import VNET_HDR_SIZE, ZERO_HEADER
+from tunlab.proto import framing
+from tunlab.proto.crypto import SEALED_FRAME_OVERHEAD
+from tunlab.proto.framing import PacketReceived, RejectReason
+from tunlab.tunnel.events import EventKind
+from tunlab.tunnel.peer import Peer
+from tunlab.tunnel.tuning import (
     KEEP_WARM_SECONDS,
     KEEP_WARM_TICK_MS,
     READ_BATCH,
@@ -46,7 +46,7 @@ from .tuning import (
 )
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
+    from tunlab.tunnel.endpoint import Endpoint
 
 Framer = Callable[[list[memoryview]], list[Any]]
 

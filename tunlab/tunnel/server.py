@@ -8,14 +8,14 @@ import socket
 import threading
 from typing import Any
 
-from ..errors import TunlabError
-from ..netns import Namespace
-from ..proto.framing import RejectReason
-from ..tun import TunDevice
-from .address import parse_hostport
-from .endpoint import Endpoint
-from .events import EventKind
-from .peer import tune_underlay
+from tunlab.errors import TunlabError
+from tunlab.kernel.netns import Namespace
+from tunlab.kernel.tun import TunDevice
+from tunlab.proto.framing import RejectReason
+from tunlab.tunnel.address import parse_hostport
+from tunlab.tunnel.endpoint import Endpoint
+from tunlab.tunnel.events import EventKind
+from tunlab.tunnel.peer import tune_underlay
 
 log = logging.getLogger("tunlab.tunnel")
 

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..proto.framing import RejectReason
+from tunlab.proto.framing import RejectReason
 
 
 @dataclass

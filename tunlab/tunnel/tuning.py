@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..vnet import VNET_HDR_SIZE
+from tunlab.packet.vnet import VNET_HDR_SIZE
 
 READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
 RECV_SIZE = 256 * 1024

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import ipywidgets as w
 
-from ... import plots
-from ..style import css, presenter_style, set_presenter
-from .kernel_log import KernelLogView
+from tunlab.course import plots
+from tunlab.course.panels.kernel_log import KernelLogView
+from tunlab.course.style import css, presenter_style, set_presenter
 
 
 def _image(fig: Any | None = None, width: str = "100%") -> w.Image:
@@ -152,7 +152,7 @@ class LabPanel:
 
     def _setup_panel(self, lesson: Any, use_current: bool = True) -> None:
         if lesson is None and use_current:
-            from ..lesson import current_lesson
+            from tunlab.course.lesson import current_lesson
 
             lesson = current_lesson()
         self.lesson = lesson

@@ -9,14 +9,14 @@ from typing import Any
 
 import ipywidgets as w
 
-from ...doctor import Check, run_checks
-from ..style import css
-from .base import LabPanel
+from tunlab.course.panels.base import LabPanel
+from tunlab.course.style import css
+from tunlab.kernel.doctor import Check, run_checks
 
 
 @dataclass(frozen=True)
 class DoctorReport:
-    """The doctor's checks (:func:`tunlab.doctor.run_checks`), shown as a table."""
+    """The doctor's checks (:func:`tunlab.kernel.doctor.run_checks`), shown as a table."""
 
     checks: tuple[Check, ...]
 

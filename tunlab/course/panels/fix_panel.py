@@ -9,10 +9,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ...vpn_lab import VpnScenario
-from ..style import badge, css, invalid, pre
-from .base import LabPanel, _image, _ipv4, inline_figure
+from tunlab.course import plots
+from tunlab.course.panels.base import LabPanel, _image, _ipv4, inline_figure
+from tunlab.course.style import badge, css, invalid, pre
+from tunlab.lab.vpn import VpnScenario
 
 VPN_STEPS = [
     plots.Step("a: ping\nroute lookup", "kernel"),
@@ -31,7 +31,7 @@ class VpnPing:
     """One ``ping 192.168.50.2`` from host a with some fixes applied: whether a reply came,
     where the packet stopped (``stage``, an index into :data:`VPN_STEPS`) and why, and the
     counters that moved on each host. :meth:`to_dict` is the recorded form (what
-    :meth:`tunlab.vpn_lab.VpnScenario.ping` returns)."""
+    :meth:`tunlab.lab.vpn.VpnScenario.ping` returns)."""
 
     ok: bool
     reason: str = ""

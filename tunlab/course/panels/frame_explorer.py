@@ -9,17 +9,17 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ..seed_tunnel import seed_tunnel
-from ..style import pre
-from .base import LabPanel, _image
+from tunlab.course import plots
+from tunlab.course.panels.base import LabPanel, _image
+from tunlab.course.seed_tunnel import seed_tunnel
+from tunlab.course.style import pre
 
 
 @dataclass(frozen=True)
 class FrameCapture:
     """The tunlab frames one ping produced on the TCP stream, and the one carrying the echo.
 
-    ``frames`` are :meth:`tunlab.scapy_frame.CapturedFrame.to_dict` rows; :meth:`to_dict` is
+    ``frames`` are :meth:`tunlab.proto.scapy_layer.CapturedFrame.to_dict` rows; :meth:`to_dict` is
     the recorded form (``echo_frame`` in hex).
     """
 
@@ -40,7 +40,7 @@ class FrameCapture:
     @property
     def dissection(self) -> str:
         """scapy's ``TunlabFrame(echo_frame).show()``."""
-        from ...scapy_frame import TunlabFrame
+        from tunlab.proto.scapy_layer import TunlabFrame
 
         return TunlabFrame(self.echo_frame).show(dump=True)
 
@@ -146,7 +146,7 @@ def capture_ping_frames(ns: Any, port: int, size: int = 56, target: str = "10.0.
                         ) -> FrameCapture:
     """tcpdump on ``lo`` while one ``ping -s SIZE`` crosses the tunnel; the frames found, and
     the DATA frame carrying the ICMP echo request."""
-    from ...scapy_frame import capture
+    from tunlab.proto.scapy_layer import capture
 
     with capture(ns, "lo", f"tcp port {port}") as cap:
         ns.exec(["ping", "-c1", "-W1", "-s", str(size), target], check=False, timeout=5)

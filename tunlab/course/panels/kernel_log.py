@@ -6,7 +6,7 @@ import html
 
 import ipywidgets as w
 
-from ..style import css, pre
+from tunlab.course.style import css, pre
 
 
 def read_kernel_log(pattern: str = "martian", limit: int = 40,

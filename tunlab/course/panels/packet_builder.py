@@ -9,11 +9,11 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ..fates import FORWARD_DROP_RULESET
-from ..reports import FateFn, fate_html
-from ..style import invalid, muted
-from .base import LabPanel, _image, _ip
+from tunlab.course import plots
+from tunlab.course.fates import FORWARD_DROP_RULESET
+from tunlab.course.panels.base import LabPanel, _image, _ip
+from tunlab.course.reports import FateFn, fate_html
+from tunlab.course.style import invalid, muted
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class PacketBuilder(LabPanel, w.VBox):
                  rp_filter: int = 0, accept_local: bool = False, log_martians: bool = True,
                  firewall: bool = False, show_path: bool = True, lesson: Any = None) -> None:
         if fate_fn is None:
-            from ..fates import fate as fate_fn
+            from tunlab.course.fates import fate as fate_fn
         self.fate_fn = fate_fn
         self.last_result: SentPacket | None = None
         self.last_params: dict[str, Any] | None = None

@@ -9,9 +9,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ..style import css
-from .base import LabPanel, _image
+from tunlab.course import plots
+from tunlab.course.panels.base import LabPanel, _image
+from tunlab.course.style import css
 
 
 def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
@@ -26,7 +26,7 @@ def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
     import os
     import struct
 
-    from ...tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
+    from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
 
     def attach() -> int:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)

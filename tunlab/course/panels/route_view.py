@@ -7,9 +7,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ..style import css, invalid, pre
-from .base import LabPanel, _image, _ipv4
+from tunlab.course import plots
+from tunlab.course.panels.base import LabPanel, _image, _ipv4
+from tunlab.course.style import css, invalid, pre
 
 NO_RECORDING = ("(no recorded answer for this address; start the lab with `sudo make lab` to "
                 "ask the kernel)")

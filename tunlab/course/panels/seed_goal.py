@@ -10,13 +10,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ...drops import counter_delta, snmp_counters
-from ...fate.reasons import COUNTERS
-from ..seed_tunnel import seed_tunnel
-from ..style import css, invalid
-from .base import LabPanel, _image, _ipv4
-from .route_view import route_figure
+from tunlab.course import plots
+from tunlab.course.panels.base import LabPanel, _image, _ipv4
+from tunlab.course.panels.route_view import route_figure
+from tunlab.course.seed_tunnel import seed_tunnel
+from tunlab.course.style import css, invalid
+from tunlab.fate.reasons import COUNTERS
+from tunlab.kernel.drops import counter_delta, snmp_counters
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,19 @@ from typing import Any
 
 import ipywidgets as w
 
-from ... import plots
-from ...measure import lab_iperf3, set_loss
-from ..cleanup import register_cleanup, unregister_cleanup
-from ..lesson import lesson_of
-from ..style import css
-from .base import LabPanel, _error_text, _image, show_figure
+from tunlab.course import plots
+from tunlab.course.cleanup import register_cleanup, unregister_cleanup
+from tunlab.course.lesson import lesson_of
+from tunlab.course.panels.base import LabPanel, _error_text, _image, show_figure
+from tunlab.course.style import css
+from tunlab.lab.measure import lab_iperf3, set_loss
 
 
 class TunnelPanel(LabPanel, w.VBox):
     """Start/stop a tunnel, push traffic through it, and watch packets/s and Mbit/s live.
 
     ``lab`` is a :class:`tunlab.lab.TwoHostLab` (lesson 08). A background thread samples the
-    client's counters every ``interval`` seconds and renders :func:`tunlab.plots.throughput`
+    client's counters every ``interval`` seconds and renders :func:`tunlab.course.plots.throughput`
     into an ``ipywidgets.Image`` (it never prints; it stops with :meth:`stop` or after
     ``max_seconds``). Traffic: ``iperf3`` from host a to the far tunnel end. When the lab
     belongs to a lesson and is gone (``lesson.finish()``), *start tunnel* builds a new one.

@@ -53,9 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EnvironmentProblem, TunlabError
-from .lab import UNDERLAY, TwoHostLab
-from .measure import (
+from tunlab.bench.wgpeer import WireGuardPair, niced
+from tunlab.errors import EnvironmentProblem, TunlabError
+from tunlab.kernel.netns import Namespace
+from tunlab.lab import UNDERLAY, TwoHostLab
+from tunlab.lab.measure import (
     IPERF_PORT,
     Run,
     iperf3,
@@ -64,8 +66,6 @@ from .measure import (
     stop_process,
     wait_listening,
 )
-from .netns import Namespace
-from .wgpeer import WireGuardPair, niced
 
 TARGET_VS_OPENVPN = 10.0
 TARGET_VS_VETH = 0.40
@@ -250,7 +250,7 @@ def participant_targets(participant: dict[str, Any]) -> list[dict[str, Any]]:
 def time_widget_send(repeats: int = 3) -> dict[str, Any]:
     """Median wall time from the packet builder's Send to its rendered answer (headless)."""
     try:
-        from .widgets import PacketBuilder
+        from tunlab.course.panels.packet_builder import PacketBuilder
     except ImportError as exc:
         return {"available": False, "note": f"the lab extra is not installed: {exc}"}
     builder = PacketBuilder(src="200.1.2.3", ip_forward=True, rp_filter=1)
@@ -271,7 +271,7 @@ def time_notebooks(directory: Path | None = None) -> dict[str, Any]:
         from nbclient import NotebookClient
     except ImportError as exc:
         return {"available": False, "note": f"the test extra is not installed: {exc}"}
-    from . import resources
+    from tunlab import resources
 
     paths = (sorted(directory.glob("[0-9][0-9]-*.ipynb")) if directory else
              [resources.on_disk(lesson.notebook) for lesson in resources.lessons()])
@@ -677,7 +677,7 @@ def _loaded_summary(name: str, samples: list[Loaded]) -> dict[str, Any]:
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything; return the JSON-ready result (also holding the verdict on the targets)."""
-    from .privileges import require_privileges
+    from tunlab.kernel.host import require_privileges
 
     require_privileges("tunlab bench")
     started = time.monotonic()

@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import PrivilegeError, TunlabError
-from .privileges import require_privileges
+from tunlab.errors import PrivilegeError, TunlabError
+from tunlab.kernel.host import require_privileges
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _load_psk(path: str | None) -> bytes | None:
     if path is None:
         return None
-    from .proto.crypto import load_psk
+    from tunlab.proto.crypto import load_psk
 
     return load_psk(path)
 
@@ -33,7 +33,7 @@ def _fast_path(args: argparse.Namespace) -> bool:
 
 def _busy_poll(args: argparse.Namespace) -> int:
     """--busy-poll USEC, checked before anything is opened."""
-    from .tunnel.tuning import MAX_BUSY_POLL_US
+    from tunlab.tunnel.tuning import MAX_BUSY_POLL_US
 
     usec = args.busy_poll
     if not 0 <= usec <= MAX_BUSY_POLL_US:
@@ -49,7 +49,7 @@ def _describe_event(event: Any) -> str:
     """One log line for a tunnel event; packets summarized as the seed's step 5 shows them."""
     if event.data is None:
         return f"{event.kind}: {event.detail}"
-    from .packets import summarize
+    from tunlab.packet.craft import summarize
 
     if event.kind == "sent":
         inner = summarize(event.data[8:])
@@ -116,8 +116,8 @@ def _run_endpoint(endpoint: Any, role: str, authenticated: bool) -> int:
 
 
 def _cmd_endpoint(args: argparse.Namespace, role: str) -> int:
-    from .tun import TunDevice
-    from .tunnel import TunnelClient, TunnelServer, parse_hostport
+    from tunlab.kernel.tun import TunDevice
+    from tunlab.tunnel import TunnelClient, TunnelServer, parse_hostport
 
     require_privileges(f"tunlab {role}")
     address = parse_hostport(args.listen if role == "server" else args.server)
@@ -141,7 +141,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from tunlab.fate.demo import run_demo
 
     require_privileges("tunlab demo")
     result = run_demo(progress=None if args.json else print)
@@ -159,10 +159,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """``tunlab cleanup``: remove what killed tunlab runs left, and only that."""
-    from .drops import cleanup_stale_instances
-    from .netns import cleanup_stale
-    from .ownership import Outcome
-    from .tun import restore_stale_devices
+    from tunlab.kernel.drops import cleanup_stale_instances
+    from tunlab.kernel.netns import cleanup_stale
+    from tunlab.kernel.ownership import Outcome
+    from tunlab.kernel.tun import restore_stale_devices
 
     require_privileges("tunlab cleanup")
     report: list[Any] = []
@@ -217,12 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "killed tunlab runs")
     cleanup.set_defaults(handler=cmd_cleanup)
 
-    for module in ("cli_debug", "cli_bench", "cli_course", "cli_kernelspec"):
-        try:
-            register = __import__(f"tunlab.{module}", fromlist=["register"]).register
-        except ImportError:
-            continue
-        register(sub)
+    # Each command group registers its own subcommands; a broken one fails loudly here.
+    from tunlab.cli import bench, course, debug, kernelspec
+
+    for group in (debug, bench, course, kernelspec):
+        group.register(sub)
     return parser
 
 

@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import netns, resources
-from .errors import TunlabError
-from .netns import Namespace
-from .privileges import require_privileges
-from .tun import TunDevice
+from tunlab import resources
+from tunlab.errors import TunlabError
+from tunlab.kernel import netns
+from tunlab.kernel.host import require_privileges
+from tunlab.kernel.netns import Namespace
+from tunlab.kernel.tun import TunDevice
 
 if TYPE_CHECKING:  # the tunnel is imported when a lab starts one (fate labs never do)
-    from .tunnel import TunnelClient, TunnelServer
+    from tunlab.tunnel import TunnelClient, TunnelServer
 
 SCRIPT = resources.device_script()
 SEED_DEVICES = {"mytun": "10.0.0.1/24", "mytun2": "10.0.2.1/24"}
@@ -43,7 +44,7 @@ def cleanup_leftovers() -> list[str]:
     """Remove namespaces and trace instances of tunlab runs that were killed."""
     removed = netns.cleanup_stale()
     try:
-        from .drops import cleanup_stale_instances
+        from tunlab.kernel.drops import cleanup_stale_instances
     except ImportError:
         return removed
     try:
@@ -274,7 +275,7 @@ class TwoHostLab(_Lab):
         With ``psk`` both ends authenticate each other and seal every frame. ``fast`` opens
         the devices for the fast path: one flag for both, or ``(server, client)``.
         """
-        from .tunnel import TunnelClient, TunnelServer
+        from tunlab.tunnel import TunnelClient, TunnelServer
 
         server_fast, client_fast = fast if isinstance(fast, tuple) else (fast, fast)
         server = TunnelServer(self.open_device(self.b, "tun0", vnet_hdr=server_fast),

@@ -1,0 +1,234 @@
+"""``tunlab notebooks`` and ``tunlab lab``: participants work on a copy of the course.
+
+JupyterLab saves outputs and edits into whatever notebook it opens, so the shipped lessons are
+never opened: they are copied to a working folder, and a participant's changed file is kept
+unless they ask for the shipped one back (``--restore NN`` or ``--force``). A hidden manifest in
+the working folder remembers what was copied, so a newer tunlab can update the lessons a
+participant never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import enum
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunlab import resources
+from tunlab.errors import TunlabError
+
+DEFAULT_DIR = Path("tunlab-notebooks")
+MANIFEST = ".tunlab-course.json"
+BACKUPS = ".backup"
+LAB_PORT = 8888
+
+
+class Action(enum.Enum):
+    """What happened to one lesson file in the working folder."""
+
+    COPIED = "copied"  # was not there
+    UPDATED = "updated"  # unchanged by the participant, replaced by a newer shipped version
+    UNCHANGED = "unchanged"  # already the shipped version
+    KEPT = "kept"  # changed by the participant, left alone
+    RESTORED = "restored"  # replaced by the shipped version on request (old one backed up)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file of the course and what was done with it."""
+
+    name: str
+    action: Action
+    backup: Path | None = None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_target(target: Path) -> Path:
+    if target.exists() and not target.is_dir():
+        raise TunlabError(f"{target} exists and is not a folder",
+                          "name a folder (new or one made by `tunlab notebooks`)")
+    shipped = resources.notebooks()
+    if isinstance(shipped, Path) and target.resolve() == shipped.resolve():
+        raise TunlabError(f"{target} is the shipped course itself",
+                          f"copy it somewhere else, e.g. `tunlab notebooks {DEFAULT_DIR}`")
+    return target
+
+
+def _read_manifest(target: Path) -> dict[str, str]:
+    try:
+        files = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}  # no manifest (or a broken one): every differing file counts as changed
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def _write_manifest(target: Path, files: dict[str, str]) -> None:
+    text = json.dumps({"about": "what `tunlab notebooks` copied here (sha256 per file)",
+                       "files": dict(sorted(files.items()))}, indent=1)
+    (target / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def _backup(target: Path, name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = target / BACKUPS
+    folder.mkdir(exist_ok=True)
+    stem, dot, suffix = name.partition(".")
+    backup = folder / f"{stem}-{stamp}{dot}{suffix}"
+    counter = 1
+    while backup.exists():
+        backup = folder / f"{stem}-{stamp}-{counter}{dot}{suffix}"
+        counter += 1
+    shutil.copy2(target / name, backup)
+    return backup
+
+
+def _place(target: Path, name: str, data: bytes, copied: dict[str, str],
+           replace: bool) -> FileResult:
+    """Put the shipped ``data`` at ``target/name`` unless a participant's change is there."""
+    path = target / name
+    new = _digest(data)
+    if not path.exists():
+        action = Action.COPIED
+    else:
+        current = _digest(path.read_bytes())
+        if current == new:
+            copied[name] = new
+            return FileResult(name, Action.UNCHANGED)
+        if replace:
+            backup = _backup(target, name)
+            path.write_bytes(data)
+            copied[name] = new
+            return FileResult(name, Action.RESTORED, backup)
+        if copied.get(name) != current:
+            return FileResult(name, Action.KEPT)
+        action = Action.UPDATED
+    path.write_bytes(data)
+    copied[name] = new
+    return FileResult(name, action)
+
+
+def copy_course(target: Path = DEFAULT_DIR, force: bool = False) -> list[FileResult]:
+    """Copy every shipped lesson (.ipynb and its .md) into ``target``, creating it.
+
+    A file the participant changed is kept (``Action.KEPT``) unless ``force``, which backs it
+    up into ``target/.backup`` and replaces it.
+    """
+    target = _check_target(target)
+    lessons = resources.lessons()
+    target.mkdir(parents=True, exist_ok=True)
+    copied = _read_manifest(target)
+    results = [_place(target, item.name, item.read_bytes(), copied, force)
+               for lesson in lessons for item in lesson.files()]
+    _write_manifest(target, copied)
+    return results
+
+
+def find_lesson(key: str) -> resources.Lesson:
+    """The shipped lesson named by ``key``: its number ("5", "05") or its name."""
+    lessons = resources.lessons()
+    wanted = key.strip().removesuffix(".ipynb").removesuffix(".md")
+    if wanted.isdigit():
+        wanted = f"{int(wanted):02d}"
+    for lesson in lessons:
+        if wanted in (lesson.number, lesson.name):
+            return lesson
+    raise TunlabError(f"no lesson {key!r}",
+                      "name one of " + ", ".join(lesson.number for lesson in lessons)
+                      + " (or its full name, e.g. " + lessons[0].name + ")")
+
+
+def restore_lesson(key: str, target: Path = DEFAULT_DIR) -> list[FileResult]:
+    """Replace lesson ``key`` in ``target`` with the shipped version (backing up a changed one)."""
+    lesson = find_lesson(key)  # before touching anything: a bad key changes nothing
+    target = _check_target(target)
+    target.mkdir(parents=True, exist_ok=True)
+    copied = _read_manifest(target)
+    results = [_place(target, item.name, item.read_bytes(), copied, True)
+               for item in lesson.files()]
+    _write_manifest(target, copied)
+    return results
+
+
+def lab_command(target: Path, port: int = LAB_PORT) -> list[str]:
+    """The command that starts JupyterLab on ``target`` with the course's settings."""
+    return [sys.executable, "-m", "jupyterlab", "--allow-root",
+            f"--ServerApp.root_dir={target.resolve()}",
+            f"--LabApp.app_settings_dir={resources.jupyter_settings()}",
+            "--ip=127.0.0.1", f"--port={port}", "--LabApp.news_url=None", "--no-browser"]
+
+
+def _report(results: list[FileResult], target: Path) -> None:
+    for result in results:
+        if result.action is Action.KEPT:
+            print(f"kept      {result.name} (you changed it; `tunlab notebooks --restore "
+                  f"{result.name[:2]} {target}` brings back the shipped one)")
+        elif result.action is not Action.UNCHANGED:
+            note = f" (yours saved as {result.backup})" if result.backup else ""
+            print(f"{result.action.value:<9} {result.name}{note}")
+    counts = {action: sum(r.action is action for r in results) for action in Action}
+    summary = ", ".join(f"{n} {action.value}" for action, n in counts.items() if n)
+    print(f"course in {target.resolve()}: {summary}")
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """``tunlab notebooks [DIR]`` and ``tunlab notebooks --restore NN [DIR]``."""
+    target = Path(args.directory)
+    if args.restore:
+        results = restore_lesson(args.restore, target)
+    else:
+        results = copy_course(target, force=args.force)
+    _report(results, target)
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """``tunlab lab [DIR]``: copy the course (keeping changes), then run JupyterLab on it."""
+    try:
+        import jupyterlab  # noqa: F401 - only to say clearly that it is missing
+    except ImportError:
+        raise TunlabError("JupyterLab is not installed in this environment",
+                          "pip install 'tunlab[lab]'") from None
+    target = Path(args.directory)
+    _report(copy_course(target), target)
+    command = lab_command(target, args.port)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``notebooks`` and ``lab`` subcommands to the ``tunlab`` parser."""
+    notebooks = subparsers.add_parser(
+        "notebooks", help="copy the course to a working folder (default ./tunlab-notebooks)",
+        description="Copy the lessons (.ipynb and their MyST .md sources) to DIR. Files you "
+        "changed there are kept; --restore NN brings back the shipped version of one lesson "
+        "(yours is saved in DIR/.backup).")
+    notebooks.add_argument("directory", nargs="?", default=str(DEFAULT_DIR), metavar="DIR",
+                           help=f"working folder (default ./{DEFAULT_DIR})")
+    choice = notebooks.add_mutually_exclusive_group()
+    choice.add_argument("--restore", metavar="NN",
+                        help="replace lesson NN (e.g. 05) with the shipped version")
+    choice.add_argument("--force", action="store_true",
+                        help="replace every changed lesson with the shipped version "
+                        "(backups in DIR/.backup)")
+    notebooks.set_defaults(handler=cmd_notebooks)
+
+    lab = subparsers.add_parser(
+        "lab", help="copy the course (keeping your changes) and start JupyterLab on the copy",
+        description="Run `tunlab notebooks DIR`, then JupyterLab on DIR (127.0.0.1, no "
+        "browser, the course's settings; JUPYTER_TOKEN sets the token). Run it as root for "
+        "the live lab; without root the lessons show recorded examples.")
+    lab.add_argument("directory", nargs="?", default=str(DEFAULT_DIR), metavar="DIR",
+                     help=f"working folder (default ./{DEFAULT_DIR})")
+    lab.add_argument("--port", type=int, default=LAB_PORT, help=f"default {LAB_PORT}")
+    lab.set_defaults(handler=cmd_lab)
