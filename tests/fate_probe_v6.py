@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tunlab.errors import TunlabError
-from tunlab.kernel import drops
+from tunlab.kernel import counters, tracefs
 from tunlab.kernel.sysctl import SysctlChanges
 from tunlab.lab import SeedLab
 from tunlab.packet import craft as packets
@@ -259,12 +259,12 @@ def run(scenario: Scenario) -> dict[str, Any]:
         time.sleep(0.05)
         _drain(devices)
         writer_tid = lab.ns.run(threading.get_native_id)
-        tracer = drops.DropTracer(pid=writer_tid, label="probe", track_receives=True).start()
+        tracer = tracefs.DropTracer(pid=writer_tid, label="probe", track_receives=True).start()
         try:
-            before = drops.snapshot_counters(lab.ns)
+            before = counters.snapshot_counters(lab.ns)
             lab.ns.run(devices[scenario.dev].write, packet)
             captured = _collect(devices)
-            after = drops.snapshot_counters(lab.ns)
+            after = counters.snapshot_counters(lab.ns)
         finally:
             tracer.stop()
         routes = ({"v4": lab.ns.ip("route"), "v6": lab.ns.ip("-6", "route")}
@@ -272,7 +272,7 @@ def run(scenario: Scenario) -> dict[str, Any]:
         effective = lab.ns.run(_read_sysctls, FORWARDING_KEYS) if "v6" in scenario.name \
             and "forward" in str(scenario.sysctls) else {}
         received = _received(listener)
-    ours, others = drops.attribute_drops(tracer.events, scenario.dev, len(packet))
+    ours, others = tracefs.attribute_drops(tracer.events, scenario.dev, len(packet))
     out_packets = []
     forwarded_via = []
     for dev, data in captured:
@@ -308,7 +308,7 @@ def run(scenario: Scenario) -> dict[str, Any]:
                       for d in ours],
             "reply_drops": [{"reason": d.reason, "location": d.location} for d in others],
             "forwarded_via": forwarded_via, "replies": out_packets,
-            "counters": {k: v for k, v in drops.counter_delta(before, after).items()
+            "counters": {k: v for k, v in counters.counter_delta(before, after).items()
                          if "Octets" not in k and "_bytes" not in k},
             "routes": routes,
             "sysctls_after": effective, "listener_received": received}

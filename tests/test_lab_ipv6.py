@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from tunlab.errors import TunlabError
-from tunlab.kernel import drops
+from tunlab.kernel import counters, tracefs
 from tunlab.lab import SeedLab
 from tunlab.packet import craft as packets
 
@@ -56,12 +56,12 @@ def test_seed_lab_without_uplink_stays_ipv4_only():
 def test_icmpv6_echo_written_into_mytun2_gets_an_echo_reply(src, reply_dev):
     with SeedLab("v6echo", uplink=True) as lab:
         devices = {name: lab.device(name) for name in ("mytun", "mytun2", "wan0")}
-        before = drops.snmp6_counters(lab.ns, per_device=True)
+        before = counters.snmp6_counters(lab.ns, per_device=True)
         lab.ns.run(devices["mytun2"].write, packets.craft(src, "fd00:2::1", ttl=0))
         reply = _read_reply(devices[reply_dev], {"icmp_type": 129})
         assert reply["src"] == "fd00:2::1" and reply["dst"] == src
         assert reply["proto"] == "icmp6" and reply["icmp_code"] == 0
-        delta = drops.counter_delta(before, drops.snmp6_counters(lab.ns, per_device=True))
+        delta = counters.counter_delta(before, counters.snmp6_counters(lab.ns, per_device=True))
         assert delta["Icmp6InEchos"] == 1 and delta["Icmp6OutEchoReplies"] == 1
         assert delta["mytun2.Icmp6InEchos"] == 1
 
@@ -69,11 +69,11 @@ def test_icmpv6_echo_written_into_mytun2_gets_an_echo_reply(src, reply_dev):
 @root
 def test_snmp6_counters_are_the_lab_namespaces_own():
     with SeedLab("snmp6", uplink=True) as lab:
-        outside = drops.snmp6_counters(lab.ns)["Icmp6InEchos"]
+        outside = counters.snmp6_counters(lab.ns)["Icmp6InEchos"]
         lab.ns.exec(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "fd00:2::1"])
-        inside = drops.snmp6_counters(lab.ns)
+        inside = counters.snmp6_counters(lab.ns)
         assert inside["Icmp6InEchos"] == outside + 2
-        snapshot = drops.snapshot_counters(lab.ns)
+        snapshot = counters.snapshot_counters(lab.ns)
         assert snapshot["Icmp6InEchos"] == outside + 2
         assert not any(key.startswith("lo.Ip6") for key in snapshot)  # per device: opt-in
 
@@ -116,13 +116,13 @@ def test_icmpv6_drop_is_traced_as_ipv6():
     with SeedLab("v6drop", uplink=True) as lab:
         device = lab.device("mytun2")
         writer = lab.ns.run(threading.get_native_id)
-        with drops.DropTracer(pid=writer, label="v6drop") as tracer:
+        with tracefs.DropTracer(pid=writer, label="v6drop") as tracer:
             lab.ns.run(device.write, packets.craft("fd00:2::99", "fd00:2::1", 253))
         ours = [d for d in tracer.drops if d.reason == "IP_NOPROTO"]
         assert ours and all(d.is_ipv6 and not d.is_ipv4 for d in ours)
 
 
 def test_drop_family_properties():
-    v6 = drops.Drop(reason="X", location="f", protocol=drops.ETH_P_IPV6, pid=1, timestamp=0.0)
-    v4 = drops.Drop(reason="X", location="f", protocol=drops.ETH_P_IP, pid=1, timestamp=0.0)
+    v6 = tracefs.Drop(reason="X", location="f", protocol=tracefs.ETH_P_IPV6, pid=1, timestamp=0.0)
+    v4 = tracefs.Drop(reason="X", location="f", protocol=tracefs.ETH_P_IP, pid=1, timestamp=0.0)
     assert v6.is_ipv6 and not v6.is_ipv4 and v4.is_ipv4 and not v4.is_ipv6

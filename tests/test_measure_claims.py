@@ -56,7 +56,7 @@ def test_loss_is_on_the_wire_the_sender_learns_nothing(lab) -> None:
     drop in a's output hook would fail a's send() with EPERM, which is not loss.)"""
     import socket
 
-    from tunlab.kernel.drops import link_counters, snmp_counters
+    from tunlab.kernel.counters import link_counters, snmp_counters
 
     def send() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

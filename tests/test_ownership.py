@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 
 from tunlab.errors import TunlabError
-from tunlab.kernel import drops, netns, ownership
+from tunlab.kernel import netns, ownership, tracefs
 from tunlab.kernel.ownership import Kind, OwnerState, Process
 from tunlab.lab import cleanup_leftovers
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, tracefs")
 FOREIGN = "tunlab-99999-0-userlab"
 FOREIGN_TRACE = "tunlab-99999-0-usertrace"
-INSTANCES = drops.TRACEFS / "instances"
+INSTANCES = tracefs.TRACEFS / "instances"
 
 # A lab that starts a process of its own in its namespace and a trace instance, reports their
 # names and pid, and waits to be SIGKILLed. Its names carry the tag of the (live) test process:
@@ -37,7 +37,7 @@ STALE_LAB = r"""
 import json, subprocess, sys, time
 from tunlab.kernel import netns
 netns.owner_tag = lambda: sys.argv[1]
-from tunlab.kernel.drops import DropTracer
+from tunlab.kernel.tracefs import DropTracer
 from tunlab.lab import SeedLab
 lab = SeedLab(label="stale")
 sleeper = lab.ns.popen(["sleep", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -71,7 +71,7 @@ def _spy(monkeypatch) -> tuple[list[list[str]], list[int], list[str]]:
     commands: list[list[str]] = []
     killed: list[int] = []
     instances: list[str] = []
-    real_run, real_kill, real_remove = netns._run, os.kill, drops._remove_instance
+    real_run, real_kill, real_remove = netns._run, os.kill, tracefs._remove_instance
 
     def run(argv, **kwargs):
         commands.append(list(argv))
@@ -87,7 +87,7 @@ def _spy(monkeypatch) -> tuple[list[list[str]], list[int], list[str]]:
 
     monkeypatch.setattr(netns, "_run", run)
     monkeypatch.setattr(os, "kill", kill)
-    monkeypatch.setattr(drops, "_remove_instance", remove_instance)
+    monkeypatch.setattr(tracefs, "_remove_instance", remove_instance)
     return commands, killed, instances
 
 
@@ -119,7 +119,7 @@ def test_a_foreign_namespace_named_like_ours_survives_cleanup(monkeypatch):
 @ROOT_ONLY
 def test_a_foreign_trace_instance_named_like_ours_survives_cleanup(monkeypatch):
     _, _, removed = _spy(monkeypatch)
-    drops.ensure_tracefs()
+    tracefs.ensure_tracefs()
     for _ in range(ATTEMPTS):
         (INSTANCES / FOREIGN_TRACE).mkdir()
         try:
@@ -139,7 +139,7 @@ def test_cleanup_says_what_it_skipped_and_why(tunlab_cmd):
     # Named after this live test process, so that no tunlab of any version removes them.
     name = f"tunlab-{netns.owner_tag()}-0-userlab"
     subprocess.run(["ip", "netns", "add", name], check=True)
-    drops.ensure_tracefs()
+    tracefs.ensure_tracefs()
     (INSTANCES / name).mkdir()
     try:
         out = _cleanup(tunlab_cmd)
@@ -164,7 +164,7 @@ def _start_stale_lab() -> dict[str, object]:
     assert line, err
     lab = json.loads(line)
     assert lab["ns"] in netns.list_lab_namespaces(), "SIGKILL left nothing to clean"
-    assert lab["trace"] in drops.list_instances()
+    assert lab["trace"] in tracefs.list_instances()
     assert _alive(int(lab["sleeper"]))
     return lab
 
@@ -177,7 +177,7 @@ def test_a_killed_lab_is_removed_with_the_processes_it_started(tunlab_cmd):
         assert ownership.read(Kind.NETNS, ns_name) is not None
         out = _cleanup(tunlab_cmd)
         assert ns_name not in netns.list_lab_namespaces(), out
-        assert trace not in drops.list_instances(), out
+        assert trace not in tracefs.list_instances(), out
         deadline = time.monotonic() + 5
         while _alive(sleeper) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -189,7 +189,7 @@ def test_a_killed_lab_is_removed_with_the_processes_it_started(tunlab_cmd):
         assert ownership.read(Kind.TRACE, trace) is None
     finally:
         netns.cleanup_stale()
-        drops.cleanup_stale_instances()
+        tracefs.cleanup_stale_instances()
 
 
 @ROOT_ONLY
@@ -230,7 +230,7 @@ def test_a_namespace_replaced_under_a_dead_labs_name_is_not_removed(tunlab_cmd):
     finally:
         subprocess.run(["ip", "netns", "del", ns_name], check=False)
         ownership.release(Kind.NETNS, ns_name)
-        drops.cleanup_stale_instances()
+        tracefs.cleanup_stale_instances()
 
 
 @ROOT_ONLY

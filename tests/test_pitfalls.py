@@ -58,7 +58,7 @@ def test_the_same_write_with_a_pi_header_reaches_ip(device) -> None:
     import struct
     import time
 
-    from tunlab.kernel.drops import link_counters, snmp_counters
+    from tunlab.kernel.counters import link_counters, snmp_counters
     from tunlab.kernel.tun import IFF_TUN, TUNSETIFF
     from tunlab.packet.build import build
 

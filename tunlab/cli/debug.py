@@ -84,7 +84,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_dropwatch(args: argparse.Namespace) -> int:
-    from tunlab.kernel.drops import watch_drops
+    from tunlab.kernel.tracefs import watch_drops
     from tunlab.lab import SeedLab
 
     if not 0 < args.seconds <= 600:

@@ -159,9 +159,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """``tunlab cleanup``: remove what killed tunlab runs left, and only that."""
-    from tunlab.kernel.drops import cleanup_stale_instances
     from tunlab.kernel.netns import cleanup_stale
     from tunlab.kernel.ownership import Outcome
+    from tunlab.kernel.tracefs import cleanup_stale_instances
     from tunlab.kernel.tun import restore_stale_devices
 
     require_privileges("tunlab cleanup")

@@ -31,7 +31,7 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
                 capture_output=True, text=True, timeout=10).stdout
         except (OSError, subprocess.TimeoutExpired):
             return {}
-    from tunlab.kernel.drops import parse_reason_names
+    from tunlab.kernel.tracefs import parse_reason_names
 
     return parse_reason_names(text)
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunlab.errors import TunlabError
-from tunlab.kernel.drops import link_counters, snmp_counters
+from tunlab.kernel.counters import link_counters, snmp_counters
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.tun import IFF_TUN, TUNSETIFF, check_device_name, device_exists
 from tunlab.packet.build import build

@@ -21,7 +21,7 @@ from tunlab.errors import EnvironmentProblem, TunlabError
 from tunlab.fate.report import DropSite, Evidence, FateReport, Reply, Verdict
 from tunlab.fate.request import FateRequest, Listener
 from tunlab.fate.settings import EffectiveSettings, read_effective
-from tunlab.kernel import drops
+from tunlab.kernel import counters, martians, tracefs
 from tunlab.kernel import nft as nfttrace
 from tunlab.kernel.doctor import in_user_namespace
 from tunlab.kernel.netns import Namespace
@@ -59,8 +59,8 @@ class Observation:
     """The raw facts of one injection, before they are judged."""
 
     packet: dict[str, Any]
-    drops: list[drops.Drop]
-    other_drops: list[drops.Drop]
+    drops: list[tracefs.Drop]
+    other_drops: list[tracefs.Drop]
     martian_lines: list[str]
     captured: list[tuple[str, bytes]]
     counters: dict[str, int]
@@ -169,10 +169,10 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
     evidence: list[Evidence] = []
     missing: dict[str, str] = {}
     tracing = "tracefs"
-    tracer: drops.DropTracer | None = None
+    tracer: tracefs.DropTracer | None = None
     if trace:
         try:
-            tracer = drops.DropTracer(pid=writer_tid, comm=writer_comm, label="fate",
+            tracer = tracefs.DropTracer(pid=writer_tid, comm=writer_comm, label="fate",
                                       track_receives=True).start()
             evidence.append(Evidence.TRACEFS)
         except (EnvironmentProblem, OSError) as exc:
@@ -185,15 +185,15 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
     try:
         effective = read_effective(ns, dev) if dev else None
         settings = _watched(effective) if effective else _read_sysctls(ns)
-        with drops.MartianLog() as martians:
-            before = drops.snapshot_counters(ns)
+        with martians.MartianLog() as kmsg:
+            before = counters.snapshot_counters(ns)
             inject()
             captured = _collect_replies(capture_devices, REPLY_WINDOW)
             if not capture_devices:
                 time.sleep(0.05)  # let counters settle; the kernel handled the write already
-            after = drops.snapshot_counters(ns)
-            martian_lines = martians.collect()
-        if martians.available:
+            after = counters.snapshot_counters(ns)
+            martian_lines = kmsg.collect()
+        if kmsg.available:
             evidence.append(Evidence.KERNEL_LOG)
         else:
             missing["kernel log"] = (
@@ -210,12 +210,12 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
     if sent and dev:
         sent["dev"] = dev
     if tracer and written and dev:
-        ours, others = drops.attribute_drops(tracer.events, dev, len(written))
+        ours, others = tracefs.attribute_drops(tracer.events, dev, len(written))
     else:
         ours, others = (tracer.drops if tracer else []), []
     return Observation(packet=sent, drops=ours, other_drops=others,
                        martian_lines=martian_lines, captured=captured,
-                       counters=drops.counter_delta(before, after), settings=settings,
+                       counters=counters.counter_delta(before, after), settings=settings,
                        effective=effective, evidence=evidence, missing=missing,
                        tracing=tracing)
 
@@ -233,7 +233,7 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
     """The verdict and the facts, from what the kernel showed (no words yet)."""
     sent = obs.packet
     version = sent.get("version", 4)
-    ip_drops = [d for d in obs.drops if (d.protocol == drops.ETH_P_IPV6) == (version == 6)]
+    ip_drops = [d for d in obs.drops if (d.protocol == tracefs.ETH_P_IPV6) == (version == 6)]
     reasons: list[str] = []
     for drop in ip_drops:
         if drop.reason not in reasons:
@@ -248,7 +248,7 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
         # martian line seen now was written for some other lab's packet.
         martian_lines = []
     elif sent:
-        martian_lines = drops.matching_martians(martian_lines, sent["src"], sent["dst"],
+        martian_lines = martians.matching_martians(martian_lines, sent["src"], sent["dst"],
                                                 devices)
     missing = dict(obs.missing)
     if logging_on and not martian_lines and Evidence.KERNEL_LOG in obs.evidence and \
@@ -286,7 +286,7 @@ def judge(obs: Observation, devices: list[str]) -> FateReport:
     return FateReport(verdict=verdict, drop_reasons=reasons, martian_log=martian_lines,
                       replies=replies, counters=counters, drop_locations=sites,
                       reply_drops=[DropSite(d.reason, d.location) for d in obs.other_drops
-                                   if d.protocol in (drops.ETH_P_IP, drops.ETH_P_IPV6)],
+                                   if d.protocol in (tracefs.ETH_P_IP, tracefs.ETH_P_IPV6)],
                       packet=sent, settings=obs.settings,
                       effective_settings=obs.effective.to_dict() if obs.effective else {},
                       forwarded_via=forwarded_via, forwarded_ttl=forwarded_ttl,
@@ -427,7 +427,7 @@ def run(request: FateRequest, *, trace: bool = True,
             time.sleep(0.02)
             _drain(devices)  # router solicitations and the like, sent when the devices came up
             writer_comm = f"tlw{secrets.token_hex(6)}"  # unique on the machine
-            lab.ns.run(drops.name_this_thread, writer_comm)
+            lab.ns.run(tracefs.name_this_thread, writer_comm)
             tracer = _start_nft_tracer(lab.ns) if request.has_firewall else None
             try:
                 report = observe(lab.ns, lambda: lab.ns.run(writer.write, packet),

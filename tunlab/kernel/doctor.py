@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tunlab.errors import TunlabError
-from tunlab.kernel import drops, netns
+from tunlab.kernel import netns, tracefs
 from tunlab.kernel.host import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_capability
 
 
@@ -164,10 +164,10 @@ _USERNS_TRACEFS = Check("tracefs drop reasons", False, "not available inside a u
 
 def _tracefs() -> Check:
     try:
-        drops.ensure_tracefs()
-        names = drops.reason_names()
-        (drops.TRACEFS / "instances").stat()
-        if in_user_namespace() and not os.access(drops.TRACEFS / "instances", os.W_OK):
+        tracefs.ensure_tracefs()
+        names = tracefs.reason_names()
+        (tracefs.TRACEFS / "instances").stat()
+        if in_user_namespace() and not os.access(tracefs.TRACEFS / "instances", os.W_OK):
             return _USERNS_TRACEFS
     except TunlabError as exc:
         if in_user_namespace():

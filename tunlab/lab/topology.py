@@ -44,7 +44,7 @@ def cleanup_leftovers() -> list[str]:
     """Remove namespaces and trace instances of tunlab runs that were killed."""
     removed = netns.cleanup_stale()
     try:
-        from tunlab.kernel.drops import cleanup_stale_instances
+        from tunlab.kernel.tracefs import cleanup_stale_instances
     except ImportError:
         return removed
     try:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tunlab.kernel.drops import counter_delta, snmp_counters
+from tunlab.kernel.counters import counter_delta, snmp_counters
 
 LAN_NET = "192.168.50.0/24"
 LAN_B, LAN_C = "192.168.50.1", "192.168.50.2"

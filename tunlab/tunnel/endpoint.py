@@ -557,7 +557,7 @@ def _name_writer_thread() -> str | None:
     kernel refuses."""
     import secrets
 
-    from tunlab.kernel.drops import name_this_thread
+    from tunlab.kernel.tracefs import name_this_thread
 
     comm = f"tlw{secrets.token_hex(6)}"
     try:

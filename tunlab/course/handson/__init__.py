@@ -337,7 +337,7 @@ def diagnose_reply(request: bytes, value: Any) -> str | None:
 def _link_counters(ns: Namespace, dev: str) -> dict[str, int]:
     """``dev``'s packet, drop and error counters both ways, named for the checks' feedback
     ("mytun rx dropped"), read as :mod:`tunlab.kernel.drops` reads every device counter."""
-    from tunlab.kernel.drops import link_counters
+    from tunlab.kernel.counters import link_counters
 
     counters = link_counters(ns)
     return {f"{dev} {way} {key}": counters.get(f"{dev}.{way}_{key}", 0)
@@ -348,7 +348,7 @@ def _snmp(ns: Namespace) -> dict[str, int]:
     """/proc/net/snmp of ``ns`` (UdpInDatagrams, TcpOutSegs...), read and named as
     :mod:`tunlab.kernel.drops` reads every counter; without netstat's TcpExt, which the checks
     do not judge."""
-    from tunlab.kernel.drops import _parse_snmp, _read_proc_net
+    from tunlab.kernel.counters import _parse_snmp, _read_proc_net
 
     return _parse_snmp(_read_proc_net(ns, ("snmp",))["snmp"])
 

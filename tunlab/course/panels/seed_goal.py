@@ -16,7 +16,7 @@ from tunlab.course.panels.route_view import route_figure
 from tunlab.course.seed_tunnel import seed_tunnel
 from tunlab.course.style import css, invalid
 from tunlab.fate.reasons import COUNTERS
-from tunlab.kernel.drops import counter_delta, snmp_counters
+from tunlab.kernel.counters import counter_delta, snmp_counters
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,10 @@
-"""Why did the kernel drop it? Drop reasons from tracefs, martian lines, counter deltas.
+"""Drop reasons from tracefs: a private instance on ``skb:kfree_skb``, parsed into typed events.
 
-Three sources, from the most precise to the most portable:
-
-* :class:`DropTracer`: a private tracefs instance on ``skb:kfree_skb``. Each event names the
-  drop reason and the kernel function that dropped the packet. A drop caused by ``write()`` to
-  a TUN fd is handled in the writing thread, so an in-kernel filter on that thread's id keeps
-  exactly the drops our packet caused, whatever else the machine does.
-* :class:`MartianLog`: the kernel log lines ("martian source ...") that ``log_martians`` turns
-  on. The kernel log is global, not per namespace, so lines are matched by address and device.
-* :func:`snapshot_counters`: ``ip -s link``, ``nstat`` and ``/proc/net/stat/rt_cache``: present on
-  every kernel, also those without drop reasons or tracefs.
-
-Reason names are read from the event's ``format`` file, never hard-coded: the numbers shift
-between kernel versions.
+Each event names the drop reason and the kernel function that dropped the packet. A drop caused
+by ``write()`` to a TUN fd is handled in the writing thread, so an in-kernel filter on that
+thread's name keeps exactly the drops our packet caused, whatever else the machine does. Reason
+names are read from the event's ``format`` file, never hard-coded: the numbers shift between
+kernel versions.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +25,34 @@ from tunlab.kernel.netns import Namespace
 from tunlab.kernel.ownership import CleanupAction, Kind, Outcome, Record
 
 TRACEFS = Path("/sys/kernel/tracing")
+
+
 EVENT = "events/skb/kfree_skb"
+
+
 ETH_P_IP = 0x0800
+
+
 ETH_P_IPV6 = 0x86DD
 
+
 RECEIVE_EVENT = "events/net/netif_receive_skb"
+
+
 _LINE = re.compile(
     r"^\s*(?P<comm>.+?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+"
     r"(?P<event>kfree_skb|netif_receive_skb):\s+(?P<body>.*)$")
+
+
 _FIELD = re.compile(r"(\w+)=(\S+)")
+
+
 _REASON = re.compile(r"reason:\s*(\S+)")
+
+
 _COMM = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
 _SYMBOLIC = re.compile(r'\{\s*(\d+),\s*"([A-Z0-9_]+)"\s*\}')
 
 
@@ -324,207 +333,6 @@ def summarize_drops(drops: Iterable[Drop]) -> list[tuple[str, str, int]]:
     """(reason, location, count), most frequent first: what ``dropwatch`` shows."""
     counts = Counter((d.reason, d.location) for d in drops)
     return [(reason, location, n) for (reason, location), n in counts.most_common()]
-
-
-# -- the martian log ---------------------------------------------------------------------------
-_MARTIAN = re.compile(r"martian (source|destination) (\S+) from (\S+), on dev (\S+)")
-
-
-@dataclass
-class MartianLog:
-    """Martian lines the kernel logs while this object is open (needs ``log_martians=1``).
-
-    Reads /dev/kmsg from its current end, so earlier lines never count.
-    """
-
-    lines: list[str] = field(default_factory=list)
-    available: bool = True
-    _fd: int = -1
-
-    def start(self) -> MartianLog:
-        try:
-            self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-            os.lseek(self._fd, 0, os.SEEK_END)
-        except OSError:
-            self.available = False
-        return self
-
-    def collect(self) -> list[str]:
-        """Martian lines logged since :meth:`start` (kernel-log prefix removed)."""
-        if self._fd < 0:
-            return self.lines
-        for _ in range(10000):
-            try:
-                record = os.read(self._fd, 8192).decode("utf-8", "replace")
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # overwritten while we read: go on
-                    continue
-                break
-            message = record.split(";", 1)[-1].strip()
-            if "martian" in message:
-                self.lines.append(message.removeprefix("IPv4: ").strip())
-        return self.lines
-
-    def stop(self) -> list[str]:
-        lines = self.collect()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        return lines
-
-    def __enter__(self) -> MartianLog:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def matching_martians(lines: Iterable[str], src: str, dst: str,
-                      devices: Iterable[str]) -> list[str]:
-    """The martian lines about a packet from ``src`` to ``dst`` on one of ``devices``.
-
-    The kernel writes "martian source DST from SRC, on dev DEV" for a bad source and
-    "martian destination DST from SRC, dev DEV" for a bad destination.
-    """
-    wanted = set(devices)
-    found = []
-    for line in lines:
-        match = _MARTIAN.search(line)
-        if match and match.group(2) == dst and match.group(3) == src \
-                and match.group(4) in wanted:
-            found.append(line)
-        elif "martian destination" in line and f" {dst} from {src}" in line:
-            found.append(line)
-    return found
-
-
-# -- counters ------------------------------------------------------------------------------------
-_DEV_FIELDS = {"rx": ("bytes", "packets", "errors", "dropped", "over_errors", "frame_errors",
-                      "compressed", "multicast"),
-               "tx": ("bytes", "packets", "errors", "dropped", "fifo_errors", "collisions",
-                      "carrier_errors", "compressed")}
-
-
-def _parse_dev(text: str) -> dict[str, int]:
-    """/proc/net/dev as ``DEV.rx_dropped``... (the names ``ip -s -j link`` uses)."""
-    counters: dict[str, int] = {}
-    for line in text.splitlines()[2:]:
-        name, _, numbers = line.partition(":")
-        values = numbers.split()
-        if len(values) < 16:
-            continue
-        for i, key in enumerate(_DEV_FIELDS["rx"]):
-            counters[f"{name.strip()}.rx_{key}"] = int(values[i])
-        for i, key in enumerate(_DEV_FIELDS["tx"]):
-            counters[f"{name.strip()}.tx_{key}"] = int(values[8 + i])
-    return counters
-
-
-def _parse_snmp(text: str) -> dict[str, int]:
-    """/proc/net/snmp or netstat (header line, value line per group) as nstat names them."""
-    counters: dict[str, int] = {}
-    lines = text.splitlines()
-    for header, values in zip(lines[::2], lines[1::2], strict=False):
-        group, _, names = header.partition(":")
-        for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
-            if value.lstrip("-").isdigit():
-                counters[group + name] = int(value)
-    return counters
-
-
-def _read_proc_net(ns: Namespace, files: tuple[str, ...]) -> dict[str, str]:
-    # /proc/net is /proc/self/net, the namespace of the process's main thread; a thread inside
-    # the lab's namespace sees its own through /proc/thread-self/net.
-    def read() -> dict[str, str]:
-        texts = {}
-        for name in files:
-            try:
-                texts[name] = (Path("/proc/thread-self/net") / name).read_text()
-            except OSError:
-                texts[name] = ""
-        return texts
-
-    return ns.run(read)
-
-
-def link_counters(ns: Namespace) -> dict[str, int]:
-    """``ip -s link`` for every device in ``ns``: ``DEV.rx_dropped``, ``DEV.tx_packets``..."""
-    return _parse_dev(_read_proc_net(ns, ("dev",))["dev"])
-
-
-def snmp_counters(ns: Namespace) -> dict[str, int]:
-    """``nstat``: the namespace's SNMP and netstat counters (IpInAddrErrors, TcpExt...)."""
-    texts = _read_proc_net(ns, ("snmp", "netstat"))
-    return {**_parse_snmp(texts["snmp"]), **_parse_snmp(texts["netstat"])}
-
-
-def _parse_snmp6(text: str, prefix: str = "") -> dict[str, int]:
-    counters = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counters[prefix + parts[0]] = int(parts[1])
-    return counters
-
-
-def snmp6_counters(ns: Namespace, per_device: bool = False) -> dict[str, int]:
-    """/proc/net/snmp6 of ``ns``: Ip6InNoRoutes, Icmp6OutPktTooBigs, Udp6NoPorts...
-
-    With ``per_device`` also each device's own counters (/proc/net/dev_snmp6) as
-    ``DEV.Ip6InReceives``. Read from a thread inside ``ns`` through /proc/thread-self:
-    /proc/net is /proc/self/net, which shows the namespace of the process's main thread, not
-    of the thread reading it.
-    """
-    def read() -> dict[str, int]:
-        base = Path("/proc/thread-self/net")
-        try:
-            counters = _parse_snmp6((base / "snmp6").read_text())
-        except OSError:  # IPv6 disabled in this kernel
-            return {}
-        try:
-            devices = sorted((base / "dev_snmp6").iterdir()) if per_device else []
-        except OSError:
-            devices = []
-        for device in devices:
-            try:
-                counters.update(_parse_snmp6(device.read_text(), f"{device.name}."))
-            except OSError:  # the device went away meanwhile
-                continue
-        return counters
-
-    return ns.run(read)
-
-
-def rt_cache_counters() -> dict[str, int]:
-    """/proc/net/stat/rt_cache summed over CPUs (in_martian_src, in_no_route...).
-
-    These counters are global to the machine, not per namespace.
-    """
-    try:
-        lines = Path("/proc/net/stat/rt_cache").read_text().split("\n")
-    except OSError:
-        return {}
-    header = lines[0].split()
-    totals = dict.fromkeys(header, 0)
-    for line in lines[1:]:
-        for key, value in zip(header, line.split(), strict=False):
-            totals[key] += int(value, 16)
-    totals.pop("entries", None)
-    return {f"rt_cache.{k}": v for k, v in totals.items()}
-
-
-def snapshot_counters(ns: Namespace) -> dict[str, int]:
-    """Every counter we know of, for the namespace ``ns``."""
-    return {**link_counters(ns), **snmp_counters(ns), **snmp6_counters(ns),
-            **rt_cache_counters()}
-
-
-def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """Counters that changed, with their change (only non-zero deltas)."""
-    return {k: after[k] - before.get(k, 0) for k in sorted(after)
-            if after[k] - before.get(k, 0) != 0}
 
 
 def watch_drops(ns: Namespace | None, seconds: float,
