@@ -14,22 +14,19 @@ import pytest
 from tunlab.errors import EnvironmentProblem, PrivilegeError, TunlabError
 from tunlab.kernel import sysctl
 from tunlab.kernel.netns import Namespace
-from tunlab.kernel.nft import (
+from tunlab.kernel.nft.fixes import NftFix, apply_fix, propose_fix
+from tunlab.kernel.nft.model import (
     TRACE_TABLE,
     FirewallVerdict,
     Hook,
-    NftFix,
     NftTrace,
-    NftTracer,
     PacketInfo,
     Ruleset,
     RuleVerdict,
     StepKind,
-    apply_fix,
-    classify_nft_error,
-    parse_trace,
-    propose_fix,
 )
+from tunlab.kernel.nft.parse import classify_nft_error, parse_trace
+from tunlab.kernel.nft.tracer import NftTracer
 from tunlab.kernel.tun import TunDevice
 from tunlab.lab import SeedLab
 from tunlab.packet import craft as packets

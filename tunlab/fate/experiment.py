@@ -22,9 +22,9 @@ from tunlab.fate.report import DropSite, Evidence, FateReport, Reply, Verdict
 from tunlab.fate.request import FateRequest, Listener
 from tunlab.fate.settings import EffectiveSettings, read_effective
 from tunlab.kernel import counters, martians, tracefs
-from tunlab.kernel import nft as nfttrace
 from tunlab.kernel.doctor import in_user_namespace
 from tunlab.kernel.netns import Namespace
+from tunlab.kernel.nft import NftTrace, NftTracer, PacketInfo, propose_fix
 from tunlab.kernel.sysctl import SysctlChanges
 from tunlab.kernel.tun import TunDevice
 from tunlab.lab import SEED_DEVICES, UPLINK, SeedLab
@@ -447,24 +447,24 @@ def run(request: FateRequest, *, trace: bool = True,
     return report
 
 
-def _start_nft_tracer(ns: Namespace) -> nfttrace.NftTracer | None:
+def _start_nft_tracer(ns: Namespace) -> NftTracer | None:
     try:
-        return nfttrace.NftTracer(ns).start()
+        return NftTracer(ns).start()
     except (TunlabError, OSError):
         return None  # the verdict stands without it; the report says the rule is unknown
 
 
-def _attach_firewall(report: FateReport, trace: nfttrace.NftTrace,
+def _attach_firewall(report: FateReport, trace: NftTrace,
                      request: FateRequest) -> None:
     """Name the rule or policy that refused the packet, and the accept that would pass it."""
     report.evidence.append(Evidence.NFTRACE)
-    packet = nfttrace.PacketInfo(request.src, request.dst, iif=request.dev)
+    packet = PacketInfo(request.src, request.dst, iif=request.dev)
     verdict = trace.verdict_for(packet)
     if verdict is None or not verdict.decision.refuses:
         return
     report.firewall = verdict
     try:
-        report.firewall_fix = nfttrace.propose_fix(verdict, trace.ruleset, packet)
+        report.firewall_fix = propose_fix(verdict, trace.ruleset, packet)
     except TunlabError:
         report.firewall_fix = None
 

@@ -12,7 +12,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tunlab.kernel.nft import FirewallVerdict, NftFix
+    from tunlab.kernel.nft.fixes import NftFix
+    from tunlab.kernel.nft.model import FirewallVerdict
 
 
 class Verdict(str, Enum):
