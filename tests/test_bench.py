@@ -12,8 +12,10 @@ import subprocess
 
 import pytest
 
-from tunlab.bench import run as bench
-from tunlab.bench import wgpeer
+from tunlab.bench import report as bench_report
+from tunlab.bench import rig, run, wgpeer
+from tunlab.bench import targets as bench_targets
+from tunlab.errors import TunlabError
 from tunlab.lab import UNDERLAY, TwoHostLab
 from tunlab.lab.measure import ping_rtts
 
@@ -52,21 +54,21 @@ TARGETS = [
 
 
 def _all_met() -> tuple[list[dict], list[dict]]:
-    busy = _result(bench.BUSY, 8000, 0.14)
+    busy = _result(rig.BUSY, 8000, 0.14)
     busy["cpu_s_per_hour_idle"], busy["cpu_s_per_hour_pinged"] = 1.5, 900.0
-    results = [_result(bench.VETH, 19000, 0.01), _result(bench.FAST, 8000, 0.24, 0.5),
-               _result(bench.FAST_PSK, 7000, 0.3), busy, _result(bench.OPENVPN, 700, 0.2, 0.6),
-               _result(bench.WIREGUARD, 600, 0.3)]
-    loaded = [_loaded(bench.FAST, 7500, 0.8, 4.0), _loaded(bench.OPENVPN, 500, 6.0, 20.0)]
+    results = [_result(rig.VETH, 19000, 0.01), _result(rig.FAST, 8000, 0.24, 0.5),
+               _result(rig.FAST_PSK, 7000, 0.3), busy, _result(rig.OPENVPN, 700, 0.2, 0.6),
+               _result(rig.WIREGUARD, 600, 0.3)]
+    loaded = [_loaded(rig.FAST, 7500, 0.8, 4.0), _loaded(rig.OPENVPN, 500, 6.0, 20.0)]
     return results, loaded
 
 
 @pure
 def test_targets_follow_the_issues_and_all_are_listed():
     results, loaded = _all_met()
-    ratios, targets = bench._verdict(results, loaded)
+    ratios, targets = bench_targets._verdict(results, loaded)
     assert [t["target"] for t in targets] == TARGETS
-    assert all(t["met"] for t in targets), [bench.describe_target(t) for t in targets]
+    assert all(t["met"] for t in targets), [bench_targets.describe_target(t) for t in targets]
     assert ratios["fast_vs_openvpn"] == pytest.approx(8000 / 700)
     assert ratios["fast_vs_veth"] == pytest.approx(8000 / 19000)
     assert ratios["psk_vs_wireguard"] == pytest.approx(7000 / 600)
@@ -74,7 +76,7 @@ def test_targets_follow_the_issues_and_all_are_listed():
     by = _by_target(targets)
     idle = by["tunlab fast idle RTT p50 <= 1.25x OpenVPN 2.6's"]
     assert (idle["value"], idle["goal"]) == (pytest.approx(0.24), pytest.approx(0.25))
-    busy = bench.describe_target(by[TARGETS[4]])
+    busy = bench_targets.describe_target(by[TARGETS[4]])
     assert "0.70x" in busy and "1.5 CPU s per hour idle" in busy and "900.0 CPU s" in busy
 
 
@@ -93,41 +95,42 @@ def test_targets_follow_the_issues_and_all_are_listed():
 def test_each_target_misses_alone(target, change):
     results, loaded = _all_met()
     change(results, loaded)
-    _, targets = bench._verdict(results, loaded)
+    _, targets = bench_targets._verdict(results, loaded)
     assert [t["target"] for t in targets if not t["met"]] == [target]
-    assert bench.describe_target(_by_target(targets)[target]).startswith("MISSED")
+    assert bench_targets.describe_target(_by_target(targets)[target]).startswith("MISSED")
 
 
 @pure
 def test_unmeasured_variants_are_missed_targets_that_say_why():
     results, _ = _all_met()
-    results = [r for r in results if r["name"] not in (bench.OPENVPN, bench.BUSY,
-                                                       bench.WIREGUARD)]
+    results = [r for r in results if r["name"] not in (rig.OPENVPN, rig.BUSY,
+                                                       rig.WIREGUARD)]
     why = "not available: no --busy-poll here"
-    _, targets = bench._verdict(results, [], {bench.BUSY: why})
+    _, targets = bench_targets._verdict(results, [], {rig.BUSY: why})
     by = _by_target(targets)
     assert [t["target"] for t in targets] == TARGETS
     unmeasured = [t for t in targets if t["value"] is None]
     assert not any(t["met"] for t in unmeasured)
     assert {t["target"] for t in unmeasured} == set(TARGETS) - {TARGETS[1], TARGETS[9]}
-    assert why in bench.describe_target(by[TARGETS[4]])
-    assert "OpenVPN 2.6: was not measured" in bench.describe_target(by[TARGETS[0]])
-    assert "wireguard-go" in bench.describe_target(by[TARGETS[8]])
+    assert why in bench_targets.describe_target(by[TARGETS[4]])
+    assert "OpenVPN 2.6: was not measured" in bench_targets.describe_target(by[TARGETS[0]])
+    assert "wireguard-go" in bench_targets.describe_target(by[TARGETS[8]])
 
 
 @pure
 def test_rtt_rounds_are_kept_and_compared_round_by_round():
-    fast = bench._rtt_summary([[0.1, 0.2, 0.3], [0.5, 0.5, 0.6], []])
+    fast = run._rtt_summary([[0.1, 0.2, 0.3], [0.5, 0.5, 0.6], []])
     assert fast["n"] == 6 and fast["rounds_p50_ms"] == [0.2, 0.5, None]
-    ovpn = bench._rtt_summary([[0.3, 0.3, 0.3], [0.39, 0.39, 0.39], [0.2]])
-    results = [_result(bench.VETH, 19000, 0.01), _result(bench.FAST, 8000, 0.1),
-               _result(bench.OPENVPN, 700, 0.2)]
+    ovpn = run._rtt_summary([[0.3, 0.3, 0.3], [0.39, 0.39, 0.39], [0.2]])
+    results = [_result(rig.VETH, 19000, 0.01), _result(rig.FAST, 8000, 0.1),
+               _result(rig.OPENVPN, 700, 0.2)]
     results[1]["rtt"], results[2]["rtt"] = fast, ovpn
-    target = _by_target(bench._verdict(results)[1])[TARGETS[2]]
+    target = _by_target(bench_targets._verdict(results)[1])[TARGETS[2]]
     assert target["met"] == (fast["p50_ms"] <= 1.25 * ovpn["p50_ms"])
     # round 1: 0.2 <= 1.25 * 0.3; round 2: 0.5 > 1.25 * 0.39; the empty round skipped
     assert (target["rounds_won"], target["rounds"]) == (1, 2)
-    assert bench.describe_target(target).endswith("within the goal in 1 of 2 interleaved rounds")
+    assert bench_targets.describe_target(target).endswith(
+        "within the goal in 1 of 2 interleaved rounds")
 
 
 @pure
@@ -137,27 +140,27 @@ def test_the_table_shows_latency_under_load_cpu_per_hour_and_unavailable_variant
               "unavailable": {"something": "not available: because"},
               "meta": {"loadavg_before": 1.5, "loadavg_after": 2.5, "cpus": 2,
                        "device_queues": "txqueuelen 500, qdisc pfifo_fast (4 devices)"}}
-    report["ratios"], report["targets"] = bench._verdict(results, loaded)
-    table = bench.format_table(report)
+    report["ratios"], report["targets"] = bench_targets._verdict(results, loaded)
+    table = bench_report.format_table(report)
     assert "under load (iperf3 + ping)" in table and "not available: because" in table
     assert "CPU s per hour, both ends" in table and "900.0" in table
     assert "load average (1 min): 1.50 before, 2.50 after, on 2 CPUs" in table
     assert ("TUN devices' queues (every variant's): txqueuelen 500, qdisc pfifo_fast "
             "(4 devices)") in table
-    assert all(line in table for line in map(bench.describe_target, report["targets"]))
+    assert all(line in table for line in map(bench_targets.describe_target, report["targets"]))
 
 
 @pure
 def test_the_bench_asks_the_command_which_options_it_has():
-    assert bench.tunlab_has_option("--psk-file")
-    assert not bench.tunlab_has_option("--psk")   # a prefix of --psk-file is not the option
-    assert not bench.tunlab_has_option("--no-such-option")
+    assert rig.tunlab_has_option("--psk-file")
+    assert not rig.tunlab_has_option("--psk")   # a prefix of --psk-file is not the option
+    assert not rig.tunlab_has_option("--no-such-option")
 
 
 @pure
 def test_percentiles():
-    assert bench.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
-    assert bench.percentile([5], 99) == 5
+    assert rig.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert rig.percentile([5], 99) == 5
 
 
 @pytest.mark.slow
@@ -168,15 +171,15 @@ def test_a_quick_real_bench_run_writes_json_and_chart(tmp_path, tunlab_cmd):
     assert result.returncode in (0, 1), result.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     by_name = {r["name"]: r for r in report["results"]}
-    for name in (bench.VETH, bench.FAST, bench.SIMPLE, bench.FAST_PSK, bench.WIREGUARD):
+    for name in (rig.VETH, rig.FAST, rig.SIMPLE, rig.FAST_PSK, rig.WIREGUARD):
         assert by_name[name]["mbps"] > 0, name
         assert by_name[name]["rtt"]["n"] > 0, name
-    if bench.tunlab_has_option("--busy-poll"):
-        assert by_name[bench.BUSY]["rtt"]["n"] > 0
+    if rig.tunlab_has_option("--busy-poll"):
+        assert by_name[rig.BUSY]["rtt"]["n"] > 0
     else:
-        assert "--busy-poll" in report["unavailable"][bench.BUSY]
+        assert "--busy-poll" in report["unavailable"][rig.BUSY]
     loaded = {r["name"]: r for r in report["loaded"]}
-    for name in (bench.FAST, *([bench.OPENVPN] if shutil.which("openvpn") else [])):
+    for name in (rig.FAST, *([rig.OPENVPN] if shutil.which("openvpn") else [])):
         assert loaded[name]["mbps"] > 0 and loaded[name]["rtt"]["n"] > 0, name
     assert [t["target"] for t in report["targets"]][:len(TARGETS)] == TARGETS
     assert "under load" in result.stdout
@@ -210,11 +213,11 @@ def test_wireguard_go_carries_a_ping_and_leaves_no_socket_behind():
 
 
 def test_latency_samplers_return_round_trips_of_real_pings():
-    with bench.BenchLab(tunlab=(bench.FAST,), openvpn=(), log=lambda line: None) as lab:
-        assert set(lab.variants) == {bench.VETH, bench.FAST}
-        idle = lab.rtts(bench.FAST, 5)
+    with rig.BenchLab(tunlab=(rig.FAST,), openvpn=(), log=lambda line: None) as lab:
+        assert set(lab.variants) == {rig.VETH, rig.FAST}
+        idle = lab.rtts(rig.FAST, 5)
         assert idle and all(rtt > 0 for rtt in idle)
-        loaded = lab.loaded(bench.FAST, 1.5)
+        loaded = lab.loaded(rig.FAST, 1.5)
         assert loaded.run.mbps > 0 and loaded.run.cpu_seconds is not None
         assert loaded.rtts and all(rtt > 0 for rtt in loaded.rtts)
         # Without txqueuelen the devices keep the kernel's default queue.
@@ -223,28 +226,28 @@ def test_latency_samplers_return_round_trips_of_real_pings():
         assert all(q.txqueuelen == 500 for q in queues), queues
         assert len(loaded.rtts) + loaded.lost >= 10
         rates = lab.cpu_per_hour(0.2)
-        assert set(rates) == {bench.FAST} and rates[bench.FAST] >= 0
+        assert set(rates) == {rig.FAST} and rates[rig.FAST] >= 0
 
 
 @pure
 def test_queue_summary_counts_devices_per_setting():
-    queues = [bench.DeviceQueue("a", "tun0", 500, "pfifo_fast"),
-              bench.DeviceQueue("b", "tun0", 500, "pfifo_fast"),
-              bench.DeviceQueue("a", "ovpn0", 32, "pfifo_fast")]
-    assert bench.queue_summary(queues) == ("txqueuelen 32, qdisc pfifo_fast (1 devices); "
+    queues = [rig.DeviceQueue("a", "tun0", 500, "pfifo_fast"),
+              rig.DeviceQueue("b", "tun0", 500, "pfifo_fast"),
+              rig.DeviceQueue("a", "ovpn0", 32, "pfifo_fast")]
+    assert rig.queue_summary(queues) == ("txqueuelen 32, qdisc pfifo_fast (1 devices); "
                                            "txqueuelen 500, qdisc pfifo_fast (2 devices)")
-    assert bench.queue_summary([]) == "none"
+    assert rig.queue_summary([]) == "none"
 
 
 @pure
 def test_a_nonsense_txqueuelen_is_refused_before_anything_is_created():
-    with pytest.raises(bench.TunlabError, match="txqueuelen"):
-        bench.BenchLab(txqueuelen=0)
+    with pytest.raises(TunlabError, match="txqueuelen"):
+        rig.BenchLab(txqueuelen=0)
 
 
 def test_every_tun_device_of_the_bench_lab_carries_the_txqueuelen():
-    openvpn = (bench.OPENVPN,) if shutil.which("openvpn") else ()
-    with bench.BenchLab(tunlab=(bench.FAST,), openvpn=openvpn, txqueuelen=32,
+    openvpn = (rig.OPENVPN,) if shutil.which("openvpn") else ()
+    with rig.BenchLab(tunlab=(rig.FAST,), openvpn=openvpn, txqueuelen=32,
                         log=lambda line: None) as lab:
         queues = lab.device_queues()
         devices = {(q.host, q.device) for q in queues}
@@ -259,13 +262,13 @@ def test_every_tun_device_of_the_bench_lab_carries_the_txqueuelen():
                 if shown:
                     assert " qlen 32" in shown, shown
             assert "pfifo_fast" in ns.exec(["tc", "qdisc", "show", "dev", "tun0"]).stdout
-        assert lab.rtts(bench.FAST, 3)  # the tunnel still carries traffic
+        assert lab.rtts(rig.FAST, 3)  # the tunnel still carries traffic
 
 
 @pure
 def test_a_nonsense_niceness_is_refused_before_anything_is_created():
-    with pytest.raises(bench.TunlabError, match="niceness"):
-        bench.BenchLab(nice=-21)
+    with pytest.raises(TunlabError, match="niceness"):
+        rig.BenchLab(nice=-21)
 
 
 def _niceness(pid: int) -> int:
@@ -275,9 +278,9 @@ def _niceness(pid: int) -> int:
 
 
 def test_every_tunnel_daemon_runs_at_the_bench_niceness_and_the_load_does_not():
-    openvpn = (bench.OPENVPN,) if shutil.which("openvpn") else ()
+    openvpn = (rig.OPENVPN,) if shutil.which("openvpn") else ()
     wireguard = shutil.which("wireguard-go") is not None
-    with bench.BenchLab(tunlab=(bench.FAST,), openvpn=openvpn, wireguard=wireguard, nice=-7,
+    with rig.BenchLab(tunlab=(rig.FAST,), openvpn=openvpn, wireguard=wireguard, nice=-7,
                         log=lambda line: None) as lab:
         daemons = [p.pid for v in lab.variants.values() for p in v.processes]
         assert len(daemons) == 2 * (1 + len(openvpn) + wireguard)
