@@ -20,6 +20,7 @@ from scapy.layers.inet import ICMP, IP
 
 from tunlab import course
 from tunlab.course import claims, handson
+from tunlab.course.handson import judge, solutions
 from tunlab.course.handson import loss as handson_loss
 from tunlab.lab import SeedLab
 
@@ -62,7 +63,7 @@ def test_reference_reply_is_a_correct_reply():
                             / bytes(range(56))), "id/seq differ"),
     (lambda req, rep: bytes(IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(type=0, id=0x1234, seq=3)
                             / b"hello"), "payload differs"),
-    (lambda req, rep: handson.PI_IPV4 + rep, "4-byte PI header"),
+    (lambda req, rep: solutions.PI_IPV4 + rep, "4-byte PI header"),
     (lambda req, rep: IP(rep), None),  # a scapy packet is as good as its bytes
     (lambda req, rep: None, "not bytes"),
 ])
@@ -78,7 +79,7 @@ def test_a_wrong_reply_is_named(wrong, message):
 @pure
 @pytest.mark.parametrize(("value", "message"), [
     (_request(), None),
-    (handson.PI_IPV4 + _request(), "did you set IFF_NO_PI?"),
+    (solutions.PI_IPV4 + _request(), "did you set IFF_NO_PI?"),
     (_request()[:20], "you read only 20 of the packet's 84 bytes"),
     (bytes.fromhex("6000000000083aff") + bytes(32), "IPv6"),
     (None, "not bytes"),
@@ -285,7 +286,7 @@ _CARRIED = {"a tun0 tx packets": 3, "a UdpOutDatagrams": 3, "b UdpInDatagrams": 
 @pytest.mark.parametrize(("code", "counters", "ok", "message"), [
     (0, _CARRIED, True, "crossed your UDP tunnel"),
     (0, {**_CARRIED, "a TcpOutSegs": 6}, False, "6 TCP segment(s)"),
-    (0, {**_CARRIED, handson_loss.UNFRAMED: 6}, False, "without a length prefix"),
+    (0, {**_CARRIED, judge.UNFRAMED: 6}, False, "without a length prefix"),
     (0, {"a tun0 tx packets": 3, "a tun0 rx packets": 3}, False, "do not answer them"),
     (1, {"a tun0 tx packets": 3, "a TcpOutSegs": 2}, False, "but TCP segments"),
     (1, {"a tun0 tx packets": 3, "a UdpOutDatagrams": 3}, False, "b's kernel received none"),
@@ -293,7 +294,7 @@ _CARRIED = {"a tun0 tx packets": 3, "a UdpOutDatagrams": 3, "b UdpInDatagrams": 
          "b tun0 rx packets": 3, "b tun0 tx packets": 3}, False, "reply direction is missing"),
 ])
 def test_udp_verdict_names_what_the_counters_show(code, counters, ok, message):
-    verdict = handson_loss.judge_udp(code, dict(counters), *_pure_outcomes())
+    verdict = handson.judge_udp(code, dict(counters), *_pure_outcomes())
     assert verdict.ok is ok and message in verdict.message, verdict.message
 
 
@@ -307,7 +308,7 @@ def test_udp_verdict_shows_the_line_that_raised():
         typo(-1, None)
     except NameError as exc:
         error = exc
-    verdict = handson_loss.judge_udp(1, {}, *_pure_outcomes(a=error))
+    verdict = handson.judge_udp(1, {}, *_pure_outcomes(a=error))
     assert not verdict.ok
     assert "the UDP pump on host a raised NameError" in verdict.message, verdict.message
     assert "os.write(tun_fd, pakcet)" in verdict.message and "(line " in verdict.message
@@ -373,7 +374,7 @@ def test_reference_udp_pump_carries_ping_as_datagrams():
                 "a UdpInDatagrams", "b tun0 rx packets", "a tun0 rx packets"):
         assert c.get(key, 0) >= handson_loss.PING_COUNT, (key, c)
     assert c.get("a TcpOutSegs", 0) == c.get("b TcpOutSegs", 0) == 0
-    assert handson_loss.UNFRAMED not in c
+    assert judge.UNFRAMED not in c
 
 
 def test_udp_pump_with_the_stream_framing_is_rejected():
@@ -381,7 +382,7 @@ def test_udp_pump_with_the_stream_framing_is_rejected():
     counter sees datagrams that do not start with an IP header."""
     verdict = handson.check_udp_pump(handson.pump)
     assert not verdict.ok and "did not start with the IP header" in verdict.message
-    assert verdict.counters[handson_loss.UNFRAMED] >= handson_loss.PING_COUNT
+    assert verdict.counters[judge.UNFRAMED] >= handson_loss.PING_COUNT
 
 
 @pytest.mark.parametrize(("pump", "message"), [

@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import select
 import socket
 import struct
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunlab import course
-from tunlab.course import handson as _h
+from tunlab.course.handson import checks, judge, runner, solutions
 from tunlab.errors import TunlabError
 from tunlab.kernel.netns import Namespace
 from tunlab.lab.measure import iperf3_server, ping_rtts, set_loss
 
-__all__ = ["Race", "TunnelRun", "check_udp_pump", "judge_udp", "race", "race_tunnels", "set_loss",
-           "udp_pump"]
+__all__ = ["Race", "TunnelRun", "check_udp_pump", "race", "race_tunnels"]
 
 PORT = 5555  # the tunnel's port on both hosts (UDP, or TCP for the TCP tunnel)
 IPERF_PORT = 5301
@@ -45,18 +41,6 @@ TCP_INFO_TOTAL_RETRANS = 100  # offset of tcpi_total_retrans in struct tcp_info 
 
 # -- the reference solution (shown folded by handson.solution("09d")) -----------------------------
 
-def udp_pump(tun_fd: int, sock: socket.socket) -> None:
-    """Reference for 09d: forward packets both ways between ``tun_fd`` and a connected UDP
-    socket, one datagram per packet, until the socket is shut down."""
-    while True:
-        ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
-        if tun_fd in ready:
-            sock.send(os.read(tun_fd, 2048))  # one packet, one datagram: no length needed
-        if sock in ready:
-            packet = sock.recv(2048)
-            if not packet:
-                return  # the socket was shut down
-            os.write(tun_fd, packet)
 
 
 # -- sockets on the underlay ----------------------------------------------------------------------
@@ -138,9 +122,9 @@ def _unframed(ns: Namespace) -> int:
 def _host_counters(lab: Any) -> dict[str, int]:
     values: dict[str, int] = {}
     for name, ns in (("a", lab.a), ("b", lab.b)):
-        snmp = _h._snmp(ns)
+        snmp = runner._snmp(ns)
         values.update({f"{name} {key}": snmp.get(key, 0) for key in SNMP_KEYS})
-        values.update({f"{name} {k}": v for k, v in _h._link_counters(ns, "tun0").items()})
+        values.update({f"{name} {k}": v for k, v in runner._link_counters(ns, "tun0").items()})
     return values
 
 
@@ -150,18 +134,18 @@ def _host_counters(lab: Any) -> dict[str, int]:
 class _Pumps:
     """A participant's (or the reference) pump on each host, each on its own socket."""
 
-    workers: dict[str, _h.Worker]
+    workers: dict[str, runner.Worker]
     sockets: dict[str, socket.socket]
 
     @classmethod
     def start(cls, lab: Any, pump: Callable[..., Any], pair: tuple[socket.socket, socket.socket],
               devices: dict[str, Any]) -> _Pumps:
         sockets = {"a": pair[0], "b": pair[1]}
-        workers = {name: _h.Worker(pump, devices[name].fileno(), sockets[name],
+        workers = {name: runner.Worker(pump, devices[name].fileno(), sockets[name],
                                    name=f"pump-{name}").start() for name in ("a", "b")}
         return cls(workers, sockets)
 
-    def stop(self, lab: Any) -> tuple[dict[str, _h.Outcome], dict[str, bool]]:
+    def stop(self, lab: Any) -> tuple[dict[str, runner.Outcome], dict[str, bool]]:
         """Shut both sockets down (a pump returns when recv() gives b''), wait, close.
         Returns each pump's outcome and whether it ended before the stop."""
         stopped_at = time.monotonic()
@@ -171,37 +155,22 @@ class _Pumps:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # a TCP peer that already closed
-        nudges = {"a": _h._nudge_ping(lab.a, "10.9.0.2"), "b": _h._nudge_ping(lab.b, "10.9.0.1")}
-        outcomes = {name: w.finish(_h.STOP_GRACE, nudges[name])
+        nudges = {"a": runner._nudge_ping(lab.a, "10.9.0.2"),
+                  "b": runner._nudge_ping(lab.b, "10.9.0.1")}
+        outcomes = {name: w.finish(runner.STOP_GRACE, nudges[name])
                     for name, w in self.workers.items()}
         for sock in self.sockets.values():
             sock.close()
         return outcomes, early
 
 
-def _where(exc: BaseException) -> str:
-    """The last line of the participant's own code in the traceback (not tunlab's, not the
-    standard library's): ``" (line 7: sock.send(pakcet))"``."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    tunlab_dir = os.path.dirname(os.path.abspath(__file__))
-    own = [f for f in frames if not os.path.abspath(f.filename).startswith(tunlab_dir)
-           and "/lib/python" not in f.filename]
-    if not own:
-        return ""
-    frame = own[-1]
-    code = f": {frame.line.strip()}" if frame.line else ""
-    return f" (line {frame.lineno}{code})"
 
 
-def _crash(name: str, outcome: _h.Outcome, kind: str = "UDP") -> str:
-    """One line: which pump raised what, and the participant's line that raised it."""
-    where = _where(outcome.error) if outcome.error is not None else ""
-    return _h._error_message(f"the {kind} pump on host {name}", outcome) + where
 
 
 @contextmanager
 def _two_host_lab(label: str, lab_factory: Callable[[], Any] | None) -> Iterator[Any]:
-    from tunlab.lab import READY_TIMEOUT, TwoHostLab, _wait_running
+    from tunlab.lab.topology import READY_TIMEOUT, TwoHostLab, _wait_running
 
     with (lab_factory or (lambda: TwoHostLab(label=label)))() as lab:
         for ns in (lab.a, lab.b):
@@ -211,37 +180,10 @@ def _two_host_lab(label: str, lab_factory: Callable[[], Any] | None) -> Iterator
 
 # -- 09d: the check --------------------------------------------------------------------------------
 
-def _udp_problem(c: dict[str, int]) -> str:
-    if c.get("a tun0 tx packets", 0) == 0:
-        return "your pump never read the echo request from a's tun0 (a tun0 tx packets +0)"
-    if c.get("a UdpOutDatagrams", 0) == 0:
-        if c.get("a TcpOutSegs", 0):
-            return ("a sent no UDP datagram but TCP segments: the check gives you a UDP "
-                    "socket, send on it")
-        return ("your pump read the echo request from a's tun0 but sent no datagram "
-                "(a Udp OutDatagrams +0): tun -> socket is missing")
-    if c.get("b UdpInDatagrams", 0) == 0:
-        no_ports = f", NoPorts +{c['b UdpNoPorts']}" if c.get("b UdpNoPorts") else ""
-        return ("a sent datagrams but b's kernel received none (b Udp InDatagrams +0"
-                f"{no_ports}): send on the socket you were given")
-    if c.get("b tun0 rx packets", 0) == 0:
-        return ("b received the datagrams (b Udp InDatagrams "
-                f"+{c['b UdpInDatagrams']}) but wrote nothing to b's tun0: socket -> tun "
-                "is missing")
-    if c.get("b tun0 tx packets", 0) == 0:
-        return ("b's tun0 got the request but the kernel sent no reply: was it written "
-                "unchanged, one datagram = one packet?")
-    if c.get("b UdpOutDatagrams", 0) == 0:
-        return ("b's kernel answered but the reply was never sent back as a datagram "
-                "(b Udp OutDatagrams +0): the reply direction is missing")
-    if c.get("a tun0 rx packets", 0) == 0:
-        return ("the reply came back to a (a Udp InDatagrams "
-                f"+{c.get('a UdpInDatagrams', 0)}) but nothing was written to a's tun0")
-    return "packets crossed both ways but ping saw no reply: are they written unchanged?"
 
 
 def check_udp_pump(pump: Callable[[int, socket.socket], Any],
-                   lab_factory: Callable[[], Any] | None = None) -> _h.Verdict:
+                   lab_factory: Callable[[], Any] | None = None) -> judge.Verdict:
     """Two hosts (a: tun0 10.9.0.1, b: tun0 10.9.0.2) joined by two connected UDP sockets on
     the underlay (198.18.0.1:5555 <-> 198.18.0.2:5555); ``pump(tun_fd, sock)`` runs on both
     and ``ping -c3 10.9.0.2`` from a must succeed, with every packet carried as one UDP
@@ -253,61 +195,18 @@ def check_udp_pump(pump: Callable[[int, socket.socket], Any],
             _count_unframed(ns)
         before = _host_counters(lab)
         pumps = _Pumps.start(lab, pump, _udp_pair(lab), devices)
-        code = _h._wait(_h._ping(lab.a, "10.9.0.2", count=PING_COUNT), _h.PUMP_SECONDS)
+        code = runner._wait(runner._ping(lab.a, "10.9.0.2", count=PING_COUNT), runner.PUMP_SECONDS)
         outcomes, early = pumps.stop(lab)
-        counters = _h._delta(_host_counters(lab), before)
+        counters = runner._delta(_host_counters(lab), before)
         unframed = _unframed(lab.a) + _unframed(lab.b)
         lab.close_devices()
     if unframed:
-        counters[UNFRAMED] = unframed
-    return judge_udp(code, counters, outcomes, early)
+        counters[judge.UNFRAMED] = unframed
+    return judge.judge_udp(code, counters, outcomes, early)
 
 
-UNFRAMED = "datagrams not starting with an IP header"
 
 
-def judge_udp(code: int, counters: dict[str, int], outcomes: dict[str, _h.Outcome],
-              early: dict[str, bool]) -> _h.Verdict:
-    """The 09d verdict from ping's exit ``code``, the kernels' counter deltas (``"a
-    UdpOutDatagrams"``, ``"b tun0 rx packets"``, ... and :data:`UNFRAMED`) and how each
-    host's pump ended (``early``: before the check shut its socket down). Pure."""
-    c = counters
-    unframed = c.get(UNFRAMED, 0)
-    # after the sockets were shut down, an OSError from send/recv is the expected way out
-    errors = [(n, o) for n, o in outcomes.items() if o.error is not None
-              and (early.get(n, False) or not isinstance(o.error, OSError))]
-    tcp = c.get("a TcpOutSegs", 0) + c.get("b TcpOutSegs", 0)
-    both_ways = all(c.get(k, 0) >= 1 for k in ("a UdpOutDatagrams", "b UdpInDatagrams",
-                                               "b UdpOutDatagrams", "a UdpInDatagrams"))
-    if code == 0 and (unframed or tcp or not both_ways):
-        if unframed:
-            what = (f"{unframed} datagram(s) did not start with the IP header: with UDP one "
-                    "datagram is one packet, send it without a length prefix")
-        elif tcp:
-            what = (f"the kernels counted {tcp} TCP segment(s): the packets must go as UDP "
-                    "datagrams on the socket you were given")
-        else:
-            what = ("not as datagrams both ways (Udp OutDatagrams a "
-                    f"+{c.get('a UdpOutDatagrams', 0)}, b +{c.get('b UdpOutDatagrams', 0)}): "
-                    "forward the packets, do not answer them yourself")
-        return _h.Verdict(False, f"ping crossed, but {what}.", counters)
-    if code == 0:
-        note = "" if all(o.ok for o in outcomes.values()) else (
-            " (Your pump did not return when the socket was shut down: return when recv() "
-            "gives b''.)")
-        return _h.Verdict(True, "ping 10.9.0.2 crossed your UDP tunnel: a tun0 read "
-                          f"+{c.get('a tun0 tx packets', 0)}, Udp OutDatagrams a "
-                          f"+{c.get('a UdpOutDatagrams', 0)}, Udp InDatagrams b "
-                          f"+{c.get('b UdpInDatagrams', 0)}, b tun0 written "
-                          f"+{c.get('b tun0 rx packets', 0)}, and back; no TCP "
-                          "segment." + note, counters)
-    if errors:
-        name, outcome = errors[0]
-        return _h.Verdict(False, _crash(name, outcome), counters)
-    if unframed:
-        return _h.Verdict(False, f"{unframed} datagram(s) did not start with the IP header: "
-                          "with UDP one datagram is one packet, send it as it is", counters)
-    return _h.Verdict(False, _udp_problem(counters), counters)
 
 
 # -- the race: TCP inside a UDP tunnel vs. inside a TCP tunnel, under loss ------------------------
@@ -445,7 +344,7 @@ class Race:
 
 
 def _carries_ping(lab: Any) -> bool:
-    return _h._wait(_h._ping(lab.a, "10.9.0.2", count=PING_COUNT), _h.PUMP_SECONDS) == 0
+    return runner._wait(runner._ping(lab.a, "10.9.0.2", count=PING_COUNT), runner.PUMP_SECONDS) == 0
 
 
 def _iperf3(lab: Any, seconds: float) -> tuple[float, int]:
@@ -488,7 +387,7 @@ def _one_tunnel(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
     pumps, whose, note = _start_carrying(lab, tunnel, pump, reference)
     pair = (pumps.sockets["a"], pumps.sockets["b"])
     try:
-        before = {name: _h._snmp(ns) for name, ns in (("a", lab.a), ("b", lab.b))}
+        before = {name: runner._snmp(ns) for name, ns in (("a", lab.a), ("b", lab.b))}
         outer_before = sum(_total_retrans(s) for s in pair) if tunnel == "TCP" else 0
         for ns in (lab.a, lab.b):
             set_loss(ns, loss)
@@ -499,15 +398,15 @@ def _one_tunnel(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
             for ns in (lab.a, lab.b):
                 set_loss(ns, 0)
         outer = sum(_total_retrans(s) for s in pair) - outer_before if tunnel == "TCP" else 0
-        after = {name: _h._snmp(ns) for name, ns in (("a", lab.a), ("b", lab.b))}
+        after = {name: runner._snmp(ns) for name, ns in (("a", lab.a), ("b", lab.b))}
     finally:
         outcomes, early = pumps.stop(lab)
         lab.close_devices()
     crashed = [(n, o) for n, o in outcomes.items() if early[n] and o.error is not None]
     if crashed:
-        crash = _crash(*crashed[0], kind=tunnel)
+        crash = judge._crash(*crashed[0], kind=tunnel)
         note = (note + " " if note else "") + f"During the race, {crash}."
-    delta = {name: _h._delta(after[name], before[name]) for name in after}
+    delta = {name: runner._delta(after[name], before[name]) for name in after}
     return TunnelRun(tunnel, whose, mbps, inner, outer,
                      {n: d.get("TcpRetransSegs", 0) for n, d in delta.items()},
                      {n: d.get("UdpOutDatagrams", 0) for n, d in delta.items()},
@@ -525,8 +424,8 @@ def race_tunnels(udp: Callable[..., Any] | None = None, tcp: Callable[..., Any] 
     runs tunlab's reference instead, and the result says whose code ran.
     """
     with _two_host_lab("race", lab_factory) as lab:
-        runs = [_one_tunnel(lab, "UDP", udp, udp_pump, loss, seconds, pings),
-                _one_tunnel(lab, "TCP", tcp, _h.pump, loss, seconds, pings)]
+        runs = [_one_tunnel(lab, "UDP", udp, solutions.udp_pump, loss, seconds, pings),
+                _one_tunnel(lab, "TCP", tcp, solutions.pump, loss, seconds, pings)]
     return Race(loss, seconds, runs)
 
 
@@ -544,7 +443,6 @@ def race(lesson: Any, udp: Callable[..., Any] | None = None,
 
 # -- registration with the course ----------------------------------------------------------------
 
-_h._REFERENCES["09d"] = udp_pump
 
 EXERCISES: dict[str, course.Exercise] = {
     "09d": course.Exercise(
@@ -560,7 +458,7 @@ EXERCISES: dict[str, course.Exercise] = {
          "header's (0x45).",
          "recv() returning b'' means the check shut the socket down: return. Still stuck? "
          "Run handson.solution('09d')."],
-        verify=_h._verify(check_udp_pump, seed_lab=False)),
+        verify=checks._verify(check_udp_pump, seed_lab=False)),
 }
 
 for _key, _exercise in EXERCISES.items():
