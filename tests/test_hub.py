@@ -43,7 +43,8 @@ from hubtools import (
     wait_for_server,
 )
 
-from tunlab import course, kernelspec
+from tunlab import course
+from tunlab.course import kernelspec
 from tunlab.kernel import doctor
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_notebooks import ANSWERS
 
-from tunlab import kernelspec
+from tunlab.course import kernelspec
 from tunlab.kernel import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,11 +343,11 @@ def test_pcapture_captures_what_the_filter_selects_once(monkeypatch):
     import socket
 
     from tunlab.kernel import netns
-    from tunlab.proto import scapy_layer as scapy_frame
+    from tunlab.lab import capture
 
-    monkeypatch.setattr(scapy_frame, "in_user_namespace", lambda: True)
-    monkeypatch.setattr(scapy_frame, "_setgroups_denied", lambda: True)
-    assert scapy_frame.capture_command("lo", "x.pcap", "udp port 9999")[1:3] == \
+    monkeypatch.setattr(capture, "in_user_namespace", lambda: True)
+    monkeypatch.setattr(capture, "_setgroups_denied", lambda: True)
+    assert capture.capture_command("lo", "x.pcap", "udp port 9999")[1:3] == \
         ["-m", "tunlab.kernel.capture"]
 
     def send(port: int) -> None:
@@ -355,7 +355,7 @@ def test_pcapture_captures_what_the_filter_selects_once(monkeypatch):
             sock.sendto(f"to {port}".encode(), ("127.0.0.1", port))
 
     with netns.create("pcap") as ns, \
-            scapy_frame.capture(ns, "lo", "udp port 9999", timeout=20) as cap:
+            capture.capture(ns, "lo", "udp port 9999", timeout=20) as cap:
         for port in (9999, 9998, 9999):
             ns.run(send, port)
     packets = cap.packets()
@@ -367,12 +367,12 @@ def test_pcapture_captures_what_the_filter_selects_once(monkeypatch):
 
 @pytest.mark.pure
 def test_the_capture_command_fits_the_privileges(monkeypatch):
-    from tunlab.proto import scapy_layer as scapy_frame
+    from tunlab.lab import capture
 
     def command(userns: bool, denied: bool) -> list[str]:
-        monkeypatch.setattr(scapy_frame, "in_user_namespace", lambda: userns)
-        monkeypatch.setattr(scapy_frame, "_setgroups_denied", lambda: denied)
-        return scapy_frame.capture_command("lo", "f.pcap", "tcp port 5")
+        monkeypatch.setattr(capture, "in_user_namespace", lambda: userns)
+        monkeypatch.setattr(capture, "_setgroups_denied", lambda: denied)
+        return capture.capture_command("lo", "f.pcap", "tcp port 5")
 
     assert command(False, False)[0] == "tcpdump" and "-Z" not in command(False, False)
     assert command(True, False)[:3] == ["tcpdump", "-Z", "root"]

@@ -10,9 +10,8 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from tunlab.lab import SeedLab
-from tunlab.proto import framing
-from tunlab.proto import scapy_layer as scapy_frame
+from tunlab.lab import SeedLab, capture
+from tunlab.proto import framing, scapy_layer
 from tunlab.proto.framing import Hello
 from tunlab.proto.scapy_layer import TunlabFrame
 from tunlab.tunnel import TunnelClient, TunnelServer
@@ -49,11 +48,11 @@ def test_ipv6_hello_and_keepalive_frames():
 
 def test_frames_from_stream_cuts_batches_and_keeps_partial_rest():
     a, b = framing.encode_packet(echo(b"a" * 10)), framing.encode_packet(echo(b"b" * 300))
-    frames, rest = scapy_frame.frames_from_stream(a + b + a[:5])
+    frames, rest = scapy_layer.frames_from_stream(a + b + a[:5])
     assert [off for off, _ in frames] == [0, len(a)]
     assert [bytes(f) for _, f in frames] == [a, b]
     assert rest == a[:5]
-    frames, rest = scapy_frame.frames_from_stream(b"GET / HTTP/1.1\r\n")
+    frames, rest = scapy_layer.frames_from_stream(b"GET / HTTP/1.1\r\n")
     assert frames == [] and rest.startswith(b"GET")
 
 
@@ -67,18 +66,18 @@ def test_tcp_streams_reorder_drop_retransmits_and_stop_at_gaps():
     cut = 30
     segs = [_segment(1000 + cut, stream[cut:]), _segment(1000, stream[:cut]),
             _segment(1000, stream[:cut])]  # out of order + a retransmission
-    streams = scapy_frame.tcp_streams(segs)
+    streams = scapy_layer.tcp_streams(segs)
     assert streams[("127.0.0.1", 40000, "127.0.0.1", 5555)] == stream
-    found = scapy_frame.dissect_packets(segs, port=5555)
+    found = scapy_layer.dissect_packets(segs, port=5555)
     assert [f.type_name for f in found] == ["DATA", "DATA"]
     assert found[1].offset == len(stream) // 2
-    gap = scapy_frame.tcp_streams([_segment(1000, stream[:10]), _segment(1020, stream[20:])])
+    gap = scapy_layer.tcp_streams([_segment(1000, stream[:10]), _segment(1020, stream[20:])])
     assert list(gap.values()) == [stream[:10]]
-    assert scapy_frame.dissect_packets(segs, port=9) == []
+    assert scapy_layer.dissect_packets(segs, port=9) == []
 
 
 def test_bind_port_lets_scapy_dissect_tcp_payload_directly():
-    scapy_frame.bind_port(45678)
+    scapy_layer.bind_port(45678)
     pkt = IP(bytes(_segment(1, framing.encode_packet(echo()), dport=45678)))
     assert TunlabFrame in pkt and pkt[TunlabFrame][IP].dst == "10.0.0.2"
 
@@ -89,7 +88,7 @@ def test_a_real_capture_of_the_tunnel_dissects_into_hellos_and_the_pings():
         server = TunnelServer(lab.device("mytun2"), ("127.0.0.1", 0), namespace=lab.ns).start()
         try:
             port = server.address[1]
-            with scapy_frame.capture(lab.ns, "lo", f"tcp port {port}") as cap:
+            with capture.capture(lab.ns, "lo", f"tcp port {port}") as cap:
                 client = TunnelClient(lab.device("mytun"), server.address,
                                       namespace=lab.ns).start(timeout=5)
                 try:

@@ -9,8 +9,8 @@ from typing import Any
 
 def cmd_kernelspec(args: argparse.Namespace) -> int:
     """Install the kernel spec (or ``--print`` it) and say which mode this machine has."""
+    from tunlab.course.kernelspec import DISPLAY_NAME, IPC_HINT, install, kernel_json
     from tunlab.kernel.doctor import Mode, lab_mode
-    from tunlab.kernelspec import DISPLAY_NAME, IPC_HINT, install, kernel_json
 
     if args.print:
         print(json.dumps(kernel_json(), indent=1))

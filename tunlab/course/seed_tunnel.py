@@ -43,7 +43,7 @@ class SeedTunnel:
         self.generation = getattr(self.lesson, "generation", 0)
         register_cleanup(self)
         if capture:
-            from tunlab.proto.scapy_layer import capture as tcpdump
+            from tunlab.lab.capture import capture as tcpdump
 
             port = self.server.address[1]
             with tcpdump(lab.ns, "lo", f"tcp port {port}") as cap:

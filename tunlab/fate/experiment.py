@@ -22,7 +22,7 @@ from tunlab.fate.report import DropSite, Evidence, FateReport, Reply, Verdict
 from tunlab.fate.request import FateRequest, Listener
 from tunlab.fate.settings import EffectiveSettings, read_effective
 from tunlab.kernel import counters, martians, tracefs
-from tunlab.kernel.doctor import in_user_namespace
+from tunlab.kernel.host import in_user_namespace
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.nft import NftTrace, NftTracer, PacketInfo, propose_fix
 from tunlab.kernel.sysctl import SysctlChanges

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from tunlab.errors import TunlabError
 from tunlab.kernel import netns, tracefs
-from tunlab.kernel.host import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_capability
+from tunlab.kernel.host import (
+    CAP_NET_ADMIN,
+    CAP_SYS_ADMIN,
+    PROC,
+    _read,
+    has_capability,
+    in_user_namespace,
+    userns_blocker,
+)
 
 
 @dataclass
@@ -50,49 +58,12 @@ class ModeReport:
     inside_user_namespace: bool = False
 
 
-PROC = Path("/proc")
-AA_RESTRICT = "sys/kernel/apparmor_restrict_unprivileged_userns"
-AA_WAYS_OUT = ("Ubuntu 23.10+/24.04 restrict unprivileged user namespaces with AppArmor; an "
-               "admin can allow them for the lab with an AppArmor profile for /usr/bin/unshare "
-               "that has `userns,` (see docs/no-sudo.md), or for everyone with `sudo sysctl "
-               "kernel.apparmor_restrict_unprivileged_userns=0`")
 
 
-def _read(proc: Path, name: str) -> str | None:
-    try:
-        return (proc / name).read_text().strip()
-    except OSError:
-        return None
 
 
-def in_user_namespace(proc: Path = PROC) -> bool:
-    """True inside a user namespace other than the host's (its uid map is not the identity)."""
-    uid_map = _read(proc, "self/uid_map")
-    return uid_map is not None and uid_map.split() != ["0", "0", "4294967295"]
 
 
-def userns_blocker(proc: Path = PROC) -> tuple[str, str] | None:
-    """Why an unprivileged user may not create a user namespace here (reason, fix), or None.
-
-    Reads the knobs the kernel and distributions document: Debian's
-    ``kernel.unprivileged_userns_clone`` (where it exists), ``user.max_user_namespaces`` and
-    Ubuntu's ``kernel.apparmor_restrict_unprivileged_userns``.
-    """
-    clone = _read(proc, "sys/kernel/unprivileged_userns_clone")
-    if clone == "0":
-        return ("kernel.unprivileged_userns_clone is 0",
-                "an admin runs `sudo sysctl kernel.unprivileged_userns_clone=1`")
-    limit = _read(proc, "sys/user/max_user_namespaces")
-    if limit is None:
-        return ("this kernel has no user namespaces (no /proc/sys/user/max_user_namespaces)",
-                "a kernel built with CONFIG_USER_NS (every distribution kernel)")
-    if limit == "0":
-        return ("user.max_user_namespaces is 0",
-                "an admin runs `sudo sysctl user.max_user_namespaces=15000`")
-    if _read(proc, AA_RESTRICT) == "1":
-        return ("kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu's AppArmor "
-                "restriction)", AA_WAYS_OUT)
-    return None
 
 
 def lab_mode(proc: Path = PROC, privileged: bool | None = None) -> ModeReport:

@@ -238,7 +238,7 @@ def tcp_mss(ns: Namespace, server_ns: Namespace, target: str, device: str,
     kernel)."""
     import socket
 
-    from tunlab.proto.scapy_layer import capture
+    from tunlab.lab.capture import capture
 
     def listen() -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

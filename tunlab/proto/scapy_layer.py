@@ -12,27 +12,19 @@ A TCP segment need not hold exactly one frame (the client batches several frames
 ``send()``, and one frame can be split over several segments), so a capture is dissected per
 connection: :func:`tcp_streams` puts each direction's TCP payloads back in sequence order, and
 :func:`frames_from_stream` cuts the byte stream into frames. :func:`dissect_capture` does both
-for a pcap file written by ``tcpdump -w`` (see :func:`capture`).
+for a pcap file written by ``tcpdump -w`` (see :func:`tunlab.lab.capture.capture`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tunlab.kernel.doctor import in_user_namespace
-
 logging.getLogger("scapy").setLevel(logging.ERROR)
+
 
 from scapy.config import conf  # noqa: E402 - scapy logs on import unless silenced first
 from scapy.fields import ByteEnumField, ByteField, IntField, StrFixedLenField  # noqa: E402
@@ -42,8 +34,13 @@ from scapy.packet import Packet, Raw, bind_layers  # noqa: E402
 
 conf.verb = 0
 
+
 MAGIC = b"TL"
+
+
 HEADER_SIZE = 8
+
+
 FRAME_TYPES = {1: "HELLO", 2: "DATA", 3: "GSO_DATA", 4: "KEEPALIVE", 5: "CLOSE",
                0x10: "AUTH", 0x11: "SEALED"}
 
@@ -203,106 +200,3 @@ def dissect_capture(path: str | os.PathLike[str], port: int | None = None
     from scapy.utils import rdpcap
 
     return dissect_packets(rdpcap(str(path)), port)
-
-
-class Capture:
-    """A running ``tcpdump -w`` inside a lab namespace; see :func:`capture`."""
-
-    def __init__(self, path: Path, process: subprocess.Popen[bytes]) -> None:
-        self.path = path
-        self.process = process
-        self.stderr = ""
-
-    def frames(self, port: int | None = None) -> list[CapturedFrame]:
-        """The tunlab frames captured (call after the ``with`` block ended)."""
-        return dissect_capture(self.path, port)
-
-    def packets(self) -> list[Packet]:
-        """Every captured packet, as scapy objects."""
-        from scapy.utils import rdpcap
-
-        return list(rdpcap(str(self.path)))
-
-
-def capture_command(interface: str, path: str, bpf: str) -> list[str]:
-    """The command that captures ``interface`` into ``path``: tcpdump, as fits this process.
-
-    As root, plain tcpdump (it drops privileges to its own user, as packaged). Inside a user
-    namespace (the "tunlab (no sudo)" kernel) that user is not mapped, so the savefile cannot
-    be handed to it: ``tcpdump -Z root`` keeps root, which is the participant's own account
-    there. Where the namespace denies setgroups(2), as ``unshare --map-root-user`` must, even
-    ``-Z root`` fails, and :mod:`tunlab.kernel.capture` captures the same pcap instead.
-    """
-    options = ["-i", interface, "-w", path, *bpf.split()]
-    # --immediate-mode: libpcap otherwise holds packets until its buffer block times out, and
-    # a short capture stopped before that (one SYN, say) would write nothing.
-    tcpdump = ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0"]
-    if not in_user_namespace():
-        return [*tcpdump, *options]
-    if _setgroups_denied():
-        return [sys.executable, "-m", "tunlab.kernel.capture", *options]
-    return [tcpdump[0], "-Z", "root", *tcpdump[1:], *options]
-
-
-def _setgroups_denied(path: Path = Path("/proc/self/setgroups")) -> bool:
-    try:
-        return path.read_text().strip() == "deny"
-    except OSError:
-        return False
-
-
-@contextmanager
-def capture(ns: Any, interface: str = "lo", bpf: str = "tcp", path: str | None = None,
-            timeout: float = 30.0) -> Iterator[Capture]:
-    """Run ``tcpdump -i INTERFACE -w FILE BPF`` inside namespace ``ns`` for the ``with`` block.
-
-    ``ns`` is a :class:`tunlab.kernel.netns.Namespace`. tcpdump is started and waited for until
-    it is listening, and stopped (SIGINT, then SIGKILL after 3 s) when the block ends, also on
-    error. It is killed at the latest after ``timeout`` seconds.
-    """
-    if path is None:
-        fd, path = tempfile.mkstemp(prefix="tunlab-", suffix=".pcap")
-        os.close(fd)
-    target = Path(path)
-    process = ns.popen(["timeout", str(int(timeout)), *capture_command(interface, str(target),
-                                                                       bpf)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    cap = Capture(target, process)
-    try:
-        _wait_listening(process)
-        yield cap
-        time.sleep(0.2)  # let the last segments reach tcpdump's buffer
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(3)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(3)
-        if process.stderr is not None:
-            cap.stderr = process.stderr.read().decode(errors="replace")
-            process.stderr.close()
-
-
-def _wait_listening(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """Block until tcpdump printed 'listening on' (so no early packet is missed)."""
-    assert process.stderr is not None
-    os.set_blocking(process.stderr.fileno(), False)
-    deadline = time.monotonic() + timeout
-    seen = b""
-    while time.monotonic() < deadline:
-        try:
-            chunk = process.stderr.read()
-        except BlockingIOError:
-            chunk = None
-        if chunk:
-            seen += chunk
-            if b"listening on" in seen:
-                os.set_blocking(process.stderr.fileno(), True)
-                return
-        if process.poll() is not None:
-            raise RuntimeError(f"tcpdump stopped: {seen.decode(errors='replace').strip()}")
-        time.sleep(0.02)
-    os.set_blocking(process.stderr.fileno(), True)
-    raise TimeoutError("tcpdump did not start listening within 5 s")

@@ -146,7 +146,7 @@ def capture_ping_frames(ns: Any, port: int, size: int = 56, target: str = "10.0.
                         ) -> FrameCapture:
     """tcpdump on ``lo`` while one ``ping -s SIZE`` crosses the tunnel; the frames found, and
     the DATA frame carrying the ICMP echo request."""
-    from tunlab.proto.scapy_layer import capture
+    from tunlab.lab.capture import capture
 
     with capture(ns, "lo", f"tcp port {port}") as cap:
         ns.exec(["ping", "-c1", "-W1", "-s", str(size), target], check=False, timeout=5)
