@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from tunlab.errors import InvalidPacketError, TunlabError
+from tunlab.errors import TunlabError
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.tun import OFFLOAD_FAST, TunDevice
-from tunlab.packet.vnet import VNET_HDR_SIZE, OffloadError, resolve
+from tunlab.packet.vnet import VNET_HDR_SIZE
 from tunlab.proto import framing
 from tunlab.proto.framing import (
     VNET_FEATURE,
-    CloseReceived,
-    FrameRejected,
-    PacketReceived,
     ProtocolError,
     RejectReason,
 )
 from tunlab.proto.session import Established, Session
 from tunlab.runtime import ThreadGroup
+from tunlab.tunnel.datapath import Datapath
 from tunlab.tunnel.events import EventKind, TunnelEvent
 from tunlab.tunnel.peer import Peer
 from tunlab.tunnel.pump import FastPump
@@ -79,11 +75,14 @@ class Endpoint:
         # by it, because inside a PID namespace (a container) writer_tid is not the host PID
         # tracefs records.
         self.writer_comm: str | None = None
-        self._events: deque[TunnelEvent] = deque(maxlen=max_events)
         self._group = ThreadGroup(f"tunlab-{self.role}", on_failure=self._thread_failed,
                                   factory=namespace)
         self._stop = self._group.cancelled
         self._wake_fd = self._group.waker.fileno()
+        self.datapath = Datapath(device, role=self.role, stats=self.stats,
+                                 record_packets=record_packets, max_events=max_events,
+                                 busy_poll_us=busy_poll_us, stopping=self._stop,
+                                 wake_fd=self._wake_fd, on_device_failed=self._device_failed)
         self._shutdown_lock = threading.RLock()
         self._shut_down = False
         self._failure_raised = False
@@ -183,7 +182,7 @@ class Endpoint:
     # -- observation -----------------------------------------------------------------------
     def events(self, kinds: set[str] | None = None) -> list[TunnelEvent]:
         """A copy of the recorded events, optionally only those of the given kinds."""
-        return [e for e in list(self._events) if kinds is None or e.kind in kinds]
+        return [e for e in list(self.datapath.events) if kinds is None or e.kind in kinds]
 
     @property
     def connected(self) -> bool:
@@ -216,7 +215,12 @@ class Endpoint:
     # -- internals -------------------------------------------------------------------------
     def _event(self, kind: EventKind, detail: str = "", size: int = 0,
                data: bytes | None = None) -> None:
-        self._events.append(TunnelEvent(time.monotonic(), kind, detail, size, data))
+        self.datapath.event(kind, detail, size, data)
+
+    def _device_failed(self, reason: str) -> None:
+        """The datapath saw the device fail: keep why, and stop the endpoint."""
+        self.error = reason
+        threading.Thread(target=self._shutdown, daemon=True).start()
 
     def _spawn(self, target: Callable[..., None], name: str, *args: Any,
                essential: bool = True) -> threading.Thread:
@@ -278,19 +282,9 @@ class Endpoint:
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    self._device_failed(exc)
+                    self.datapath.device_failed(exc)
                     return
             self._forward_to_peer(batch)
-
-    def _device_failed(self, exc: OSError) -> None:
-        if self._stop.is_set():
-            return
-        self.error = f"device {self.device.name} failed: {os.strerror(exc.errno or 0)}"
-        if exc.errno in (errno.EBADFD, errno.EIO, errno.ENXIO, errno.EBADF):
-            self.error = f"device {self.device.name} was removed or is down ({exc})"
-        log.error("%s: %s; stopping", self.role, self.error)
-        self._event(EventKind.DEVICE_GONE, self.error)
-        threading.Thread(target=self._shutdown, daemon=True).start()
 
     def _forward_to_peer(self, packets: list[bytes]) -> None:
         stats = self.stats
@@ -419,12 +413,12 @@ class Endpoint:
         self.writer_comm = _name_writer_thread()
         if self.fast:
             with self._owning_device():
-                why = FastPump(self, peer).run()
+                why = FastPump(self.datapath, peer).run()
             self._drop_peer(peer, why)
             return
         stats = self.stats
         sock = peer.sock
-        fatal = self._deliver(peer.early, stats)
+        fatal = self.datapath.deliver(peer.early, stats)
         why = fatal or "closed by peer"
         while fatal is None and not self._stop.is_set() and not peer.closed:
             if not self._wait_readable(sock):
@@ -435,51 +429,13 @@ class Endpoint:
                 why = f"receive failed: {exc}"
                 break
             if not data:
-                why = self._deliver(peer.session.end_of_stream(), stats) or why
+                why = self.datapath.deliver(peer.session.end_of_stream(), stats) or why
                 break
-            fatal = self._deliver(peer.session.receive(data), stats)
+            fatal = self.datapath.deliver(peer.session.receive(data), stats)
             if fatal:
                 why = fatal
                 break
         self._drop_peer(peer, why)
-
-    def _deliver(self, events: list[Any], stats: TunnelStats) -> str | None:
-        """Write received packets into the device; return a reason when the stream is dead."""
-        for event in events:
-            if isinstance(event, PacketReceived):
-                stats.frames_received += 1
-                stats.bytes_received += len(event.packet)
-                try:
-                    self.device.write_packet(event.packet, event.vnet_header)
-                except InvalidPacketError as exc:
-                    stats.rejected[RejectReason.BAD_OFFLOAD] += 1
-                    self._event(EventKind.REJECTED, str(exc), len(event.packet))
-                    continue
-                except OSError as exc:
-                    stats.write_errors += 1
-                    if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENXIO):
-                        self._device_failed(exc)
-                        return "device gone"
-                    self._event(EventKind.WRITE_ERROR, str(exc), len(event.packet))
-                    continue
-                stats.written_packets += 1
-                stats.written_bytes += len(event.packet)
-                if self.record_packets:
-                    self._event(EventKind.WRITTEN, f"to {self.device.name}", len(event.packet),
-                                event.packet)
-            elif isinstance(event, FrameRejected):
-                stats.rejected[event.reason] += 1
-                self._event(EventKind.REJECTED, f"{event.reason}: {event.detail}")
-                log.warning("%s: dropped a frame: %s (%s)", self.role, event.reason, event.detail)
-            elif isinstance(event, ProtocolError):
-                stats.rejected[event.reason] += 1
-                self._event(EventKind.REJECTED, f"{event.reason}: {event.detail}")
-                log.warning("%s: closing connection: %s (%s)", self.role, event.reason,
-                            event.detail)
-                return f"protocol error: {event.reason}"
-            elif isinstance(event, CloseReceived):
-                return f"peer closed: {event.reason}"
-        return None
 
     # -- the fast path (device opened with vnet_hdr) ------------------------------------------
     def _fast_device_reader(self) -> None:
@@ -510,14 +466,14 @@ class Endpoint:
                     except BlockingIOError:
                         break
                     except OSError as exc:
-                        self._device_failed(exc)
+                        self.datapath.device_failed(exc)
                         return
                     drained += 1
                     stats.read_packets += 1
                     stats.read_bytes += size - VNET_HDR_SIZE
                     stats.dropped_no_peer += 1
                     if self.record_packets:
-                        self._record_reads([memoryview(iovec[0])[:size]])
+                        self.datapath.record_reads([memoryview(iovec[0])[:size]])
             finally:
                 lock.release()
             if self._peer is not None:
@@ -536,20 +492,6 @@ class Endpoint:
             yield
         finally:
             self._device_lock.release()
-
-    def _finish(self, view: memoryview) -> list[bytes]:
-        """Finish an offloaded read in software for a peer that takes plain packets only."""
-        try:
-            return resolve(view[:VNET_HDR_SIZE], view[VNET_HDR_SIZE:])
-        except OffloadError as exc:
-            self.stats.rejected[RejectReason.BAD_OFFLOAD] += 1
-            self._event(EventKind.REJECTED, f"not sent: {exc}")
-            return []
-
-    def _record_reads(self, batch: list[memoryview]) -> None:
-        for view in batch:
-            self._event(EventKind.READ, f"from {self.device.name}", len(view) - VNET_HDR_SIZE,
-                        bytes(view[VNET_HDR_SIZE:]))
 
 
 def _name_writer_thread() -> str | None:

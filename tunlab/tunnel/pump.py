@@ -46,7 +46,7 @@ from tunlab.tunnel.tuning import (
 )
 
 if TYPE_CHECKING:
-    from tunlab.tunnel.endpoint import Endpoint
+    from tunlab.tunnel.datapath import Datapath
 
 Framer = Callable[[list[memoryview]], list[Any]]
 
@@ -58,14 +58,14 @@ class FastPump:
     peer afterwards with the reason :meth:`run` returns.
     """
 
-    def __init__(self, endpoint: Endpoint, peer: Peer) -> None:
-        self.endpoint = endpoint
+    def __init__(self, datapath: Datapath, peer: Peer) -> None:
+        self.datapath = datapath
         self.peer = peer
-        self.stats = endpoint.stats
+        self.stats = datapath.stats
         self.sock = peer.sock
         self.session = peer.session
         self.sock.settimeout(None)  # blocking socket; every call below passes MSG_DONTWAIT
-        self.device_fd = endpoint.device.fileno()
+        self.device_fd = datapath.device.fileno()
         self.sock_fd = self.sock.fileno()
         os.set_blocking(self.device_fd, False)
         self.rbuffer = bytearray(RECV_SIZE)
@@ -79,7 +79,7 @@ class FastPump:
         self.poller = select.poll()
         self.poller.register(self.device_fd, select.POLLIN)
         self.poller.register(self.sock_fd, select.POLLIN)
-        self.poller.register(endpoint._wake_fd, select.POLLIN)
+        self.poller.register(datapath.wake_fd, select.POLLIN)
         self.pending: list[Any] = []  # frame pieces the socket has not taken yet
         self.sealed_out: dict[int, bytearray] | None = None  # per read buffer, see _seal_batch
         self.frame_batch = self._framer()
@@ -91,13 +91,13 @@ class FastPump:
         self.last_from_device = self.previous_from_device = 0.0
         self.awaiting_answer = False  # we sent what the device gave us; the peer's answer is due
         self.wrote = self.read = False  # what the current pass did
-        self.busy_poll = endpoint.busy_poll_us / 1e6  # seconds of polling before a sleep
+        self.busy_poll = datapath.busy_poll_us / 1e6  # seconds of polling before a sleep
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> str:
         """Pump until the peer leaves, the connection fails or the endpoint stops; say why."""
-        stop = self.endpoint._stop
-        self.why = self.endpoint._deliver(self.peer.early, self.stats)
+        stop = self.datapath.stopping
+        self.why = self.datapath.deliver(self.peer.early, self.stats)
         prefer_batch_scheduling()
         while self.why is None and not self.peer.closed and not stop.is_set():
             self.wrote = self.read = False
@@ -132,7 +132,7 @@ class FastPump:
         except OSError as exc:
             self.why = f"receive failed: {exc}"
             return False
-        deliver = self.endpoint._deliver
+        deliver = self.datapath.deliver
         if size == 0:
             if kept:  # the decoder judges what the peer left unfinished
                 self.kept = 0
@@ -142,7 +142,7 @@ class FastPump:
             return False
         end = kept + size
         data = self.rview[:end]
-        if self.endpoint.record_packets:
+        if self.datapath.record_packets:
             self.why = deliver(self.session.receive(data), self.stats)
             return True
         packets, events, self.kept = self.session.receive_packets(data, keep_tail=True)
@@ -169,7 +169,7 @@ class FastPump:
             if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.why = f"send failed: {exc}"
             else:
-                self.endpoint._device_failed(exc)
+                self.datapath.device_failed(exc)
                 self.why = "device gone"
         return self.read
 
@@ -267,8 +267,8 @@ class FastPump:
         pack = framing.HEADER.pack
         magic, version, gso = framing.MAGIC, framing.VERSION, int(framing.FrameType.GSO_DATA)
         overhead = framing.HEADER_SIZE
-        record = self.endpoint.record_packets
-        record_reads = self.endpoint._record_reads
+        record = self.datapath.record_packets
+        record_reads = self.datapath.record_reads
 
         def frame(batch: list[memoryview]) -> list[Any]:
             if record:
@@ -293,12 +293,12 @@ class FastPump:
         """Count (and, with record_packets, record) reads of (virtio-net header + packet)."""
         self.stats.read_packets += len(batch)
         self.stats.read_bytes += sum(map(len, batch)) - VNET_HDR_SIZE * len(batch)
-        if self.endpoint.record_packets:
-            self.endpoint._record_reads(batch)
+        if self.datapath.record_packets:
+            self.datapath.record_reads(batch)
 
     def _unsendable(self, view: memoryview, exc: framing.EncodeError) -> None:
         self.stats.rejected[RejectReason.UNSENDABLE] += 1
-        self.endpoint._event(EventKind.REJECTED, f"not sent: {exc}", len(view))
+        self.datapath.event(EventKind.REJECTED, f"not sent: {exc}", len(view))
 
     def _count_sent(self, pieces: list[Any]) -> list[Any]:
         self.stats.frames_sent += len(pieces)
@@ -328,14 +328,14 @@ class FastPump:
     def _frame_batch(self, batch: list[memoryview]) -> list[Any]:
         """Frames for a peer without super-packets (keyed or not), through the session: each
         read is finished in software (checksums, segmentation) where the kernel left it so."""
-        endpoint = self.endpoint
+        datapath = self.datapath
         self._count_reads(batch)
         pieces: list[Any] = []
         encode = self.session.encode_packet
         for view in batch:
             try:
                 if view[0] & 1 or view[1]:  # read before the offloads went off
-                    pieces.extend(encode(p) for p in endpoint._finish(view))
+                    pieces.extend(encode(p) for p in datapath.finish(view))
                 else:
                     pieces.append(encode(view[VNET_HDR_SIZE:]))
             except framing.EncodeError as exc:
@@ -359,7 +359,7 @@ class FastPump:
                 writev(fd, (ZERO_HEADER if header is None else header, packet))
             except OSError:
                 # counted there, once
-                fatal = self.endpoint._deliver(
+                fatal = self.datapath.deliver(
                     [PacketReceived(bytes(packet), header and bytes(header))], stats)
                 if fatal:
                     break
