@@ -15,20 +15,12 @@ import socket
 import struct
 from typing import Any
 
+from tunlab.packet.validate import internet_checksum
+
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 PROTOCOL_NAMES_V6 = {58: "icmp6", 6: "tcp", 17: "udp"}
 IPV6_EXTENSION_HEADERS = (0, 43, 44, 60)
 _TCP_FLAGS = "FSRPAUECN"  # bit 0 upwards, as scapy prints them
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _pseudo(version: int, src: bytes, dst: bytes, number: int, length: int) -> bytes:
@@ -42,20 +34,20 @@ def _transport(version: int, src: bytes, dst: bytes, number: int, dport: int | N
     """The ICMP/ICMPv6 echo, UDP or TCP SYN segment (or the raw payload) with its checksum."""
     if number == 1:
         head = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-        return head[:2] + struct.pack("!H", checksum(head + payload)) + head[4:] + payload
+        return head[:2] + struct.pack("!H", internet_checksum(head + payload)) + head[4:] + payload
     if number == 58:
         body = struct.pack("!BBHHH", 128, 0, 0, ident, 1) + payload
-        total = checksum(_pseudo(6, src, dst, 58, len(body)) + body)
+        total = internet_checksum(_pseudo(6, src, dst, 58, len(body)) + body)
         return body[:2] + struct.pack("!H", total) + body[4:]
     if number == 17:
         length = 8 + len(payload)
         body = struct.pack("!HHHH", sport, 9 if dport is None else dport, length, 0) + payload
-        total = checksum(_pseudo(version, src, dst, 17, length) + body) or 0xFFFF
+        total = internet_checksum(_pseudo(version, src, dst, 17, length) + body) or 0xFFFF
         return body[:6] + struct.pack("!H", total) + body[8:]
     if number == 6:
         body = struct.pack("!HHIIBBHHH", sport, 80 if dport is None else dport, 1000, 0,
                            5 << 4, 0x02, 8192, 0, 0) + payload
-        total = checksum(_pseudo(version, src, dst, 6, len(body)) + body)
+        total = internet_checksum(_pseudo(version, src, dst, 6, len(body)) + body)
         return body[:16] + struct.pack("!H", total) + body[18:]
     return payload
 
@@ -77,7 +69,7 @@ def build(src: str, dst: str, number: int, *, dport: int | None = None, ttl: int
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), ident,
                          0x4000 if df else 0, ttl, number, 0, source.packed,
                          destination.packed)
-    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + segment
+    return header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:] + segment
 
 
 def _flags(value: int) -> str:

@@ -75,19 +75,35 @@ def pseudo_header(packet: bytes | bytearray | memoryview, protocol: int, length:
     return bytes(packet[8:40]) + length.to_bytes(4, "big") + bytes((0, 0, 0, protocol))
 
 
-def _ones_complement_zero(data: bytes | bytearray) -> bool:
-    # The ones' complement sum of 16-bit words is the number's value modulo 0xFFFF; a correct
-    # checksum makes the sum over everything it covers 0xFFFF, i.e. 0 modulo 0xFFFF.
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
-    return int.from_bytes(data, "big") % 0xFFFF == 0
+def internet_checksum(data: bytes | bytearray | memoryview) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: the ones' complement of the ones' complement
+    sum of its 16-bit words, as IPv4, ICMP, TCP and UDP put it in their headers (UDP writes a
+    result of 0 as 0xFFFF, since 0 there means "no checksum"). The one implementation in tunlab.
+    """
+    # The ones' complement sum of 16-bit words is the number's value modulo 0xFFFF, which
+    # Python computes in C; a sum that is a non-zero multiple of 0xFFFF folds to 0xFFFF.
+    raw = bytes(data)
+    if len(raw) % 2:
+        raw += b"\0"
+    value = int.from_bytes(raw, "big")
+    folded = value % 0xFFFF or (0xFFFF if value else 0)
+    return ~folded & 0xFFFF
+
+
+def checksum_ok(data: bytes | bytearray | memoryview) -> bool:
+    """True when ``data``, checksum field included, sums to ones' complement zero: what a
+    receiver checks."""
+    raw = bytes(data)
+    if len(raw) % 2:
+        raw += b"\0"
+    return int.from_bytes(raw, "big") % 0xFFFF == 0
 
 
 def checksum_problem(packet: bytes | bytearray | memoryview) -> str | None:
     """Why a well-formed IP packet (see :func:`ip_packet_problem`) carries a wrong IPv4 header,
     TCP or UDP checksum, or None when they are right. Other protocols are not checked."""
     raw = bytes(packet)
-    if raw[0] >> 4 == 4 and not _ones_complement_zero(raw[:(raw[0] & 0x0F) * 4]):
+    if raw[0] >> 4 == 4 and not checksum_ok(raw[:(raw[0] & 0x0F) * 4]):
         return "IPv4 header checksum is wrong"
     where = transport_offset(raw)
     if isinstance(where, str):
@@ -100,7 +116,7 @@ def checksum_problem(packet: bytes | bytearray | memoryview) -> str | None:
         return f"{'TCP' if protocol == TCP else 'UDP'} header cut short"
     if protocol == UDP and raw[0] >> 4 == 4 and segment[6:8] == b"\0\0":
         return None  # IPv4 UDP without a checksum
-    if not _ones_complement_zero(pseudo_header(raw, protocol, len(segment)) + segment):
+    if not checksum_ok(pseudo_header(raw, protocol, len(segment)) + segment):
         return f"{'TCP' if protocol == TCP else 'UDP'} checksum is wrong"
     return None
 

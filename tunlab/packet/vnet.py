@@ -36,6 +36,7 @@ from tunlab.packet.validate import (
     TCP,
     UDP,
     finished_packet_problem,
+    internet_checksum,
     ip_packet_problem,
     pseudo_header,
     transport_offset,
@@ -97,18 +98,6 @@ def needs_work(header: bytes | bytearray | memoryview) -> bool:
     return bool(header[0] & F_NEEDS_CSUM) or header[1] != GSO_NONE
 
 
-def internet_checksum(data: bytes | bytearray | memoryview) -> int:
-    """RFC 1071 checksum of ``data`` (never 0, so also valid for UDP).
-
-    Uses the fact that the ones' complement sum of 16-bit words equals the number's value
-    modulo 0xFFFF, which Python computes in C.
-    """
-    raw = bytes(data)
-    if len(raw) % 2:
-        raw += b"\0"
-    return ~(int.from_bytes(raw, "big") % 0xFFFF) & 0xFFFF
-
-
 def _transport(header: VnetHeader, packet: bytes | bytearray | memoryview,
                protocols: tuple[int, ...]) -> tuple[int, int]:
     """``(transport offset, protocol)`` of ``packet`` after every check that stands between a
@@ -157,7 +146,7 @@ def complete_checksum(header: VnetHeader, packet: bytes | bytearray | memoryview
     where = offset + CHECKSUM_FIELD[protocol]
     out[where:where + 2] = b"\0\0"
     pseudo = pseudo_header(out, protocol, len(out) - offset)
-    out[where:where + 2] = internet_checksum(pseudo + out[offset:]).to_bytes(2, "big")
+    out[where:where + 2] = (internet_checksum(pseudo + out[offset:]) or 0xFFFF).to_bytes(2, "big")
     return _finished(bytes(out))
 
 
@@ -209,11 +198,11 @@ def segment_tcp(header: VnetHeader, packet: bytes | bytearray | memoryview) -> l
             ip[2:4] = (headers + len(chunk)).to_bytes(2, "big")
             ip[4:6] = ((ip_id + index) & 0xFFFF).to_bytes(2, "big")
             ip[10:12] = b"\0\0"
-            ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
+            ip[10:12] = (internet_checksum(ip) or 0xFFFF).to_bytes(2, "big")
         else:
             ip[4:6] = (headers - IPV6_HEADER + len(chunk)).to_bytes(2, "big")
         pseudo = pseudo_header(ip, TCP, thl + len(chunk))
-        tcp[16:18] = internet_checksum(pseudo + tcp + chunk).to_bytes(2, "big")
+        tcp[16:18] = (internet_checksum(pseudo + tcp + chunk) or 0xFFFF).to_bytes(2, "big")
         segments.append(_finished(bytes(ip + tcp + chunk)))
     return segments
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from tunlab.course.handson.runner import LAB_SOURCE, PING_TARGET, Outcome
 from tunlab.course.handson.solutions import PI_IPV4
+from tunlab.packet.validate import checksum_ok
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,6 @@ def diagnose_read(value: Any) -> str | None:
     return None
 
 
-def _checksum_ok(header: bytes) -> bool:
-    if len(header) % 2:
-        header += b"\x00"
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total == 0xFFFF
-
-
 def diagnose_reply(request: bytes, value: Any) -> str | None:
     """What is wrong with ``value`` as the echo reply to ``request`` (None: a correct reply).
     Pure: no root, no lab."""
@@ -95,7 +87,7 @@ def diagnose_reply(request: bytes, value: Any) -> str | None:
     if struct.unpack("!H", data[2:4])[0] != len(data):
         return (f"the IP total length field says {struct.unpack('!H', data[2:4])[0]} but the "
                 f"packet has {len(data)} bytes: let scapy compute it (delete len)")
-    if not _checksum_ok(data[:ihl]):
+    if not checksum_ok(data[:ihl]):
         return "your reply has the wrong IP header checksum: delete chksum so scapy recomputes it"
     req, rep = IP(request), IP(data)
     if (rep.src, rep.dst) != (req.dst, req.src):
@@ -106,7 +98,7 @@ def diagnose_reply(request: bytes, value: Any) -> str | None:
     if rep[ICMP].type != 0:
         return (f"your reply has ICMP type {rep[ICMP].type}: an echo reply has type 0 "
                 "(8 is the request)")
-    if not _checksum_ok(data[ihl:]):
+    if not checksum_ok(data[ihl:]):
         return "your reply has the wrong ICMP checksum"
     if (rep[ICMP].id, rep[ICMP].seq) != (req[ICMP].id, req[ICMP].seq):
         return ("your reply's ICMP id/seq differ from the request's: ping ignores replies "
