@@ -53,22 +53,19 @@ def test_a_bare_write_into_a_pi_device_is_received_and_dropped_before_ip(device)
 def test_the_same_write_with_a_pi_header_reaches_ip(device) -> None:
     """The control: with the four bytes the device expects, IP receives the packet, so the
     drop above is the missing header's doing and not the lab's."""
-    import fcntl
     import os
-    import struct
     import time
 
     from tunlab.kernel.counters import link_counters, snmp_counters
-    from tunlab.kernel.tun import IFF_TUN, TUNSETIFF
+    from tunlab.kernel.tun import IFF_TUN, attach_fd
     from tunlab.packet.build import build
 
     packet = build("10.0.0.2", "10.0.0.1", 1, payload=bytes(56))
     before, ip_before = link_counters(device), snmp_counters(device)
 
     def write() -> None:
-        fd = os.open("/dev/net/tun", os.O_RDWR)
+        fd = attach_fd("mytun", IFF_TUN)
         try:
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", b"mytun", IFF_TUN))
             os.write(fd, b"\x00\x00\x08\x00" + packet)
             time.sleep(0.2)
         finally:

@@ -4,7 +4,6 @@ valid IPv4, TCP and UDP checksums, checked by scapy on what the kernel really ha
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import select
@@ -21,7 +20,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from tunlab.kernel import netns, ownership
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.ownership import Kind
-from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF, TunDevice, _ifreq
+from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, TunDevice, attach_fd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, TUN devices")
 
@@ -132,12 +131,7 @@ def test_cleanup_restores_the_device_for_a_raw_reader(ns, tunlab_cmd):
     assert f"restored TUN device {DEVICE}" in cleanup.stdout, cleanup.stdout
     assert not [r for r in ownership.records(Kind.TUN) if r.name == records[0].name]
 
-    def raw_open() -> int:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        fcntl.ioctl(fd, TUNSETIFF, _ifreq(DEVICE, IFF_TUN | IFF_NO_PI))
-        return fd
-
-    fd = ns.run(raw_open)
+    fd = ns.run(attach_fd, DEVICE, IFF_TUN | IFF_NO_PI)  # a plain reader, not tunlab's
     try:
         _assert_finished_packets(ns, lambda: os.read(fd, 65600), fd)
     finally:

@@ -9,9 +9,7 @@ received *and* dropped, and the IP layer never sees it (IpInReceives does not mo
 
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 from tunlab.errors import TunlabError
 from tunlab.kernel.counters import link_counters, snmp_counters
 from tunlab.kernel.netns import Namespace
-from tunlab.kernel.tun import IFF_TUN, TUNSETIFF, check_device_name, device_exists
+from tunlab.kernel.tun import IFF_TUN, attach_fd, check_device_name, device_exists
 from tunlab.packet.build import build
 
 
@@ -71,14 +69,8 @@ def write_bare_ip(ns: Namespace, device: str = "mytun", src: str = "10.0.0.2",
     packet = build(src, dst, 1, payload=bytes(56))  # the 84-byte echo ping sends
 
     def attach_and_write() -> None:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        fd = attach_fd(device, IFF_TUN)  # without IFF_NO_PI: the kernel expects a PI header
         try:
-            try:
-                fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", device.encode(), IFF_TUN))
-            except OSError as exc:
-                raise TunlabError(f"cannot attach to {device}: {exc.strerror}",
-                                  "close the program that holds it open (a widget's reader or "
-                                  "tunnel), then try again") from exc
             os.write(fd, packet)
             # The device is receive-side only here: give the softirq time to finish with the
             # packet before the file (and with it the device's carrier) goes away.

@@ -70,6 +70,42 @@ def _ifreq(name: str, flags: int = 0) -> bytes:
     return struct.pack("16sH22x", name.encode(), flags)
 
 
+def attach_fd(name: str, flags: int) -> int:
+    """Attach a new file descriptor to TUN device ``name`` (the calling thread's namespace) with
+    ``flags`` (``IFF_TUN | IFF_NO_PI``...): ``open("/dev/net/tun")`` and the ``TUNSETIFF`` ioctl,
+    the two system calls every TUN program makes. Returns the fd; the caller closes it.
+
+    A missing ``name`` is created by the kernel (and goes when the fd closes): check
+    :func:`device_exists` first where that is not wanted. Raises
+    :class:`~tunlab.errors.TunlabError` saying how to fix what went wrong.
+    """
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem(f"{TUN_PATH} is missing",
+                                 "load the tun module: `sudo modprobe tun`") from exc
+    except PermissionError as exc:
+        raise EnvironmentProblem(f"no permission to open {TUN_PATH}",
+                                 "run as root or with CAP_NET_ADMIN") from exc
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags))
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno == errno.EPERM:
+            raise EnvironmentProblem(f"not allowed to attach to {name}",
+                                     "run as root or with CAP_NET_ADMIN") from exc
+        if exc.errno == errno.EBUSY:
+            raise TunlabError(f"{name} is already attached by another program",
+                              "stop the other program using it (a vpn client or server, a "
+                              "lesson's reader or tunnel)") from exc
+        if exc.errno == errno.EINVAL:
+            raise TunlabError(f"{name} exists but is not a TUN device with these flags",
+                              f"recreate it: `ip link del {name}; "
+                              f"ip tuntap add {name} mode tun`") from exc
+        raise
+    return fd
+
+
 def device_exists(name: str) -> bool:
     """True when a network device ``name`` exists in the calling thread's namespace."""
     try:
@@ -177,34 +213,12 @@ class TunDevice:
             if stale is not None and ownership.owner_state(stale) is OwnerState.DEAD:
                 # vnet_hdr is on because a killed fast reader left it on: not the prior state.
                 prior_vnet = bool(stale.details.get("prior_vnet", 0))
-        try:
-            fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise EnvironmentProblem(f"{TUN_PATH} is missing",
-                                     "load the tun module: `sudo modprobe tun`") from exc
-        except PermissionError as exc:
-            raise EnvironmentProblem(f"no permission to open {TUN_PATH}",
-                                     "run as root or with CAP_NET_ADMIN") from exc
         flags = IFF_TUN | IFF_NO_PI
         if vnet_hdr:
             flags |= IFF_VNET_HDR
         if multi_queue:
             flags |= IFF_MULTI_QUEUE
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags))
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno == errno.EPERM:
-                raise EnvironmentProblem(f"not allowed to attach to {name}",
-                                         "run as root or with CAP_NET_ADMIN") from exc
-            if exc.errno == errno.EBUSY:
-                raise TunlabError(f"{name} is already attached by another program",
-                                  "stop the other vpn client/server using it") from exc
-            if exc.errno == errno.EINVAL:
-                raise TunlabError(f"{name} exists but is not a TUN device with these flags",
-                                  f"recreate it: `ip link del {name}; "
-                                  f"ip tuntap add {name} mode tun`") from exc
-            raise
+        fd = attach_fd(name, flags)
         device = cls(fd, name, flags)
         try:
             # A fast reader that was killed may have left offloads on (the attach above has
@@ -362,11 +376,7 @@ class TunDevice:
             flags, name = self._restore_flags, self.name
 
             def reattach() -> None:
-                fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
-                try:
-                    fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags or IFF_TUN | IFF_NO_PI))
-                finally:
-                    os.close(fd)
+                os.close(attach_fd(name, flags or IFF_TUN | IFF_NO_PI))
 
             try:
                 _in_namespace(self._ns_fd, reattach)

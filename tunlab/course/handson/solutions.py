@@ -27,6 +27,7 @@ def open_tun(name: str, no_pi: bool = True) -> int:
     ``TUNSETIFF`` ioctl with ``IFF_TUN`` (a layer-3 device) and, unless ``no_pi=False``,
     ``IFF_NO_PI`` (no 4-byte packet-information header before each packet).
     """
+    # Written out, not tunlab.kernel.tun.attach_fd: this is the code participants read.
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     flags = IFF_TUN | (IFF_NO_PI if no_pi else 0)
     try:

@@ -22,23 +22,11 @@ def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
     IPv6 router solicitations that new devices send are skipped. Raises TimeoutError when no
     IPv4 packet arrives in ``timeout`` seconds.
     """
-    import fcntl
     import os
-    import struct
 
-    from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
+    from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, attach_fd
 
-    def attach() -> int:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        flags = IFF_TUN | (IFF_NO_PI if no_pi else 0)
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", device.encode(), flags))
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
-
-    fd = ns.run(attach)
+    fd = ns.run(attach_fd, device, IFF_TUN | (IFF_NO_PI if no_pi else 0))
     # Attaching turns the carrier on, but the kernel activates the device's queue a moment
     # later (linkwatch): a ping sent before that is silently dropped. Its operstate turns
     # from DOWN in the same step.
