@@ -28,6 +28,7 @@ from typing import Any
 
 from tunlab.cli.course import lab_command as tunlab_lab_command
 from tunlab.kernel import netns
+from tunlab.runtime import stop_process
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -166,11 +167,7 @@ def running_jupyterlab(root_dir: Path, tmp: Path) -> Iterator[JupyterLab]:
         everything = lab.descendants() if process.poll() is None else set()
         with contextlib.suppress(OSError):
             lab.api("shutdown", method="POST")
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process, 30, first=None)  # the shutdown request above ends it
         log.close()
         _stop_leftovers(seen, everything)
     # The kernels shut down, and with them the lessons' labs.

@@ -19,6 +19,7 @@ import pytest
 from tunlab import resources
 from tunlab.cli.course import MANIFEST, Action, copy_course, lab_command, restore_lesson
 from tunlab.errors import TunlabError
+from tunlab.runtime import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "notebooks"
@@ -237,9 +238,4 @@ def test_tunlab_lab_serves_the_copy(tmp_path, tunlab_cmd, shipped):
         assert set(shipped) <= served
         assert _course_files(target) == shipped
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process, 20)

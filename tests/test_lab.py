@@ -13,6 +13,7 @@ from labtools import default_signals
 
 from tunlab.kernel import netns
 from tunlab.lab import SeedLab, TwoHostLab, cleanup_leftovers
+from tunlab.runtime import stop_process
 
 
 def test_seed_lab_builds_the_seed_topology_and_removes_it():
@@ -85,8 +86,7 @@ def test_cleanup_leaves_namespaces_of_live_runs_alone():
         assert name not in cleanup_leftovers()
         assert name in netns.list_lab_namespaces()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc, 10)
     deadline = time.monotonic() + 5
     while name in netns.list_lab_namespaces() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""Threads that never vanish silently: a :class:`ThreadGroup` and the :class:`Waker` it uses.
+"""Threads and processes that never vanish silently: a :class:`ThreadGroup`, the :class:`Waker`
+it uses, and :func:`stop_process` for the child processes a lab starts.
 
 Whoever starts work waits for it to end (trio's nursery, for threads): a group spawns the
 threads of one tunnel endpoint, cancels them all at once, joins them, and keeps the first
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -141,3 +144,22 @@ class ThreadGroup:
     def close(self) -> None:
         """Release the waker; call after :meth:`join`."""
         self.waker.close()
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0,
+                 first: signal.Signals | None = signal.SIGTERM) -> int | None:
+    """Stop a child process and reap it: send ``first`` (SIGTERM; SIGINT for a program that
+    finishes its output on it, such as tcpdump; None to let it end by itself), wait up to
+    ``timeout`` seconds, then SIGKILL. Returns its exit status (None if even SIGKILL did not
+    end it within ``timeout``). The one way tunlab stops a process."""
+    if process.poll() is None and first is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(first)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None

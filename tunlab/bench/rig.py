@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,9 +37,9 @@ from tunlab.lab.measure import (
     iperf3,
     iperf3_server,
     ping_rtts,
-    stop_process,
     wait_listening,
 )
+from tunlab.runtime import stop_process
 
 # Every tunnel daemon of the bench (tunlab's endpoints, OpenVPN, wireguard-go) runs at this
 # niceness, as a VPN gateway is run (OpenVPN's --nice): on this machine's two CPUs both ends
@@ -476,9 +477,7 @@ class BenchLab:
             rtts = ping_rtts(self.lab.a, variant.address, count, PING_INTERVAL_S, linger=0.5)
             out, err = stream.communicate(timeout=seconds + 30)
         finally:
-            if stream.poll() is None:
-                stream.kill()
-                stream.wait()
+            stop_process(stream, first=signal.SIGKILL)
         run = _iperf3_run(out, err, variant.address)
         after = variant.cpu_seconds()
         if before is not None and after is not None:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from tunlab.errors import EnvironmentProblem, TunlabError
 from tunlab.kernel.netns import Namespace
+from tunlab.runtime import stop_process
 
 SOCKET_DIR = Path("/var/run/wireguard")
 WG_MTU = 1420          # wireguard-go's default: 1500 minus the 80 bytes of an IPv6 underlay
@@ -184,13 +185,8 @@ class WireGuardPair:
     def close(self) -> None:
         """Stop both processes (SIGTERM, then SIGKILL) and remove their sockets. Idempotent."""
         for end in self.ends:
-            if end.process is not None and end.process.poll() is None:
-                end.process.terminate()
-                try:
-                    end.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    end.process.kill()
-                    end.process.wait(5)
+            if end.process is not None:
+                stop_process(end.process)
             # Only the sockets of our own, uniquely named interfaces: never anyone else's.
             with contextlib.suppress(FileNotFoundError):
                 socket_path(end.ifname).unlink()

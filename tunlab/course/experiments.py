@@ -3,11 +3,11 @@ pinging, a ping bound to a device through the tunnel, the kernel's drop reason n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tunlab.course.seed_tunnel import SeedTunnel
+from tunlab.kernel.counters import link_counters
 
 
 def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
@@ -78,9 +78,8 @@ def link_tx_packets(ns: Any, device: str) -> int:
     """Packets the kernel gave ``device`` in ``ns`` to send (``ip -s -j link``: TX packets +
     TX dropped). For a TUN device, TX packets are those a reader took and TX dropped those
     nobody took; for ``lo``, everything looped back."""
-    (link,) = json.loads(ns.ip("-s", "-j", "link", "show", "dev", device))
-    tx = link["stats64"]["tx"]
-    return int(tx["packets"]) + int(tx.get("dropped", 0))
+    counters = link_counters(ns)
+    return counters.get(f"{device}.tx_packets", 0) + counters.get(f"{device}.tx_dropped", 0)
 
 
 def ping_device_counts(ns: Any, targets: Sequence[str] = ("10.0.0.1", "10.0.0.2"),

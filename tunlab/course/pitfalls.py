@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunlab.errors import TunlabError
-from tunlab.kernel.counters import link_counters, snmp_counters
+from tunlab.kernel.counters import counter_delta, link_counters, snmp_counters
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.tun import IFF_TUN, attach_fd, check_device_name, device_exists
 from tunlab.packet.build import build
@@ -82,16 +82,14 @@ def write_bare_ip(ns: Namespace, device: str = "mytun", src: str = "10.0.0.2",
     ns.run(attach_and_write)
     links_after, snmp_after = link_counters(ns), snmp_counters(ns)
 
-    def delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
-        return after.get(key, 0) - before.get(key, 0)
-
+    links_delta, snmp_delta = counter_delta(links, links_after), counter_delta(snmp, snmp_after)
     return BareWrite(
         device=device, written=len(packet),
         taken_as_proto=int.from_bytes(packet[2:4], "big"),
-        rx_packets=delta(links, links_after, f"{device}.rx_packets"),
-        rx_bytes=delta(links, links_after, f"{device}.rx_bytes"),
-        rx_dropped=delta(links, links_after, f"{device}.rx_dropped"),
-        ip_in_receives=delta(snmp, snmp_after, "IpInReceives"))
+        rx_packets=links_delta.get(f"{device}.rx_packets", 0),
+        rx_bytes=links_delta.get(f"{device}.rx_bytes", 0),
+        rx_dropped=links_delta.get(f"{device}.rx_dropped", 0),
+        ip_in_receives=snmp_delta.get("IpInReceives", 0))
 
 
 def describe(result: BareWrite | dict[str, Any]) -> str:

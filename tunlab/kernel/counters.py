@@ -64,10 +64,12 @@ def link_counters(ns: Namespace) -> dict[str, int]:
     return _parse_dev(_read_proc_net(ns, ("dev",))["dev"])
 
 
-def snmp_counters(ns: Namespace) -> dict[str, int]:
-    """``nstat``: the namespace's SNMP and netstat counters (IpInAddrErrors, TcpExt...)."""
-    texts = _read_proc_net(ns, ("snmp", "netstat"))
-    return {**_parse_snmp(texts["snmp"]), **_parse_snmp(texts["netstat"])}
+def snmp_counters(ns: Namespace, netstat: bool = True) -> dict[str, int]:
+    """``nstat``: the namespace's SNMP counters (IpInAddrErrors, UdpInDatagrams...) and, unless
+    ``netstat=False``, its netstat ones (TcpExt...)."""
+    files = ("snmp", "netstat") if netstat else ("snmp",)
+    texts = _read_proc_net(ns, files)
+    return {k: v for name in files for k, v in _parse_snmp(texts[name]).items()}
 
 
 def _parse_snmp6(text: str, prefix: str = "") -> dict[str, int]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunlab.kernel.host import in_user_namespace
 from tunlab.proto.scapy_layer import CapturedFrame, dissect_capture
+from tunlab.runtime import stop_process
 
 if TYPE_CHECKING:
     from scapy.packet import Packet
@@ -93,13 +94,7 @@ def capture(ns: Any, interface: str = "lo", bpf: str = "tcp", path: str | None =
         yield cap
         time.sleep(0.2)  # let the last segments reach tcpdump's buffer
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(3)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(3)
+        stop_process(process, 3, signal.SIGINT)  # tcpdump writes its last packets on SIGINT
         if process.stderr is not None:
             cap.stderr = process.stderr.read().decode(errors="replace")
             process.stderr.close()

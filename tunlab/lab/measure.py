@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 from tunlab.errors import TunlabError
 from tunlab.kernel.netns import Namespace
+from tunlab.runtime import stop_process
 
 IPERF_PORT = 5201
 LOSS_TABLE = "tunlab_loss"
@@ -98,17 +98,6 @@ def iperf3_server(ns: Namespace, port: int = IPERF_PORT, *, once: bool = True) -
         yield
     finally:
         stop_process(server)
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaped."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
 
 
 def wait_listening(ns: Namespace, port: int, timeout: float = 5.0) -> None:

@@ -34,7 +34,6 @@ from tunlab.course.handson.runner import (
     REPLY_LIMIT,
     STOP_GRACE,
     Worker,
-    _delta,
     _lab_of,
     _link_counters,
     _nudge_ping,
@@ -43,6 +42,7 @@ from tunlab.course.handson.runner import (
     _wait,
     run_limited,
 )
+from tunlab.kernel.counters import counter_delta
 from tunlab.kernel.host import is_privileged
 
 
@@ -60,7 +60,7 @@ def check_reader(read_ping: Callable[[int], Any], lab: Any) -> Verdict:
         _wait(ping, 5)
     finally:
         device.close()
-    counters = _delta(_link_counters(ns, "mytun"), before)
+    counters = counter_delta(before, _link_counters(ns, "mytun"))
     if outcome.timed_out:
         return Verdict(False, _limit_message("read_ping", outcome, READ_LIMIT), counters)
     if outcome.error is not None:
@@ -136,7 +136,7 @@ def check_reply(make_reply: Callable[[bytes], Any], lab: Any) -> Verdict:
         code = _wait(ping, 5)
     finally:
         device.close()
-    counters = _delta({**_link_counters(ns, "mytun"), **_snmp(ns)}, before)
+    counters = counter_delta(before, {**_link_counters(ns, "mytun"), **_snmp(ns)})
     replies = counters.get("IcmpInEchoReps", 0)
     if code == 0 and replies >= 1:
         return Verdict(True, f"ping 10.0.0.2 succeeded with your reply: the kernel counted "
@@ -186,7 +186,7 @@ def check_pump(pump: Callable[[int, socket.socket], Any], lab_factory: Callable[
         after = {f"{name} {k}": v for name, ns in (("a", lab.a), ("b", lab.b))
                  for k, v in _link_counters(ns, "tun0").items()}
         lab.close_devices()
-    counters = _delta(after, before)
+    counters = counter_delta(before, after)
     # after the sockets were closed, an OSError from send/recv is the expected way out
     errors = [(n, o) for n, o in outcomes.items() if o.error is not None
               and (early[n] or not isinstance(o.error, OSError))]

@@ -24,6 +24,7 @@ from typing import Any
 from tunlab import course
 from tunlab.course.handson import checks, judge, runner, solutions
 from tunlab.errors import TunlabError
+from tunlab.kernel.counters import counter_delta
 from tunlab.kernel.netns import Namespace
 from tunlab.lab.measure import iperf3_server, ping_rtts, set_loss
 
@@ -197,7 +198,7 @@ def check_udp_pump(pump: Callable[[int, socket.socket], Any],
         pumps = _Pumps.start(lab, pump, _udp_pair(lab), devices)
         code = runner._wait(runner._ping(lab.a, "10.9.0.2", count=PING_COUNT), runner.PUMP_SECONDS)
         outcomes, early = pumps.stop(lab)
-        counters = runner._delta(_host_counters(lab), before)
+        counters = counter_delta(before, _host_counters(lab))
         unframed = _unframed(lab.a) + _unframed(lab.b)
         lab.close_devices()
     if unframed:
@@ -406,7 +407,7 @@ def _one_tunnel(lab: Any, tunnel: str, pump: Callable[..., Any] | None,
     if crashed:
         crash = judge._crash(*crashed[0], kind=tunnel)
         note = (note + " " if note else "") + f"During the race, {crash}."
-    delta = {name: runner._delta(after[name], before[name]) for name in after}
+    delta = {name: counter_delta(before[name], after[name]) for name in after}
     return TunnelRun(tunnel, whose, mbps, inner, outer,
                      {n: d.get("TcpRetransSegs", 0) for n, d in delta.items()},
                      {n: d.get("UdpOutDatagrams", 0) for n, d in delta.items()},

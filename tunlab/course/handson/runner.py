@@ -19,6 +19,7 @@ from typing import Any
 from tunlab import course
 from tunlab.kernel.host import is_privileged
 from tunlab.kernel.netns import Namespace
+from tunlab.runtime import stop_process
 
 PING_TARGET = "10.0.0.2"
 
@@ -124,7 +125,7 @@ def run_limited(fn: Callable[..., Any], *args: Any, timeout: float,
 
 def _link_counters(ns: Namespace, dev: str) -> dict[str, int]:
     """``dev``'s packet, drop and error counters both ways, named for the checks' feedback
-    ("mytun rx dropped"), read as :mod:`tunlab.kernel.drops` reads every device counter."""
+    ("mytun rx dropped"), from :func:`tunlab.kernel.counters.link_counters`."""
     from tunlab.kernel.counters import link_counters
 
     counters = link_counters(ns)
@@ -133,16 +134,11 @@ def _link_counters(ns: Namespace, dev: str) -> dict[str, int]:
 
 
 def _snmp(ns: Namespace) -> dict[str, int]:
-    """/proc/net/snmp of ``ns`` (UdpInDatagrams, TcpOutSegs...), read and named as
-    :mod:`tunlab.kernel.drops` reads every counter; without netstat's TcpExt, which the checks
-    do not judge."""
-    from tunlab.kernel.counters import _parse_snmp, _read_proc_net
+    """/proc/net/snmp of ``ns`` (UdpInDatagrams, TcpOutSegs...), without netstat's TcpExt,
+    which the checks do not judge."""
+    from tunlab.kernel.counters import snmp_counters
 
-    return _parse_snmp(_read_proc_net(ns, ("snmp",))["snmp"])
-
-
-def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return snmp_counters(ns, netstat=False)
 
 
 def _ping(ns: Namespace, target: str, count: int = 1) -> subprocess.Popen[Any]:
@@ -150,12 +146,8 @@ def _ping(ns: Namespace, target: str, count: int = 1) -> subprocess.Popen[Any]:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait(process: subprocess.Popen[Any], timeout: float) -> int:
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait(5)
+def _wait(process: subprocess.Popen[Any], timeout: float) -> int | None:
+    return stop_process(process, timeout, first=None)
 
 
 def _nudge_ping(ns: Namespace, target: str) -> Callable[[], None]:

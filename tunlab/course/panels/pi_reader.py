@@ -25,6 +25,7 @@ def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
     import os
 
     from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, attach_fd
+    from tunlab.runtime import stop_process
 
     fd = ns.run(attach_fd, device, IFF_TUN | (IFF_NO_PI if no_pi else 0))
     # Attaching turns the carrier on, but the kernel activates the device's queue a moment
@@ -49,10 +50,7 @@ def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
         raise TimeoutError(f"no IPv4 packet read from {device} within {timeout:.0f} s")
     finally:
         os.close(fd)
-        try:
-            ping.wait(3)
-        except Exception:  # noqa: BLE001
-            ping.kill()
+        stop_process(ping, 3, first=None)
 
 
 def hexdump(data: bytes, highlight: int = 0, width: int = 16) -> str:

@@ -26,6 +26,7 @@ from tunlab.errors import EnvironmentProblem, TunlabError
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.nft.model import TRACE_FAMILY, TRACE_PRIORITY, TRACE_TABLE, NftTrace, Ruleset
 from tunlab.kernel.nft.parse import _LINE, classify_nft_error, parse_rule_listing, parse_trace
+from tunlab.runtime import stop_process
 
 _TRACE_RULESET = f"""create table {TRACE_FAMILY} {TRACE_TABLE}
 add chain {TRACE_FAMILY} {TRACE_TABLE} pre {{ type filter hook prerouting priority {TRACE_PRIORITY}; policy accept; }}
@@ -306,13 +307,7 @@ class NftTracer:
             self._nft(["delete", "table", TRACE_FAMILY, TRACE_TABLE])
             self._table_added = False
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait(timeout=1)
+            stop_process(self._proc, timeout=1)
             if self._reader is not None:
                 self._reader.join(timeout=1)
             if self._proc.stdout is not None:
