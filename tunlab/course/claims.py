@@ -15,7 +15,7 @@ prose and the kernel disagree.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +55,133 @@ def as_data(result: Any) -> dict[str, Any]:
 
 
 
-def _reply_tuple(reply: Mapping[str, Any]) -> tuple:
+def _reply_tuple(reply: Mapping[str, Any]) -> tuple[Any, ...]:
     return (reply.get("dev"), reply.get("proto"), reply.get("icmp_type"), reply.get("icmp_code"))
 
 
+@dataclass
+class Finding:
+    """What one kind of claim found: the facts it states, and where the run disagreed."""
+
+    facts: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _verdict(report: Result, verdict: str) -> Finding:
+    found = Finding([verdict])
+    if report.get("verdict") != verdict:
+        found.problems.append(f"the text says {verdict}, the kernel said {report.get('verdict')}")
+    return found
+
+
+def _reasons(report: Result, reasons: Sequence[str]) -> Finding:
+    traced = list(report.get("drop_reasons") or [])
+    if not traced and "tracefs" in (report.get("missing_evidence") or {}):
+        # No tracefs here (the no-sudo kernel): a root run of the same packet speaks for the
+        # reasons, labelled as such; the verdict and counters are still checked live.
+        traced = list(report.get(RECORDED_REASONS) or [])
+        found = Finding([", ".join(reasons) + RECORDED_LABEL if reasons
+                         else "no drop reason traced (no tracefs here)"])
+        if traced != list(reasons):
+            found.problems.append(f"the text names {list(reasons)}; tracefs is not available "
+                                  f"here and a recorded root run traced {traced}")
+        return found
+    found = Finding([", ".join(reasons) or "no drop reason"])
+    if traced != list(reasons):
+        found.problems.append(f"the text names {list(reasons)}, the kernel traced {traced}")
+    return found
+
+
+def _martian(report: Result, martian: bool | str) -> Finding:
+    missing = report.get("missing_evidence") or {}
+    lines = list(report.get("martian_log") or [])
+    recorded = not lines and "kernel log" in missing
+    if recorded:
+        lines = list(report.get(RECORDED_MARTIANS) or [])
+    label = RECORDED_LABEL if recorded else ""
+    if martian and not lines and "martian line" in missing:
+        # The kernel rate-limits martian lines machine-wide; the report says it saw none for
+        # that reason (tests/test_fate_corpus.py proves the line appears once the limit allows).
+        return Finding(["a martian line (suppressed by the kernel's rate limit "
+                        + ("in the recorded root run)" if recorded else "this time)")])
+    logger = "a recorded root run logged" if recorded else "the kernel logged"
+    found = Finding(["a martian line" + label] if martian else [])
+    if martian is True and not lines:
+        found.problems.append(f"the text promises a martian line, {logger} none")
+    elif martian is False and lines:
+        found.problems.append(f"the text says no martian line, {logger} {lines}")
+    elif isinstance(martian, str) and martian not in lines:
+        found.problems.append(f"the text quotes {martian!r}, {logger} {lines}")
+    return found
+
+
+def _replies(report: Result, replies: Iterable[tuple[Any, ...]]) -> Finding:
+    seen = [_reply_tuple(r) for r in report.get("replies") or []]
+    found = Finding()
+    for wanted in replies:
+        if not any(all(w is None or w == s for w, s in zip(wanted, got, strict=False))
+                   for got in seen):
+            found.problems.append(f"the text describes the reply {wanted}, the kernel sent {seen}")
+        found.facts.append(f"reply {wanted[1]} {wanted[2]}/{wanted[3]} out of {wanted[0]}")
+    return found
+
+
+def _no_replies(report: Result, no_replies: bool) -> Finding:
+    seen = [_reply_tuple(r) for r in report.get("replies") or []]
+    found = Finding(["no reply"])
+    if no_replies and seen:
+        found.problems.append(f"the text says no reply left, the kernel sent {seen}")
+    return found
+
+
+def _counters(report: Result, counters: Mapping[str, int | str]) -> Finding:
+    found = Finding()
+    for name, delta in counters.items():
+        value = (report.get("counters") or {}).get(name, 0)
+        ok = value > 0 if delta == ">0" else value == delta
+        found.facts.append(f"{name} {'+' if delta == '>0' else '+' + str(delta)}")
+        if not ok:
+            found.problems.append(f"the text counts {name} {delta}, the kernel's delta is {value}")
+    return found
+
+
+def _says(report: Result, says: Iterable[str]) -> Finding:
+    found = Finding()
+    for phrase in says:
+        found.facts.append(f"the explanation says {phrase!r}")
+        if phrase not in str(report.get("explanation", "")):
+            found.problems.append(f"the explanation lacks {phrase!r}")
+    return found
+
+
+def _equal(report: Result, equal: Mapping[str, Any]) -> Finding:
+    found = Finding()
+    for key, value in equal.items():
+        found.facts.append(f"{key} = {value!r}")
+        if report.get(key) != value:
+            found.problems.append(f"the text says {key} is {value!r}, the run gave "
+                                  f"{report.get(key)!r}")
+    return found
+
+
+def _holds(report: Result, holds: Mapping[str, bool]) -> Finding:
+    found = Finding(list(holds))
+    found.problems += [f"the text says {statement}, which is not so in this run"
+                       for statement, true in holds.items() if not true]
+    return found
+
+
+CLAIMS: dict[str, Callable[[Result, Any], Finding]] = {
+    "verdict": _verdict, "reasons": _reasons, "martian": _martian, "replies": _replies,
+    "no_replies": _no_replies, "counters": _counters, "says": _says, "equal": _equal,
+    "holds": _holds,
+}
+"""Each kind of claim :func:`expect` takes, and the function that checks it, in the order the
+facts are shown."""
+
+
 def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | None = None,
-           martian: bool | str | None = None, replies: Iterable[tuple] | None = None,
+           martian: bool | str | None = None, replies: Iterable[tuple[Any, ...]] | None = None,
            no_replies: bool = False, counters: Mapping[str, int | str] | None = None,
            says: Iterable[str] = (), equal: Mapping[str, Any] | None = None,
            holds: Mapping[str, bool] | None = None, label: str = "") -> Checked:
@@ -71,86 +192,24 @@ def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | 
     that must be among the replies (``None`` fields match anything). ``counters``: name ->
     exact delta, or ``">0"``. ``says``: phrases the explanation must contain. ``equal``:
     other fields of the result and their values. ``holds``: statements (as the text makes
-    them) and whether they are true of the result.
+    them) and whether they are true of the result. Raises :class:`ClaimMismatch` naming every
+    claim the run contradicts.
     """
     report = as_data(result)
-    where = f"{label}: " if label else ""
-    problems: list[str] = []
+    claimed = {"verdict": verdict, "reasons": reasons, "martian": martian,
+               "replies": replies, "no_replies": no_replies or None, "counters": counters,
+               "says": says or None, "equal": equal, "holds": holds}
     facts: list[str] = []
-    if verdict is not None:
-        facts.append(verdict)
-        if report.get("verdict") != verdict:
-            problems.append(f"the text says {verdict}, the kernel said {report.get('verdict')}")
-    missing = report.get("missing_evidence") or {}
-    if reasons is not None:
-        traced = list(report.get("drop_reasons") or [])
-        if not traced and "tracefs" in missing:
-            # No tracefs here (the no-sudo kernel): a root run of the same packet speaks for
-            # the reasons, labelled as such; the verdict and counters are still checked live.
-            traced = list(report.get(RECORDED_REASONS) or [])
-            facts.append(", ".join(reasons) + RECORDED_LABEL if reasons
-                         else "no drop reason traced (no tracefs here)")
-            if traced != list(reasons):
-                problems.append(f"the text names {list(reasons)}; tracefs is not available "
-                                f"here and a recorded root run traced {traced}")
-        else:
-            facts.append(", ".join(reasons) or "no drop reason")
-            if traced != list(reasons):
-                problems.append(f"the text names {list(reasons)}, the kernel traced {traced}")
-    lines = list(report.get("martian_log") or [])
-    if martian is not None and not lines and "kernel log" in missing:
-        lines = list(report.get(RECORDED_MARTIANS) or [])
-        martian_label = RECORDED_LABEL
-    else:
-        martian_label = ""
-    suppressed = "martian line" in (report.get("missing_evidence") or {})
-    if martian and not lines and suppressed:
-        # The kernel rate-limits martian lines machine-wide; the report says it saw none for
-        # that reason (tests/test_fate_corpus.py proves the line appears once the limit allows).
-        facts.append("a martian line (suppressed by the kernel's rate limit "
-                     + ("in the recorded root run)" if martian_label else "this time)"))
-        martian = None
-    logger = "a recorded root run logged" if martian_label else "the kernel logged"
-    if martian is True and not lines:
-        problems.append(f"the text promises a martian line, {logger} none")
-    elif martian is False and lines:
-        problems.append(f"the text says no martian line, {logger} {lines}")
-    elif isinstance(martian, str) and martian not in lines:
-        problems.append(f"the text quotes {martian!r}, {logger} {lines}")
-    if martian:
-        facts.append("a martian line" + martian_label)
-    seen = [_reply_tuple(r) for r in report.get("replies") or []]
-    for wanted in replies or ():
-        if not any(all(w is None or w == s for w, s in zip(wanted, got, strict=False))
-                   for got in seen):
-            problems.append(f"the text describes the reply {wanted}, the kernel sent {seen}")
-        facts.append(f"reply {wanted[1]} {wanted[2]}/{wanted[3]} out of {wanted[0]}")
-    if no_replies:
-        facts.append("no reply")
-        if seen:
-            problems.append(f"the text says no reply left, the kernel sent {seen}")
-    for name, delta in (counters or {}).items():
-        value = (report.get("counters") or {}).get(name, 0)
-        ok = value > 0 if delta == ">0" else value == delta
-        facts.append(f"{name} {'+' if delta == '>0' else '+' + str(delta)}")
-        if not ok:
-            problems.append(f"the text counts {name} {delta}, the kernel's delta is {value}")
-    for phrase in says:
-        facts.append(f"the explanation says {phrase!r}")
-        if phrase not in str(report.get("explanation", "")):
-            problems.append(f"the explanation lacks {phrase!r}")
-    for key, value in (equal or {}).items():
-        facts.append(f"{key} = {value!r}")
-        if report.get(key) != value:
-            problems.append(f"the text says {key} is {value!r}, the run gave {report.get(key)!r}")
-    for statement, true in (holds or {}).items():
-        facts.append(statement)
-        if not true:
-            problems.append(f"the text says {statement}, which is not so in this run")
+    problems: list[str] = []
+    for kind, check in CLAIMS.items():
+        if claimed[kind] is not None:
+            found = check(report, claimed[kind])
+            facts += found.facts
+            problems += found.problems
+    where = f"{label}: " if label else ""
     if problems:
         raise ClaimMismatch(where + "; ".join(problems))
-    return Checked(facts=[where + f for f in facts] if where else facts,
-                   recorded=bool(report.get("recorded")))
+    return Checked(facts=[where + f for f in facts], recorded=bool(report.get("recorded")))
 
 
 def expect_each(results: Sequence[tuple[str, Any]], claims: Mapping[str, Mapping[str, Any]]
