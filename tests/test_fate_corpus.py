@@ -74,7 +74,7 @@ def test_scenario(scenario: Scenario) -> None:
         if fix.works:
             assert fix.summary in report.explanation
         # A fix is only words if the same call with its arguments appended does what it says.
-        again = fate(request.with_args(fix.fate_args), verify_fixes=False)
+        again = fate(parse_args([*request.to_args(), *fix.fate_args]), verify_fixes=False)
         assert again.verdict == fix.verdict_after, (fix.to_dict(), again.explanation)
 
     untraced = fate(request, verify_fixes=False, trace=False)

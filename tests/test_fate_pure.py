@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tunlab.errors import TunlabError
-from tunlab.fate import explain, fixes
+from tunlab.fate import changes, explain, fixes
 from tunlab.fate.experiment import rules_ruleset
 from tunlab.fate.report import DropSite, FateReport, Fix, Reply, Verdict
 from tunlab.fate.request import FateRequest, parse_args
@@ -46,9 +46,31 @@ def test_arguments_round_trip() -> None:
 
 def test_appended_arguments_win_as_on_the_command_line() -> None:
     request = parse_args(["--src", "200.1.2.3", "--dst", "10.0.0.2", "--ttl", "1"])
-    assert request.with_args(["--ttl", "64"]).ttl == 64
-    more = request.with_args(["--set", "net.ipv4.ip_forward=1"])
+    assert parse_args([*request.to_args(), "--ttl", "64"]).ttl == 64
+    more = request.apply([changes.SetSysctl("net.ipv4.ip_forward", "1")])
     assert more.settings == {"net.ipv4.ip_forward": "1"}
+
+
+CHANGES = [
+    changes.SetSysctl("net.ipv4.ip_forward", "1"),
+    changes.SetSysctl("net.ipv4.conf.mytun2.rp_filter", "0"),
+    changes.AddRoute("200.1.2.3 dev mytun2"),
+    changes.DeleteRoute("blackhole 10.0.0.0/24"),
+    changes.NftCommand('insert rule inet hostfw forward position 2 iifname "mytun2" accept'),
+    changes.Listen("udp", 53),
+    changes.SetMtu("wan0", 1500),
+    changes.SetTtl(64, "ping -t 64 10.0.0.2"),
+    changes.ClearDf("ping -M dont -s 1400 10.0.0.2"),
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: type(c).__name__)
+def test_a_change_shown_as_arguments_is_the_change_made(change) -> None:
+    """What a fix shows (its ``tunlab fate`` arguments) does what the fix did in the lab."""
+    request = parse_args(["--src", "200.1.2.3", "--dst", "10.0.0.2", "--ttl", "1", "--df",
+                          "--set", "net.ipv4.ip_forward=0", "--mtu", "wan0=1280"])
+    assert parse_args([*request.to_args(), *change.fate_args()]) == request.apply([change])
+    assert change.command() and change.command() == change.command().strip()
 
 
 @pytest.mark.parametrize("args, match", [
@@ -139,7 +161,7 @@ def test_verification_is_bounded() -> None:
         calls.append(req)
         return _report(["IP_RPFILTER"], _effective(rp_all=1), route_back="x dev wan0")
 
-    candidates = [Fix(f"fix {i}", [], ["--ttl", str(i + 2)]) for i in range(10)]
+    candidates = [Fix(f"fix {i}", (changes.SetTtl(i + 2, "ping"),)) for i in range(10)]
     fixes.verify(request, candidates, runner, max_runs=3)
     assert len(calls) == 3
 

@@ -9,10 +9,22 @@ then writes the paragraph a participant reads, naming only the fixes the kernel 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunlab.fate import reasons as catalogue
+from tunlab.fate.changes import (
+    AddRoute,
+    Change,
+    ClearDf,
+    DeleteRoute,
+    Listen,
+    NftCommand,
+    SetMtu,
+    SetSysctl,
+    SetTtl,
+)
 from tunlab.fate.report import Evidence, FateReport, Fix, Verdict
 from tunlab.fate.request import FateRequest
 
@@ -30,8 +42,7 @@ class Diagnosis:
 
 def sysctl_fix(key: str, value: int | str, summary: str) -> Fix:
     """A fix that is one setting."""
-    return Fix(summary=summary, commands=[f"sysctl -w {key}={value}"],
-               fate_args=["--set", f"{key}={value}"])
+    return Fix(summary=summary, changes=(SetSysctl(key, str(value)),))
 
 
 def _family(request: FateRequest) -> int:
@@ -55,10 +66,8 @@ def _dst_kind(report: FateReport, request: FateRequest) -> str:
 
 
 def _listen_fix(proto: str, port: int) -> Fix:
-    flag = "u" if proto == "udp" else ""
     return Fix(summary=f"run a program that listens on {proto} port {port}",
-               commands=[f"nc -l{flag} {port}   # or any server bound to {proto} port {port}"],
-               fate_args=["--listen", proto, str(port)])
+               changes=(Listen(proto, port),))
 
 
 def diagnose(report: FateReport, request: FateRequest) -> Diagnosis:
@@ -124,129 +133,222 @@ def _counter_cause(report: FateReport) -> str:
 
 def _diagnose_reason(reason: str, report: FateReport, request: FateRequest,
                      diagnosis: Diagnosis) -> None:
-    eff = report.effective_settings
-    dev = request.dev
-    src, dst = request.src, request.dst
-    v6 = _family(request) == 6
+    EXPLAINERS.get(reason, _generic)(reason, report, request, diagnosis)
+
+
+def _generic(reason: str, report: FateReport, request: FateRequest, diagnosis: Diagnosis) -> None:
+    diagnosis.cause.append(f"{reason}: {catalogue.meaning(reason)}.")
+
+
+def _inaddrerrors(reason: str, report: FateReport, request: FateRequest,
+                  diagnosis: Diagnosis) -> None:
+    eff, dev, src, dst = report.effective_settings, request.dev, request.src, request.dst
     add = diagnosis.cause.append
-    if reason == "IP_INADDRERRORS":
-        if v6:
-            add(f"{dst} is not an address of this host, and IPv6 forwarding is off "
-                f"(net.ipv6.conf.all.forwarding=0), so the kernel has nowhere to take it.")
-            diagnosis.candidates.append(sysctl_fix(
-                "net.ipv6.conf.all.forwarding", 1, "turn on IPv6 forwarding"))
-        elif eff.get("ip_forward") == 0:
-            add(f"{dst} is not an address of this host, and IP forwarding is off "
-                f"(net.ipv4.ip_forward=0), so the kernel has nowhere to take it.")
-            diagnosis.candidates.append(sysctl_fix(
-                "net.ipv4.ip_forward", 1, "turn on IP forwarding"))
-        elif eff.get("forwarding") == 0:
-            add(f"{dst} is not an address of this host, and although net.ipv4.ip_forward=1, "
-                f"forwarding is off on the device it came in on "
-                f"(net.ipv4.conf.{dev}.forwarding=0): the kernel asks the arrival device.")
-            diagnosis.candidates.append(sysctl_fix(
-                f"net.ipv4.conf.{dev}.forwarding", 1, f"turn on forwarding on {dev}"))
-        else:
-            add(f"{dst} is not an address of this host and the kernel's lookup gave no way to "
-                f"forward it (`ip route get {dst} from {src} iif {dev}` says: "
-                f"{report.route_in or 'nothing'}).")
-        diagnosis.advice.append("to deliver it here instead, address it to one of this "
-                                "host's addresses")
-    elif reason == "IP_LOCAL_SOURCE":
-        add(f"The packet claims to come from {src}, an address of this very host, yet it "
-            f"arrived from outside on {dev}. The kernel calls that a martian source "
-            f"(accept_local={eff.get('accept_local', 0)}).")
+    if request.family == 6:
+        add(f"{dst} is not an address of this host, and IPv6 forwarding is off "
+            f"(net.ipv6.conf.all.forwarding=0), so the kernel has nowhere to take it.")
         diagnosis.candidates.append(sysctl_fix(
-            "net.ipv4.conf.all.accept_local", 1,
-            "let the host accept packets from its own addresses"))
-        diagnosis.advice.append("the real fix is what a VPN has: two hosts, so the source is "
-                                "not local to the receiver")
-    elif reason == "IP_RPFILTER":
-        _diagnose_rpfilter(report, request, diagnosis)
-    elif reason == "IP_INVALID_SOURCE":
-        add(f"{src} can never be a sender's address (zero, multicast or broadcast), so the "
-            f"kernel drops it as a martian source.")
-        diagnosis.advice.append("the sender must use a real unicast source address")
-    elif reason == "IP_LOCALNET":
-        add(f"A loopback (127/8) address arrived on {dev}, which is not the loopback device "
-            f"(route_localnet={eff.get('route_localnet', 0)}).")
+            "net.ipv6.conf.all.forwarding", 1, "turn on IPv6 forwarding"))
+    elif eff.get("ip_forward") == 0:
+        add(f"{dst} is not an address of this host, and IP forwarding is off "
+            f"(net.ipv4.ip_forward=0), so the kernel has nowhere to take it.")
         diagnosis.candidates.append(sysctl_fix(
-            "net.ipv4.conf.all.route_localnet", 1, "let 127/8 addresses be routed"))
-    elif reason == "NETFILTER_DROP":
-        _diagnose_firewall(report, request, diagnosis)
-    elif reason == "IP_NOPROTO":
-        add(f"The packet reached local delivery at {dst}, but no handler is registered for "
-            f"IP protocol {request.proto}, so the kernel drops it.")
-        diagnosis.advice.append(f"send a protocol the host handles (ICMP 1, TCP 6, UDP 17) or "
-                                f"run a program with a raw socket for protocol "
-                                f"{request.proto}; if you did not mean protocol "
-                                f"{request.proto}, check byte 9 of the IP header your "
-                                f"tunnel writes")
-    elif reason == "IP_INHDR":
-        loopback = [a for a in (src, dst) if ipaddress.ip_address(a).is_loopback]
-        ttl_word = "hop limit" if v6 else "TTL"
-        if v6 and loopback:
-            add(f"{loopback[0]} is the loopback address, which may only appear on lo; arriving "
-                f"on {dev} it makes the header invalid (Ip6InHdrErrors).")
-            diagnosis.advice.append("the sender must use a real source address")
-        elif request.ttl <= 1:
-            add(f"The {ttl_word} ran out: the packet arrived with {ttl_word} {request.ttl} and "
-                f"forwarding would take it below 1, so the kernel drops it instead of "
-                f"forwarding (this is how traceroute works).")
-            ping = f"ping -6 -t 64 {dst}" if v6 else f"ping -t 64 {dst}"
-            diagnosis.candidates.append(Fix(
-                summary=f"send it with a larger {ttl_word} (the sender's setting)",
-                commands=[f"{ping}   # on the sender"], fate_args=["--ttl", "64"]))
-        else:
-            add("The kernel found the IP header invalid (length, version, options or "
-                "checksum).")
-    elif reason == "NO_SOCKET":
-        proto = str(request.proto)
-        port = request.dport or (80 if proto == "tcp" else 9)
-        add(f"Nothing listens on {proto} port {port} at {dst}, so the kernel refuses it.")
-        if proto in ("udp", "tcp"):
-            diagnosis.candidates.append(_listen_fix(proto, port))
-    elif reason == "INVALID_PROTO" and str(request.proto) in ("icmp", "1"):
-        kind = _dst_kind(report, request) or "broadcast or multicast"
-        add(f"{dst} is a {kind} address, and this host ignores echo requests to broadcast "
-            f"and multicast addresses (net.ipv4.icmp_echo_ignore_broadcasts="
-            f"{eff.get('icmp_echo_ignore_broadcasts', 1)}, the default).")
+            "net.ipv4.ip_forward", 1, "turn on IP forwarding"))
+    elif eff.get("forwarding") == 0:
+        add(f"{dst} is not an address of this host, and although net.ipv4.ip_forward=1, "
+            f"forwarding is off on the device it came in on "
+            f"(net.ipv4.conf.{dev}.forwarding=0): the kernel asks the arrival device.")
         diagnosis.candidates.append(sysctl_fix(
-            "net.ipv4.icmp_echo_ignore_broadcasts", 0,
-            "answer echo requests to broadcast and multicast addresses"))
-    elif reason == "NOT_SPECIFIED" and str(request.proto) in ("udp", "17") \
-            and _dst_kind(report, request) in ("broadcast", "multicast"):
-        port = request.dport or 9
-        add(f"{dst} is a {_dst_kind(report, request)} address and no socket is bound to UDP "
-            f"port {port}; the kernel frees such a datagram without a reason code, and never "
-            f"answers a broadcast with port unreachable.")
-        diagnosis.candidates.append(_listen_fix("udp", port))
-    elif reason in ("NOT_SPECIFIED", "IP_INNOROUTES", "IP_OUTNOROUTES") and (
-            _route_covering(request) or any(site.location == "ip_error"
-                                            for site in report.drop_locations)):
-        _diagnose_route_type(report, request, diagnosis)
-    elif reason == "IP_INNOROUTES":
-        add(f"The kernel has no route to {dst} (`ip route get {dst} from {src} iif {dev}`: "
-            f"{report.route_in or 'nothing'}).")
-    elif reason == "PKT_TOO_BIG":
-        out_dev = _out_device(report.route_in)
-        why = ("IPv6 routers never fragment" if v6 else
-               "its don't-fragment flag forbids splitting it")
-        add(f"The packet ({report.packet.get('len')} bytes) is larger than the MTU of "
-            f"{out_dev or 'the way out'}, and {why}, so the kernel drops it and tells the "
-            f"sender the MTU it can use (path MTU discovery).")
-        if out_dev:
-            diagnosis.candidates.append(Fix(
-                summary=f"raise the MTU of {out_dev} to 1500",
-                commands=[f"ip link set dev {out_dev} mtu 1500"],
-                fate_args=["--mtu", f"{out_dev}=1500"]))
-        if not v6:
-            diagnosis.candidates.append(Fix(
-                summary="let routers fragment it: clear don't-fragment (the sender's setting)",
-                commands=[f"ping -M dont -s {int(report.packet.get('len', 1400)) - 28} {dst}"
-                          "   # on the sender"], fate_args=["--no-df"]))
+            f"net.ipv4.conf.{dev}.forwarding", 1, f"turn on forwarding on {dev}"))
     else:
-        add(f"{reason}: {catalogue.meaning(reason)}.")
+        add(f"{dst} is not an address of this host and the kernel's lookup gave no way to "
+            f"forward it (`ip route get {dst} from {src} iif {dev}` says: "
+            f"{report.route_in or 'nothing'}).")
+    diagnosis.advice.append("to deliver it here instead, address it to one of this "
+                            "host's addresses")
+
+
+def _local_source(reason: str, report: FateReport, request: FateRequest,
+                  diagnosis: Diagnosis) -> None:
+    diagnosis.cause.append(
+        f"The packet claims to come from {request.src}, an address of this very host, yet it "
+        f"arrived from outside on {request.dev}. The kernel calls that a martian source "
+        f"(accept_local={report.effective_settings.get('accept_local', 0)}).")
+    diagnosis.candidates.append(sysctl_fix(
+        "net.ipv4.conf.all.accept_local", 1,
+        "let the host accept packets from its own addresses"))
+    diagnosis.advice.append("the real fix is what a VPN has: two hosts, so the source is "
+                            "not local to the receiver")
+
+
+def _rpfilter(reason: str, report: FateReport, request: FateRequest,
+              diagnosis: Diagnosis) -> None:
+    _diagnose_rpfilter(report, request, diagnosis)
+
+
+def _invalid_source(reason: str, report: FateReport, request: FateRequest,
+                    diagnosis: Diagnosis) -> None:
+    diagnosis.cause.append(f"{request.src} can never be a sender's address (zero, multicast or "
+                           f"broadcast), so the kernel drops it as a martian source.")
+    diagnosis.advice.append("the sender must use a real unicast source address")
+
+
+def _localnet(reason: str, report: FateReport, request: FateRequest,
+              diagnosis: Diagnosis) -> None:
+    diagnosis.cause.append(
+        f"A loopback (127/8) address arrived on {request.dev}, which is not the loopback "
+        f"device (route_localnet={report.effective_settings.get('route_localnet', 0)}).")
+    diagnosis.candidates.append(sysctl_fix(
+        "net.ipv4.conf.all.route_localnet", 1, "let 127/8 addresses be routed"))
+
+
+def _netfilter(reason: str, report: FateReport, request: FateRequest,
+               diagnosis: Diagnosis) -> None:
+    _diagnose_firewall(report, request, diagnosis)
+
+
+def _noproto(reason: str, report: FateReport, request: FateRequest,
+             diagnosis: Diagnosis) -> None:
+    proto = request.proto
+    diagnosis.cause.append(
+        f"The packet reached local delivery at {request.dst}, but no handler is registered "
+        f"for IP protocol {proto}, so the kernel drops it.")
+    diagnosis.advice.append(f"send a protocol the host handles (ICMP 1, TCP 6, UDP 17) or "
+                            f"run a program with a raw socket for protocol {proto}; if you did "
+                            f"not mean protocol {proto}, check byte 9 of the IP header your "
+                            f"tunnel writes")
+
+
+def _inhdr(reason: str, report: FateReport, request: FateRequest, diagnosis: Diagnosis) -> None:
+    src, dst, dev = request.src, request.dst, request.dev
+    v6 = request.family == 6
+    loopback = [a for a in (src, dst) if ipaddress.ip_address(a).is_loopback]
+    ttl_word = "hop limit" if v6 else "TTL"
+    if v6 and loopback:
+        diagnosis.cause.append(
+            f"{loopback[0]} is the loopback address, which may only appear on lo; arriving "
+            f"on {dev} it makes the header invalid (Ip6InHdrErrors).")
+        diagnosis.advice.append("the sender must use a real source address")
+    elif request.ttl <= 1:
+        diagnosis.cause.append(
+            f"The {ttl_word} ran out: the packet arrived with {ttl_word} {request.ttl} and "
+            f"forwarding would take it below 1, so the kernel drops it instead of "
+            f"forwarding (this is how traceroute works).")
+        ping = f"ping -6 -t 64 {dst}" if v6 else f"ping -t 64 {dst}"
+        diagnosis.candidates.append(Fix(
+            summary=f"send it with a larger {ttl_word} (the sender's setting)",
+            changes=(SetTtl(64, ping),)))
+    else:
+        diagnosis.cause.append("The kernel found the IP header invalid (length, version, "
+                               "options or checksum).")
+
+
+def _no_socket(reason: str, report: FateReport, request: FateRequest,
+               diagnosis: Diagnosis) -> None:
+    proto = str(request.proto)
+    port = request.dport or (80 if proto == "tcp" else 9)
+    diagnosis.cause.append(f"Nothing listens on {proto} port {port} at {request.dst}, so the "
+                           f"kernel refuses it.")
+    if proto in ("udp", "tcp"):
+        diagnosis.candidates.append(_listen_fix(proto, port))
+
+
+def _invalid_proto(reason: str, report: FateReport, request: FateRequest,
+                   diagnosis: Diagnosis) -> None:
+    if str(request.proto) not in ("icmp", "1"):
+        _generic(reason, report, request, diagnosis)
+        return
+    kind = _dst_kind(report, request) or "broadcast or multicast"
+    diagnosis.cause.append(
+        f"{request.dst} is a {kind} address, and this host ignores echo requests to broadcast "
+        f"and multicast addresses (net.ipv4.icmp_echo_ignore_broadcasts="
+        f"{report.effective_settings.get('icmp_echo_ignore_broadcasts', 1)}, the default).")
+    diagnosis.candidates.append(sysctl_fix(
+        "net.ipv4.icmp_echo_ignore_broadcasts", 0,
+        "answer echo requests to broadcast and multicast addresses"))
+
+
+def _discarding_route(report: FateReport, request: FateRequest) -> bool:
+    """A blackhole, unreachable or prohibit route decided (the request's own, or ip_error)."""
+    return bool(_route_covering(request)) or any(site.location == "ip_error"
+                                                  for site in report.drop_locations)
+
+
+def _not_specified(reason: str, report: FateReport, request: FateRequest,
+                   diagnosis: Diagnosis) -> None:
+    if str(request.proto) in ("udp", "17") and _dst_kind(report, request) in (
+            "broadcast", "multicast"):
+        port = request.dport or 9
+        diagnosis.cause.append(
+            f"{request.dst} is a {_dst_kind(report, request)} address and no socket is bound "
+            f"to UDP port {port}; the kernel frees such a datagram without a reason code, and "
+            f"never answers a broadcast with port unreachable.")
+        diagnosis.candidates.append(_listen_fix("udp", port))
+    elif _discarding_route(report, request):
+        _diagnose_route_type(report, request, diagnosis)
+    else:
+        _generic(reason, report, request, diagnosis)
+
+
+def _innoroutes(reason: str, report: FateReport, request: FateRequest,
+                diagnosis: Diagnosis) -> None:
+    if _discarding_route(report, request):
+        _diagnose_route_type(report, request, diagnosis)
+    else:
+        diagnosis.cause.append(
+            f"The kernel has no route to {request.dst} (`ip route get {request.dst} from "
+            f"{request.src} iif {request.dev}`: {report.route_in or 'nothing'}).")
+
+
+def _outnoroutes(reason: str, report: FateReport, request: FateRequest,
+                 diagnosis: Diagnosis) -> None:
+    if _discarding_route(report, request):
+        _diagnose_route_type(report, request, diagnosis)
+    else:
+        _generic(reason, report, request, diagnosis)
+
+
+def _pkt_too_big(reason: str, report: FateReport, request: FateRequest,
+                 diagnosis: Diagnosis) -> None:
+    v6 = request.family == 6
+    out_dev = _out_device(report.route_in)
+    why = ("IPv6 routers never fragment" if v6 else
+           "its don't-fragment flag forbids splitting it")
+    diagnosis.cause.append(
+        f"The packet ({report.packet.get('len')} bytes) is larger than the MTU of "
+        f"{out_dev or 'the way out'}, and {why}, so the kernel drops it and tells the "
+        f"sender the MTU it can use (path MTU discovery).")
+    if out_dev:
+        diagnosis.candidates.append(Fix(summary=f"raise the MTU of {out_dev} to 1500",
+                                        changes=(SetMtu(out_dev, 1500),)))
+    if not v6:
+        size = int(report.packet.get("len", 1400)) - 28
+        diagnosis.candidates.append(Fix(
+            summary="let routers fragment it: clear don't-fragment (the sender's setting)",
+            changes=(ClearDf(f"ping -M dont -s {size} {request.dst}"),)))
+
+
+Explainer = Callable[[str, FateReport, FateRequest, Diagnosis], None]
+
+EXPLAINERS: dict[str, Explainer] = {
+    "IP_INADDRERRORS": _inaddrerrors,
+    "IP_LOCAL_SOURCE": _local_source,
+    "IP_RPFILTER": _rpfilter,
+    "IP_INVALID_SOURCE": _invalid_source,
+    "IP_LOCALNET": _localnet,
+    "NETFILTER_DROP": _netfilter,
+    "IP_NOPROTO": _noproto,
+    "IP_INHDR": _inhdr,
+    "NO_SOCKET": _no_socket,
+    "INVALID_PROTO": _invalid_proto,
+    "NOT_SPECIFIED": _not_specified,
+    "IP_INNOROUTES": _innoroutes,
+    "IP_OUTNOROUTES": _outnoroutes,
+    "PKT_TOO_BIG": _pkt_too_big,
+}
+"""One explainer per drop reason: it states the cause from the run's own evidence and proposes
+candidate fixes (each tried by :mod:`tunlab.fate.fixes` before anyone sees it). A reason without
+an entry is explained by the catalogue's meaning (:func:`_generic`)."""
 
 
 ROUTE_TYPE_WORDS = {
@@ -290,9 +392,8 @@ def _diagnose_route_type(report: FateReport, request: FateRequest,
             f"The route lookup sent it to ip_error (`ip route get {request.dst} from "
             f"{request.src} iif {request.dev}`: {lookup}), which gives no drop reason.")
     if spec:
-        diagnosis.candidates.append(Fix(
-            summary=f"remove the {spec.split()[0]} route", commands=[f"ip route del {spec}"],
-            fate_args=["--route-del", spec]))
+        diagnosis.candidates.append(Fix(summary=f"remove the {spec.split()[0]} route",
+                                        changes=(DeleteRoute(spec),)))
 
 
 def _out_device(lookup: str) -> str | None:
@@ -326,24 +427,20 @@ def _diagnose_rpfilter(report: FateReport, request: FateRequest, diagnosis: Diag
             f"Reverse-path filter, {mode} mode ({source}): the route back to {src} "
             f"(`ip route get {src}`: {back}) does not leave through {dev}, the device the "
             f"packet came in on, so the kernel treats the source as spoofed.")
-        diagnosis.candidates.append(Fix(
-            summary=f"route {src} back through {dev}",
-            commands=[f"ip route add {src} dev {dev}"], fate_args=["--route", f"{src} dev {dev}"]))
+        diagnosis.candidates.append(Fix(summary=f"route {src} back through {dev}",
+                                        changes=(AddRoute(f"{src} dev {dev}"),)))
     dev_value = int(eff.get("inputs", {}).get("rp_filter", {}).get(dev, 0))
     if value == 1:
-        loose = ["net.ipv4.conf.all.rp_filter=2"]
-        diagnosis.candidates.append(Fix(
-            summary="relax the reverse-path filter to loose mode (any route back will do)",
-            commands=[f"sysctl -w {item}" for item in loose],
-            fate_args=[arg for item in loose for arg in ("--set", item)]))
-    off = ["net.ipv4.conf.all.rp_filter=0"]
+        diagnosis.candidates.append(sysctl_fix(
+            "net.ipv4.conf.all.rp_filter", 2,
+            "relax the reverse-path filter to loose mode (any route back will do)"))
+    off: tuple[Change, ...] = (SetSysctl("net.ipv4.conf.all.rp_filter", "0"),)
     if dev_value:
-        off.append(f"net.ipv4.conf.{dev}.rp_filter=0")
+        off += (SetSysctl(f"net.ipv4.conf.{dev}.rp_filter", "0"),)
     diagnosis.candidates.append(Fix(
         summary="turn the reverse-path filter off (both all and the device: the kernel uses "
                 "the larger value)" if dev_value else "turn the reverse-path filter off",
-        commands=[f"sysctl -w {item}" for item in off],
-        fate_args=[arg for item in off for arg in ("--set", item)]))
+        changes=off))
 
 
 def _diagnose_firewall(report: FateReport, request: FateRequest, diagnosis: Diagnosis) -> None:
@@ -371,8 +468,7 @@ def _diagnose_firewall(report: FateReport, request: FateRequest, diagnosis: Diag
         diagnosis.candidates.append(Fix(
             summary=f"accept this packet in chain {fix.chain} of table {fix.family} "
                     f"{fix.table}, {where}",
-            commands=list(fix.commands),
-            fate_args=[arg for line in fix.nft_args for arg in ("--nft-cmd", line)]))
+            changes=tuple(NftCommand(line) for line in fix.nft_args)))
 
 
 def render(report: FateReport, diagnosis: Diagnosis, request: FateRequest) -> str:

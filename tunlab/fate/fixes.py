@@ -1,9 +1,9 @@
 """Try each proposed fix in a fresh lab, so that tunlab only ever shows fixes that work.
 
-A fix is the ``tunlab fate`` arguments that apply it; verifying it is running the same packet
-again with those arguments appended. When a fix removes one drop only to meet the next (turning
-on forwarding for a packet whose source is the host's own address), the next drop's fixes are
-tried on top of it, up to a bounded number of runs.
+A fix is a list of typed changes (:mod:`tunlab.fate.changes`); verifying it is running the same
+packet again in a fresh lab with those changes made. When a fix removes one drop only to meet
+the next (turning on forwarding for a packet whose source is the host's own address), the next
+drop's fixes are tried on top of it, up to a bounded number of runs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def verify(request: FateRequest, candidates: list[Fix], run: Runner,
     """
     deadline = time.monotonic() + max_seconds
     first = candidates[:max_runs]
-    applied = [request.with_args(fix.fate_args) for fix in first]
+    applied = [request.apply(fix.changes) for fix in first]
     # The candidates are tried side by side, each in its own namespace: what a verification
     # keeps (verdict and drop reasons) comes from that lab's own devices, counters and
     # thread-filtered trace, so the runs cannot see each other's packets.
@@ -51,12 +51,11 @@ def verify(request: FateRequest, candidates: list[Fix], run: Runner,
             for second in diagnose(after, applied).candidates:
                 if runs >= max_runs or time.monotonic() > deadline:
                     break
-                if second.fate_args == first.fate_args:
+                if second.changes == first.changes:
                     continue
                 combined = Fix(summary=f"{first.summary}, and {second.summary}",
-                               commands=[*first.commands, *second.commands],
-                               fate_args=[*first.fate_args, *second.fate_args])
-                _record(combined, run(request.with_args(combined.fate_args)))
+                               changes=(*first.changes, *second.changes))
+                _record(combined, run(request.apply(combined.changes)))
                 runs += 1
                 results.append(combined)
                 if combined.works:

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tunlab.fate.changes import Change
     from tunlab.kernel.nft.fixes import NftFix
     from tunlab.kernel.nft.model import FirewallVerdict
 
@@ -125,17 +126,26 @@ class DropSite:
 class Fix:
     """A change that would let the packet through, tried in a fresh lab before it is shown.
 
-    ``commands``: what a person types on a real host. ``fate_args``: the arguments that,
-    appended to the same ``tunlab fate`` call, apply it in the lab. ``verdict_after`` and
-    ``reasons_after`` are what the kernel did with the packet once the fix was in place.
+    ``changes``: what the fix changes, as data (:mod:`tunlab.fate.changes`); the request with
+    them applied is what the kernel was asked again. ``verdict_after`` and ``reasons_after`` are
+    what it did with the packet then.
     """
 
     summary: str
-    commands: list[str]
-    fate_args: list[str]
+    changes: tuple[Change, ...]
     verdict_after: Verdict | None = None
     reasons_after: list[str] = field(default_factory=list)
     verified: bool = False
+
+    @property
+    def commands(self) -> list[str]:
+        """What a person types on a real host to make the fix."""
+        return [change.command() for change in self.changes]
+
+    @property
+    def fate_args(self) -> list[str]:
+        """The arguments that, appended to the same ``tunlab fate`` call, make it in the lab."""
+        return [arg for change in self.changes for arg in change.fate_args()]
 
     @property
     def works(self) -> bool:

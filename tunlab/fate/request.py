@@ -1,8 +1,8 @@
-"""One fate experiment's inputs, and the ``tunlab fate`` arguments that describe them.
+"""One fate experiment's inputs, validated: from the command line (:func:`parse_args`) or
+from Python (:func:`request`), both through :func:`make_request`.
 
-A :class:`FateRequest` round-trips through command-line arguments (:meth:`to_args`,
-:func:`parse_args`), so a fix can be given as the arguments that, appended to the same
-``tunlab fate`` call, apply it in the lab, and be verified exactly that way.
+A fix changes a request with typed changes (:mod:`tunlab.fate.changes`, :meth:`FateRequest.apply`);
+:meth:`FateRequest.to_args` writes a request as ``tunlab fate`` arguments, for display and JSON.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from tunlab.errors import TunlabError
+from tunlab.fate.changes import Change, apply_all
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 ROUTE_TYPES = ("blackhole", "unreachable", "prohibit", "throw")
@@ -64,9 +65,9 @@ class FateRequest:
     def settings(self) -> dict[str, str]:
         return dict(self.sysctls)
 
-    def with_args(self, args: Sequence[str]) -> FateRequest:
-        """This request with ``args`` (``tunlab fate`` options) appended, as the CLI would."""
-        return parse_args([*self.to_args(), *args])
+    def apply(self, changes: Sequence[Change]) -> FateRequest:
+        """This request with ``changes`` made (a fix), in order."""
+        return apply_all(self, list(changes))
 
     def to_args(self) -> list[str]:
         """The ``tunlab fate`` arguments for this request (the ruleset as ``--nft-file``)."""
@@ -150,29 +151,7 @@ def parse_args(argv: Sequence[str]) -> FateRequest:
 def from_namespace(args: argparse.Namespace) -> FateRequest:
     """Validate parsed ``tunlab fate`` arguments into a request (nothing is built yet)."""
     from tunlab.kernel.sysctl import parse_assignments
-    from tunlab.packet.craft import protocol_number
 
-    src, dst = _address(args.src, "source"), _address(args.dst, "destination")
-    if ipaddress.ip_address(src).version != ipaddress.ip_address(dst).version:
-        raise TunlabError(f"{src} and {dst} are not of the same IP version",
-                          "give two IPv4 or two IPv6 addresses")
-    proto: str | int = int(args.proto) if str(args.proto).isdigit() else str(args.proto).lower()
-    number = protocol_number(proto)
-    if args.dport is not None:
-        if number not in (6, 17):
-            raise TunlabError(f"--dport {args.dport} given for protocol {proto}, which has no "
-                              "ports", "use --proto udp or --proto tcp with --dport")
-        if not 0 <= args.dport <= 65535:
-            raise TunlabError(f"port {args.dport} is outside 0-65535", "use 0-65535")
-    if not 0 <= args.ttl <= 255:
-        raise TunlabError(f"TTL {args.ttl} is outside 0-255", "use a TTL from 0 to 255")
-    if args.dev not in ("mytun", "mytun2", "wan0"):
-        raise TunlabError(f"{args.dev!r} is not a device of the seed topology",
-                          "use one of mytun, mytun2, wan0")
-    if args.size is not None and not 20 <= args.size <= 65535:
-        raise TunlabError(f"--size {args.size} is outside 20-65535", "give a packet length")
-    if args.df and ipaddress.ip_address(src).version == 6:
-        raise TunlabError("--df is an IPv4 flag", "IPv6 routers never fragment; drop --df")
     ruleset = args.nft_ruleset_text
     if args.nft_file:
         try:
@@ -181,18 +160,59 @@ def from_namespace(args: argparse.Namespace) -> FateRequest:
         except OSError as exc:
             raise TunlabError(f"cannot read {args.nft_file}: {exc.strerror}",
                               "give an nftables ruleset file (nft -f syntax)") from exc
-    rules = tuple(_nft_rule(rule) for rule in args.nft_rule)
-    commands = tuple(_nft_command(cmd) for cmd in args.nft_cmd)
-    routes = tuple(_route(spec) for spec in args.route)
-    routes_deleted = tuple(_route(spec) for spec in args.route_del)
-    mtus = tuple(_mtu(item) for item in args.mtu)
-    listeners = tuple(_listener(proto_, port) for proto_, port in args.listen)
-    return FateRequest(src=src, dst=dst, proto=proto, dport=args.dport, ttl=args.ttl,
-                       dev=args.dev, size=args.size, df=args.df,
-                       sysctls=tuple(parse_assignments(args.set).items()),
-                       nft_ruleset=ruleset, nft_rules=rules, nft_commands=commands, routes=routes,
-                       routes_deleted=routes_deleted, mtus=mtus,
-                       listeners=listeners, nft_file=args.nft_file)
+    proto: str | int = int(args.proto) if str(args.proto).isdigit() else str(args.proto).lower()
+    return make_request(
+        args.src, args.dst, proto=proto, dport=args.dport, ttl=args.ttl, dev=args.dev,
+        size=args.size, df=args.df, sysctls=parse_assignments(args.set), nft_ruleset=ruleset,
+        nft_rules=args.nft_rule, nft_commands=args.nft_cmd, routes=args.route,
+        routes_deleted=args.route_del, mtus=[_mtu(item) for item in args.mtu],
+        listeners=[(proto_, _port(proto_, port)) for proto_, port in args.listen],
+        nft_file=args.nft_file)
+
+
+def make_request(src: str, dst: str, *, proto: str | int = "icmp", dport: int | None = None,
+                 ttl: int = 64, dev: str = "mytun2", size: int | None = None, df: bool = False,
+                 sysctls: Mapping[str, object] | None = None, nft_ruleset: str | None = None,
+                 nft_rules: Iterable[str] = (), nft_commands: Iterable[str] = (),
+                 routes: Iterable[str] = (), routes_deleted: Iterable[str] = (),
+                 mtus: Iterable[tuple[str, int]] = (), listeners: Iterable[tuple[str, int]] = (),
+                 nft_file: str | None = None) -> FateRequest:
+    """A validated :class:`FateRequest`: a clear :class:`~tunlab.errors.TunlabError` for
+    anything the lab could not build or the packet could not be, before anything is built."""
+    from tunlab.kernel.sysctl import parse_assignments
+    from tunlab.packet.craft import protocol_number
+
+    src, dst = _address(src, "source"), _address(dst, "destination")
+    if ipaddress.ip_address(src).version != ipaddress.ip_address(dst).version:
+        raise TunlabError(f"{src} and {dst} are not of the same IP version",
+                          "give two IPv4 or two IPv6 addresses")
+    proto = int(proto) if str(proto).isdigit() else str(proto).lower()
+    number = protocol_number(proto)
+    if dport is not None:
+        if number not in (6, 17):
+            raise TunlabError(f"--dport {dport} given for protocol {proto}, which has no "
+                              "ports", "use --proto udp or --proto tcp with --dport")
+        if not 0 <= dport <= 65535:
+            raise TunlabError(f"port {dport} is outside 0-65535", "use 0-65535")
+    if not 0 <= ttl <= 255:
+        raise TunlabError(f"TTL {ttl} is outside 0-255", "use a TTL from 0 to 255")
+    if dev not in ("mytun", "mytun2", "wan0"):
+        raise TunlabError(f"{dev!r} is not a device of the seed topology",
+                          "use one of mytun, mytun2, wan0")
+    if size is not None and not 20 <= size <= 65535:
+        raise TunlabError(f"--size {size} is outside 20-65535", "give a packet length")
+    if df and ipaddress.ip_address(src).version == 6:
+        raise TunlabError("--df is an IPv4 flag", "IPv6 routers never fragment; drop --df")
+    settings = parse_assignments([f"{k}={v}" for k, v in (sysctls or {}).items()])
+    return FateRequest(
+        src=src, dst=dst, proto=proto, dport=dport, ttl=ttl, dev=dev, size=size, df=df,
+        sysctls=tuple(settings.items()), nft_ruleset=nft_ruleset,
+        nft_rules=tuple(_nft_rule(rule) for rule in nft_rules),
+        nft_commands=tuple(_nft_command(cmd) for cmd in nft_commands),
+        routes=tuple(_route(spec) for spec in routes),
+        routes_deleted=tuple(_route(spec) for spec in routes_deleted),
+        mtus=tuple(dict(_check_mtu(d, m) for d, m in mtus).items()),  # one MTU a device
+        listeners=tuple(_listener(p, n) for p, n in listeners), nft_file=nft_file)
 
 
 def _address(text: str, what: str) -> str:
@@ -231,47 +251,41 @@ def _route(spec: str) -> str:
 
 def _mtu(item: str) -> tuple[str, int]:
     dev, sep, value = item.partition("=")
-    if not sep or not value.isdigit() or not _DEVICE.match(dev):
+    if not sep or not value.isdigit():
         raise TunlabError(f"--mtu {item!r} is not DEV=N", "write e.g. wan0=1280")
-    if not 68 <= int(value) <= 65535:
-        raise TunlabError(f"MTU {value} is outside 68-65535", "e.g. wan0=1280")
     return dev, int(value)
 
 
-def _listener(proto: str, port: str) -> Listener:
-    if proto not in ("udp", "tcp") or not port.isdigit() or not 0 < int(port) <= 65535:
+def _check_mtu(dev: str, mtu: int) -> tuple[str, int]:
+    if not _DEVICE.match(dev):
+        raise TunlabError(f"--mtu {dev}={mtu}: {dev!r} is not a device name",
+                          "write e.g. wan0=1280")
+    if not 68 <= int(mtu) <= 65535:
+        raise TunlabError(f"MTU {mtu} is outside 68-65535", "e.g. wan0=1280")
+    return dev, int(mtu)
+
+
+def _port(proto: str, port: str) -> int:
+    if not str(port).isdigit():
+        raise TunlabError(f"--listen {proto} {port} is not a socket",
+                          "write e.g. --listen udp 53 or --listen tcp 80")
+    return int(port)
+
+
+def _listener(proto: str, port: int) -> Listener:
+    if proto not in ("udp", "tcp") or not 0 < int(port) <= 65535:
         raise TunlabError(f"--listen {proto} {port} is not a socket",
                           "write e.g. --listen udp 53 or --listen tcp 80")
     return Listener(proto, int(port))
 
 
 def request(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
-            ttl: int = 64, dev: str = "mytun2", sysctls: dict | None = None,
-            nft_ruleset: str | None = None, **extra: object) -> FateRequest:
+            ttl: int = 64, dev: str = "mytun2", sysctls: Mapping[str, object] | None = None,
+            nft_ruleset: str | None = None, *, nft_rules: Iterable[str] = (),
+            routes: Iterable[str] = (), mtus: Mapping[str, int] | None = None,
+            listen: Iterable[tuple[str, int]] = (), size: int | None = None,
+            df: bool = False) -> FateRequest:
     """A validated request from keyword arguments (the Python API's spelling)."""
-    args = ["--src", src, "--dst", dst, "--proto", str(proto), "--ttl", str(ttl),
-            "--dev", dev]
-    if dport is not None:
-        args += ["--dport", str(dport)]
-    for key, value in (sysctls or {}).items():
-        args += ["--set", f"{key}={value}"]
-    if nft_ruleset is not None:
-        args += ["--nft-ruleset-text", nft_ruleset]
-    base = parse_args(args)
-    more: list[str] = []
-    for rule in extra.pop("nft_rules", ()) or ():  # type: ignore[union-attr]
-        more += ["--nft-rule", str(rule)]
-    for spec in extra.pop("routes", ()) or ():  # type: ignore[union-attr]
-        more += ["--route", str(spec)]
-    for dev_, mtu in dict(extra.pop("mtus", {}) or {}).items():  # type: ignore[arg-type]
-        more += ["--mtu", f"{dev_}={mtu}"]
-    for proto_, port in extra.pop("listen", ()) or ():  # type: ignore[union-attr,misc]
-        more += ["--listen", str(proto_), str(port)]
-    if extra.get("size") is not None:
-        more += ["--size", str(extra.pop("size"))]
-    extra.pop("size", None)
-    if extra.pop("df", False):
-        more.append("--df")
-    if extra:
-        raise TypeError(f"unexpected arguments: {', '.join(extra)}")
-    return base.with_args(more) if more else replace(base)
+    return make_request(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev, size=size, df=df,
+                        sysctls=sysctls, nft_ruleset=nft_ruleset, nft_rules=nft_rules,
+                        routes=routes, mtus=list((mtus or {}).items()), listeners=listen)
