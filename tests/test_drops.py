@@ -1,4 +1,5 @@
-"""tracefs drop tracing, the martian log and counters (tunlab.kernel.drops)."""
+"""tracefs drop tracing, the martian log and counters (tunlab.kernel.tracefs, .martians,
+.counters)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_instance_is_removed_when_the_body_raises():
 
 
 def test_instance_of_a_killed_run_is_removed_by_the_next_run():
-    code = ("from tunlab.kernel.drops import DropTracer; import time\n"
+    code = ("from tunlab.kernel.tracefs import DropTracer; import time\n"
             "t = DropTracer().start(); print(t.name, flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     name = proc.stdout.readline().strip()

@@ -62,9 +62,9 @@ SEED_MARTIAN = {"src": "10.0.0.1", "dst": "10.0.2.33", "dev": "mytun",
                 "sysctls": {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.log_martians": 1}}
 SETUP_CODE = """
 import json, os
-from tunlab import course, widgets
+from tunlab import course
 lesson = course.start("05-martians-and-rp_filter", lab="seed")
-builder = widgets.PacketBuilder(src="10.0.0.1", dst="10.0.2.33", dev="mytun", rp_filter=0,
+builder = course.PacketBuilder(src="10.0.0.1", dst="10.0.2.33", dev="mytun", rp_filter=0,
                                 ip_forward=True, log_martians=True, lesson=lesson)
 """
 SEND_CODE = """

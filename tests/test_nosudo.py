@@ -188,8 +188,8 @@ def test_doctor_tells_nobody_to_use_the_user_namespace(nosudo):
 
 
 def test_the_kernel_is_root_of_its_own_user_namespace(nosudo):
-    code = ("import json, os\nfrom tunlab import doctor, privileges\n"
-            "print(json.dumps({'uid': os.geteuid(), 'privileged': privileges.is_privileged(),"
+    code = ("import json, os\nfrom tunlab.kernel import doctor, host\n"
+            "print(json.dumps({'uid': os.geteuid(), 'privileged': host.is_privileged(),"
             " 'mode': doctor.lab_mode().mode.value,"
             " 'checks': {c.name: c.ok for c in doctor.run_checks()},"
             " 'uid_map': open('/proc/self/uid_map').read().split()}))\n")

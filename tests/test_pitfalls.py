@@ -89,7 +89,7 @@ def test_a_busy_device_is_a_clear_error(device) -> None:
 
     holder = device.run(TunDevice.open, "mytun")
     try:
-        with pytest.raises(TunlabError, match="cannot attach to mytun"):
+        with pytest.raises(TunlabError, match="mytun is already attached by another program"):
             pitfalls.write_bare_ip(device, "mytun")
     finally:
         holder.close()

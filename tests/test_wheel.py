@@ -142,7 +142,7 @@ path = sys.argv[1]
 nb = nbformat.read(path, as_version=4)
 nb.cells.append(nbformat.v4.new_code_cell(
     "import sys, tunlab\n"
-    "from tunlab import netns\n"
+    "from tunlab.kernel import netns\n"
     "print('RAN-IN', sys.executable, tunlab.__file__, netns.owner_tag())"))
 NotebookClient(nb, timeout=120, kernel_name="python3",
                resources={"metadata": {"path": sys.argv[2]}}).execute()
