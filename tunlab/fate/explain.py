@@ -88,7 +88,7 @@ def diagnose(report: FateReport, request: FateRequest) -> Diagnosis:
 
 
 def _reasons_from_counters(report: FateReport) -> list[str]:
-    from tunlab.fate.experiment import counter_drops
+    from tunlab.fate.judge import counter_drops
 
     reasons = []
     for name in counter_drops(report.counters):
@@ -107,7 +107,7 @@ def _reasons_from_counters(report: FateReport) -> list[str]:
 
 
 def _counter_cause(report: FateReport) -> str:
-    from tunlab.fate.experiment import counter_drops
+    from tunlab.fate.judge import counter_drops
 
     seen = counter_drops(report.counters)
     forwarding = report.counters.get("IpForwDatagrams", 0) + report.counters.get(
