@@ -273,11 +273,11 @@ def test_an_exercise_registered_the_older_way_still_checks(monkeypatch):
 def test_06_read_only_the_builder_answers_both_its_preset_and_the_exercises_packet():
     builder = course.PacketBuilder(src="200.1.2.3", dst="10.0.2.1", proto=253)
     preset = builder.run()
-    assert preset["recorded"] and preset["drop_reasons"] == ["IP_NOPROTO"]
+    assert preset.recorded and preset.drop_reasons == ["IP_NOPROTO"]
     builder.proto.value = "udp"
     report = builder.run()
-    assert report["recorded"] and report["verdict"] == "dropped"
-    assert course.check("06", report["drop_reasons"][0])
+    assert report.recorded and report.verdict == "dropped"
+    assert course.check("06", report.drop_reasons[0])
 
 
 def test_every_exercise_of_00_to_08_has_a_checker_of_the_one_shape():

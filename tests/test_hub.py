@@ -69,7 +69,8 @@ builder = course.PacketBuilder(src="10.0.0.1", dst="10.0.2.33", dev="mytun", rp_
 """
 SEND_CODE = """
 report = builder.run()
-print(json.dumps({"report": report, "error": builder.last_error, "pid": os.getpid(),
+print(json.dumps({"report": report.to_dict() if report else None,
+                  "error": builder.last_error, "pid": os.getpid(),
                   "live": lesson.live, "lab_ready": lesson.lab_ready,
                   "namespaces": sorted(ns.name for ns in lesson.lab.namespaces)}))
 """
@@ -255,7 +256,7 @@ def _send(participant: Participant) -> dict:
 
 def _expected_verdict() -> str:
     """The root lab's verdict for the seed's martian (recorded by `make record`)."""
-    return str(course.recorded_fate(**SEED_MARTIAN)["verdict"])
+    return str(course.recorded_fate(**SEED_MARTIAN).verdict)
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import pytest
 from test_notebooks import ANSWERS
 
 from tunlab.course import kernelspec
+from tunlab.fate.report import FateReport
 from tunlab.kernel import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -381,25 +382,25 @@ def test_the_capture_command_fits_the_privileges(monkeypatch):
         assert argv[-7:] == ["-i", "lo", "-w", "f.pcap", "tcp", "port", "5"]
 
 
-def _report(verdict: str, **extra: object) -> dict:
-    return {"verdict": verdict, "drop_reasons": [], "martian_log": [], "counters": {},
-            "explanation": "Dropped, say the counters.", "settings": {},
-            "missing_evidence": {"tracefs": "the host's", "kernel log": "the host's"},
-            **extra}
+def _report(verdict: str, **extra: object) -> FateReport:
+    return FateReport.from_dict({
+        "verdict": verdict, "drop_reasons": [], "martian_log": [], "replies": [],
+        "counters": {}, "explanation": "Dropped, say the counters.", "settings": {},
+        "missing_evidence": {"tracefs": "the host's", "kernel log": "the host's"}, **extra})
 
 
 @pytest.mark.pure
 def test_a_root_recording_stands_beside_a_run_without_tracing():
     from tunlab.course import evidence as rec
 
-    root = {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"],
-            "martian_log": ["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"]}
+    root = _report("dropped", drop_reasons=["IP_RPFILTER"], missing_evidence={},
+                   martian_log=["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"])
     live = _report("dropped")
     out = rec.with_recorded_evidence(live, None, lambda settings: root)
-    assert out["drop_reasons"] == [] and out["martian_log"] == []  # live facts untouched
-    assert out[rec.REASONS_KEY] == ["IP_RPFILTER"]
-    assert out[rec.MARTIANS_KEY] == root["martian_log"]
-    assert out["explanation"].endswith("Recorded, not seen here: a root run of this same packet "
+    assert out.drop_reasons == [] and out.martian_log == []  # live facts untouched
+    assert out.recorded_drop_reasons == ["IP_RPFILTER"]
+    assert out.recorded_martian_log == root.martian_log
+    assert out.explanation.endswith("Recorded, not seen here: a root run of this same packet "
                                        "traced the drop reason IP_RPFILTER and logged 'martian "
                                        "source 10.0.0.2 from 200.1.2.3, on dev mytun2'.")
     # a second pass adds nothing (course.live_fate, then Lesson.run)
@@ -408,7 +409,7 @@ def test_a_root_recording_stands_beside_a_run_without_tracing():
     assert rec.with_recorded_evidence(_report("forwarded"), None, lambda s: root) == \
         _report("forwarded")
     # with tracing, nothing is added
-    traced = {**_report("dropped", drop_reasons=["IP_RPFILTER"]), "missing_evidence": {}}
+    traced = _report("dropped", drop_reasons=["IP_RPFILTER"], missing_evidence={})
     assert rec.with_recorded_evidence(traced, None, lambda s: root) == traced
 
 
@@ -419,27 +420,27 @@ def test_the_recording_is_found_under_the_settings_the_lab_really_had():
     asked = []
     full = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.rp_filter": "0"}
 
-    def lookup(settings: dict) -> dict | None:
+    def lookup(settings: dict) -> FateReport | None:
         asked.append(settings)
-        return {"verdict": "dropped", "drop_reasons": ["IP_INADDRERRORS"]} \
+        return _report("dropped", drop_reasons=["IP_INADDRERRORS"], missing_evidence={}) \
             if settings == full else None
 
     live = _report("dropped", settings=full)
     out = rec.with_recorded_evidence(live, {"net.ipv4.ip_forward": 0}, lookup)
     assert asked == [{"net.ipv4.ip_forward": "0"}, full]
-    assert out[rec.REASONS_KEY] == ["IP_INADDRERRORS"]
+    assert out.recorded_drop_reasons == ["IP_INADDRERRORS"]
 
 
 @pytest.mark.pure
 def test_a_sweep_is_matched_to_its_recording_by_label():
     from tunlab.course import evidence as rec
 
-    recording = [["a", {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]}],
-                 ["b", {"verdict": "forwarded", "drop_reasons": []}]]
+    recording = [["a", _report("dropped", drop_reasons=["IP_RPFILTER"], missing_evidence={})],
+                 ["b", _report("forwarded", missing_evidence={})]]
     live = [("b", _report("forwarded")), ("a", _report("dropped")), ("c", _report("dropped"))]
     out = dict(rec.beside(live, recording))
-    assert out["a"][rec.REASONS_KEY] == ["IP_RPFILTER"]
-    assert rec.REASONS_KEY not in out["b"] and rec.REASONS_KEY not in out["c"]
+    assert out["a"].recorded_drop_reasons == ["IP_RPFILTER"]
+    assert not out["b"].recorded_drop_reasons and not out["c"].recorded_drop_reasons
     assert rec.beside("text", recording) == "text"
 
 
@@ -460,7 +461,7 @@ def test_claims_check_recorded_reasons_labelled_and_live_verdicts():
     with pytest.raises(claims.ClaimMismatch, match="a recorded root run traced"):
         claims.expect(_report("dropped"), reasons=["IP_LOCAL_SOURCE"])  # nothing recorded
     # with tracing, the live reasons are what counts, as before
-    traced = {**_report("dropped", drop_reasons=["IP_RPFILTER"]), "missing_evidence": {}}
+    traced = _report("dropped", drop_reasons=["IP_RPFILTER"], missing_evidence={})
     with pytest.raises(claims.ClaimMismatch, match="the kernel traced"):
         claims.expect(traced, reasons=["IP_LOCAL_SOURCE"])
 
@@ -469,6 +470,6 @@ def test_claims_check_recorded_reasons_labelled_and_live_verdicts():
 def test_a_run_with_its_own_tracing_passes_through_unchanged():
     from tunlab.course import evidence as rec
 
-    traced = [["a", {**_report("dropped", drop_reasons=["IP_RPFILTER"]),
-                     "missing_evidence": {}}], [1, 2]]
-    assert rec.beside(traced, [["a", {"verdict": "dropped"}]]) is traced
+    traced = [["a", _report("dropped", drop_reasons=["IP_RPFILTER"], missing_evidence={})],
+              [1, 2]]
+    assert rec.beside(traced, [["a", _report("dropped", missing_evidence={})]]) is traced

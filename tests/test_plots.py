@@ -7,6 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from tunlab.course import plots
+from tunlab.fate.report import FateReport, Verdict
 from tunlab.proto import framing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,13 +50,18 @@ def test_packet_path_without_a_drop_shows_the_verdict():
     assert not [line for line in fig.axes[0].lines if line.get_color() == plots.COLORS["drop"]]
 
 
+def _dropped(reasons: list[str]) -> FateReport:
+    return FateReport(verdict=Verdict.DROPPED, drop_reasons=reasons, martian_log=[], replies=[],
+                      counters={})
+
+
 @pytest.mark.parametrize("reasons, stage_label", [
     (["IP_RPFILTER"], "route input"),
     (["NETFILTER_DROP"], "netfilter"),
     (["IP_NOPROTO"], "delivered to"),
 ])
 def test_fate_path_puts_each_reason_at_its_stage(reasons, stage_label):
-    fig = plots.fate_path({"verdict": "dropped", "drop_reasons": reasons}, "200.1.2.3",
+    fig = plots.fate_path(_dropped(reasons), "200.1.2.3",
                           "10.0.0.2", "mytun2")
     renders(fig)
     text = texts(fig)
@@ -72,7 +78,7 @@ def test_drop_stage_mapping():
 
 
 def test_seed_path_names_every_station_of_the_seed():
-    fig = plots.seed_path({"verdict": "dropped", "drop_reasons": ["IP_LOCAL_SOURCE"]})
+    fig = plots.seed_path(_dropped(["IP_LOCAL_SOURCE"]))
     renders(fig)
     text = texts(fig)
     for station in ("mytun", "vpn-client", "TCP", "vpn-server", "mytun2",

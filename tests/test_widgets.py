@@ -11,6 +11,7 @@ from labtools import wait_for
 from tunlab import course
 from tunlab.course import checkers, cleanup, exercises, plots, recording, reports, style, tables
 from tunlab.course.panels import doctor_panel, fix_panel, route_view, tunnel_panel
+from tunlab.fate.report import FateReport, Verdict
 from tunlab.kernel import netns
 from tunlab.kernel.doctor import Check
 from tunlab.lab import measure
@@ -47,8 +48,8 @@ def test_packet_builder_shows_the_kernels_rp_filter_drop(fate_module):
     builder.send.click()  # how fast the answer shows is measured by `make bench`
     report = builder.last_report
     assert builder.last_error is None, builder.last_error
-    assert report["verdict"] == "dropped"
-    assert "IP_RPFILTER" in report["drop_reasons"]
+    assert report.verdict == "dropped"
+    assert "IP_RPFILTER" in report.drop_reasons
     assert "dropped" in builder.result.value and "IP_RPFILTER" in builder.result.value
     assert bytes(builder.path.value).startswith(b"\x89PNG")
     assert builder.last_params["sysctls"]["net.ipv4.conf.all.rp_filter"] == 1
@@ -58,23 +59,23 @@ def test_packet_builder_own_source_is_a_martian_with_a_log_line(fate_module):
     builder = course.PacketBuilder(src="10.0.0.1", ip_forward=True, log_martians=True)
     builder.send.click()
     report = builder.last_report
-    assert report["verdict"] == "dropped"
-    assert any("martian source 10.0.0.2 from 10.0.0.1" in line for line in report["martian_log"])
+    assert report.verdict == "dropped"
+    assert any("martian source 10.0.0.2 from 10.0.0.1" in line for line in report.martian_log)
     assert "martian source" in builder.result.value
 
 
 def test_packet_builder_firewall_and_noproto(fate_module):
     builder = course.PacketBuilder(src="200.1.2.3", ip_forward=True, firewall=True)
     builder.send.click()
-    assert builder.last_report["drop_reasons"] == ["NETFILTER_DROP"]
+    assert builder.last_report.drop_reasons == ["NETFILTER_DROP"]
     builder.firewall.value = False
     builder.proto.value = "253"
     builder.dst.value = "10.0.2.1"
     builder.send.click()
-    assert "IP_NOPROTO" in builder.last_report["drop_reasons"]
+    assert "IP_NOPROTO" in builder.last_report.drop_reasons
     builder.proto.value = "icmp"
     builder.send.click()
-    assert builder.last_report["verdict"] == "delivered"
+    assert builder.last_report.verdict == "delivered"
     assert builder.drop_counts() == {"NETFILTER_DROP": 1, "IP_NOPROTO": 1, "delivered": 1}
 
 
@@ -96,7 +97,8 @@ def test_packet_builder_params_match_the_fate_contract():
 
     def fake(src, dst, **kwargs):
         seen.update(kwargs, src=src, dst=dst)
-        return {"verdict": "forwarded", "drop_reasons": [], "explanation": "ok"}
+        return FateReport(verdict=Verdict.FORWARDED, drop_reasons=[], martian_log=[],
+                          replies=[], counters={}, explanation="ok")
 
     builder = course.PacketBuilder(fate_fn=fake, src="10.0.2.33", proto="udp", dport=53)
     builder.firewall.value = True
@@ -115,24 +117,24 @@ def test_recorded_fate_is_used_without_root(offline):
     builder = course.PacketBuilder(src="200.1.2.3", rp_filter=1)
     builder.send.click()
     report = builder.last_report
-    assert report["recorded"] is True
-    if report["verdict"] != "not recorded":
-        assert "IP_RPFILTER" in report["drop_reasons"]
+    assert report.recorded is True
+    if report.verdict != "not recorded":
+        assert "IP_RPFILTER" in report.drop_reasons
     assert "recorded" in builder.result.value
     builder.src.value = "203.0.113.99"  # never recorded
     builder.send.click()
-    assert builder.last_report["verdict"] == "not recorded"
+    assert builder.last_report.verdict == "not recorded"
     assert "sudo make lab" in builder.result.value
 
 
 def test_fate_html_renders_every_part():
-    markup = reports.fate_html({
+    markup = reports.fate_html(FateReport.from_dict({
         "verdict": "dropped", "drop_reasons": ["IP_RPFILTER"],
         "martian_log": ["martian source 10.0.0.2 from 200.1.2.3, on dev mytun2"],
         "replies": [{"dev": "mytun2", "src": "10.0.2.1", "dst": "200.1.2.3", "proto": "icmp",
                      "icmp_type": 3, "icmp_code": 1}],
         "counters": {"TcpExtIPReversePathFilter": 1, "unchanged": 0},
-        "explanation": "strict <rp_filter>"}, elapsed=0.4)
+        "explanation": "strict <rp_filter>"}), elapsed=0.4)
     for part in ("dropped", "IP_RPFILTER", "martian source", "icmp type 3 code 1",
                  "TcpExtIPReversePathFilter", "strict &lt;rp_filter&gt;", "0.4 s"):
         assert part in markup
@@ -141,8 +143,11 @@ def test_fate_html_renders_every_part():
 
 def test_sweep_and_count_outcomes():
     def fake(src, dst, **kwargs):
-        return ({"verdict": "forwarded", "drop_reasons": []} if src.startswith("10.0.2.")
-                else {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]})
+        return FateReport.from_dict(
+            {"verdict": "forwarded", "drop_reasons": [], "martian_log": [], "replies": [],
+             "counters": {}} if src.startswith("10.0.2.") else
+            {"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"], "martian_log": [],
+             "replies": [], "counters": {}})
 
     results = reports.sweep(fake, ["10.0.2.33", "200.1.2.3", "8.8.8.8"])
     assert course.count_outcomes(results) == {"forwarded": 1, "IP_RPFILTER": 2}
@@ -573,7 +578,7 @@ def test_tunnel_panel_stop_then_start_works_and_thread_errors_show_in_the_panel(
 def test_kernel_log_view_shows_a_martian_line(fate_module):
     report = course.live_fate("10.0.0.1", "10.0.0.2", sysctls={
         "net.ipv4.ip_forward": 1, "net.ipv4.conf.all.log_martians": 1})
-    assert report["martian_log"]
+    assert report.martian_log
     view = course.kernel_log()
     assert any("martian source 10.0.0.2 from 10.0.0.1" in line for line in view.lines)
     assert "martian source" in view.text.value
@@ -589,7 +594,9 @@ def test_presenter_mode_switch_styles_widgets_and_figures():
         box = course.presenter()
         assert plots.presenter_on()
         assert "16px" in style.presenter_style().value
-        builder = course.PacketBuilder(fate_fn=lambda *a, **k: {"verdict": "delivered"})
+        delivered = FateReport(verdict=Verdict.DELIVERED, drop_reasons=[], martian_log=[],
+                               replies=[], counters={})
+        builder = course.PacketBuilder(fate_fn=lambda *a, **k: delivered)
         builder.send.click()
         png = bytes(builder.path.value)
         width = plots.png_size(png)[0]
@@ -639,5 +646,6 @@ def test_one_stylesheet_styles_every_result_and_presenter_mode():
     assert "#d62728" in style.badge("dropped") and "#2ca02c" in style.badge("forwarded")
     with pytest.raises(KeyError):
         style.css("no-such-rule")
-    markup = reports.fate_html({"verdict": "dropped", "drop_reasons": ["IP_RPFILTER"]})
+    markup = reports.fate_html(FateReport(verdict=Verdict.DROPPED, drop_reasons=["IP_RPFILTER"],
+                                          martian_log=[], replies=[], counters={}))
     assert 'class="tunlab-fate tunlab-box"' in markup and "tunlab-verdict" in markup

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import sys
 from dataclasses import dataclass
 from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    from importlib.resources.abc import Traversable
-else:
-    from importlib.abc import Traversable
 
 from tunlab.errors import TunlabError
 

@@ -103,9 +103,9 @@ def time_widget_send(repeats: int = 3) -> dict[str, Any]:
         started = time.monotonic()
         builder.send.click()
         times.append(time.monotonic() - started)
-    report = builder.last_report or {}
+    report = builder.last_report
     return {"available": True, "median_s": statistics.median(times), "runs_s": times,
-            "answer": report.get("drop_reasons")}
+            "answer": report.drop_reasons if report is not None else None}
 
 
 def time_notebooks(directory: Path | None = None) -> dict[str, Any]:

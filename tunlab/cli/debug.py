@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from tunlab.errors import TunlabError
+from tunlab.fate.report import FateReport
 from tunlab.kernel.host import require_privileges
 
 
@@ -17,48 +18,46 @@ def cmd_fate(args: argparse.Namespace) -> int:
 
     request = from_namespace(args)  # validate everything before anything is built
     require_privileges("tunlab fate")
-    report = fate(request, verify_fixes=not args.no_verify, trace=not args.no_trace).to_dict()
+    report = fate(request, verify_fixes=not args.no_verify, trace=not args.no_trace)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
         _print_fate(report)
-    if args.expect and args.expect not in (report["verdict"], *report["drop_reasons"]):
-        print(f"expected {args.expect}, the kernel said {report['verdict']} "
-              f"{' '.join(report['drop_reasons'])}".rstrip(), file=sys.stderr)
+    if args.expect and args.expect not in (report.verdict, *report.drop_reasons):
+        print(f"expected {args.expect}, the kernel said {report.verdict} "
+              f"{' '.join(report.drop_reasons)}".rstrip(), file=sys.stderr)
         return 1
     return 0
 
 
-def _print_fate(report: dict[str, Any]) -> None:
-    packet = report["packet"]
+def _print_fate(report: FateReport) -> None:
+    packet = report.packet
     print(f"packet:    {packet.get('src')} -> {packet.get('dst')} {packet.get('proto')} "
           f"ttl {packet.get('ttl')}, written into {packet.get('dev')}")
-    sources = report.get("effective_settings", {}).get("sources", {})
+    sources = report.effective_settings.get("sources", {})
     if sources:
         print("applied:   " + "; ".join(sources.values()))
-    print(f"verdict:   {report['verdict'].upper()}")
-    for drop in report["drop_locations"]:
-        print(f"dropped:   {drop['reason']} in {drop['location']}()")
-    if report.get("firewall"):
-        print(f"firewall:  {report['firewall']['text']}")
-    for line in report["martian_log"]:
+    print(f"verdict:   {str(report.verdict).upper()}")
+    for drop in report.drop_locations:
+        print(f"dropped:   {drop.reason} in {drop.location}()")
+    if report.firewall is not None:
+        print(f"firewall:  {report.firewall.describe()}")
+    for line in report.martian_log:
         print(f"kernel log: {line}")
-    for reply in report["replies"]:
-        extra = (f" type {reply.get('icmp_type')} code {reply.get('icmp_code')}"
-                 if "icmp" in str(reply.get("proto")) else f" flags {reply.get('tcp_flags', '')}")
-        print(f"reply:     {reply['src']} -> {reply['dst']} {reply['proto']}{extra} "
-              f"out of {reply['dev']}")
-    if report["counters"]:
-        shown = {k: v for k, v in report["counters"].items() if not k.startswith("IpExt")}
+    for reply in report.replies:
+        extra = (f" type {reply.icmp_type} code {reply.icmp_code}" if reply.is_icmp
+                 else f" flags {reply.tcp_flags or ''}")
+        print(f"reply:     {reply.src} -> {reply.dst} {reply.proto}{extra} out of {reply.dev}")
+    if report.counters:
+        shown = {k: v for k, v in report.counters.items() if not k.startswith("IpExt")}
         print("counters:  " + ", ".join(f"{k} +{v}" for k, v in shown.items()))
-    if report.get("missing_evidence"):
-        for what, why in report["missing_evidence"].items():
-            print(f"missing:   {what}: {why}")
-    for fix in report.get("fixes", []):
-        mark = "works" if fix["verdict_after"] in ("delivered", "forwarded") else "no"
-        print(f"fix [{mark}]: {fix['summary']} -> {fix['verdict_after']} "
-              f"(tunlab fate ... {' '.join(_quote(a) for a in fix['fate_args'])})")
-    print(f"\n{report['explanation']}")
+    for what, why in report.missing_evidence.items():
+        print(f"missing:   {what}: {why}")
+    for fix in report.fixes:
+        mark = "works" if fix.works else "no"
+        print(f"fix [{mark}]: {fix.summary} -> {fix.verdict_after} "
+              f"(tunlab fate ... {' '.join(_quote(a) for a in fix.fate_args)})")
+    print(f"\n{report.explanation}")
 
 
 def _quote(arg: str) -> str:

@@ -379,13 +379,13 @@ def _verify_forwarded_source(address: ipaddress.IPv4Address, lesson: Any
     if not is_privileged():
         return None
     report = live_fate(answer, "10.0.0.2", sysctls=settings)
-    verdict, reasons = report.get("verdict"), report.get("drop_reasons") or []
+    verdict, reasons = report.verdict, report.drop_reasons
     if verdict == "forwarded":
         return True, (f"The kernel forwarded {answer} -> 10.0.0.2 out of mytun: the reverse "
                       "path to that source is mytun2, the device it arrived on, so strict "
                       "rp_filter is satisfied.")
     return False, (f"The kernel said: {verdict} {', '.join(reasons)}. "
-                   f"{report.get('explanation', '')}")
+                   f"{report.explanation}")
 
 
 # -- 06: drop reason of a UDP packet to a closed port

@@ -22,7 +22,7 @@ from typing import Any
 from tunlab.course.evidence import MARTIANS_KEY as RECORDED_MARTIANS
 from tunlab.course.evidence import REASONS_KEY as RECORDED_REASONS
 
-Result = Mapping[str, Any]
+Result = Any  # a typed result (FateReport...) or a recording's mapping
 RECORDED_LABEL = " (recorded on a root run: not traceable here)"
 
 
@@ -46,17 +46,18 @@ class Checked:
         return f"checked against the kernel: {'; '.join(self.facts)}"
 
 
-def as_data(result: Any) -> dict[str, Any]:
-    """A result as plain data, live or recorded: a live object's ``to_dict()``, a recording's
-    dict as it is."""
-    if hasattr(result, "to_dict"):
-        return result.to_dict()
-    return dict(result)
+def field_of(result: Any, name: str) -> Any:
+    """Field ``name`` of a result: an attribute of a typed result (a
+    :class:`~tunlab.fate.report.FateReport`, a dataclass), a key of a mapping (a recording of
+    a result that has no type of its own); None when it has none."""
+    if isinstance(result, Mapping):
+        return result.get(name)
+    return getattr(result, name, None)
 
 
 
-def _reply_tuple(reply: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (reply.get("dev"), reply.get("proto"), reply.get("icmp_type"), reply.get("icmp_code"))
+def _reply_tuple(reply: Any) -> tuple[Any, ...]:
+    return tuple(field_of(reply, name) for name in ("dev", "proto", "icmp_type", "icmp_code"))
 
 
 @dataclass
@@ -69,17 +70,18 @@ class Finding:
 
 def _verdict(report: Result, verdict: str) -> Finding:
     found = Finding([verdict])
-    if report.get("verdict") != verdict:
-        found.problems.append(f"the text says {verdict}, the kernel said {report.get('verdict')}")
+    said = field_of(report, "verdict")
+    if said != verdict:
+        found.problems.append(f"the text says {verdict}, the kernel said {said}")
     return found
 
 
 def _reasons(report: Result, reasons: Sequence[str]) -> Finding:
-    traced = list(report.get("drop_reasons") or [])
-    if not traced and "tracefs" in (report.get("missing_evidence") or {}):
+    traced = list(field_of(report, "drop_reasons") or [])
+    if not traced and "tracefs" in (field_of(report, "missing_evidence") or {}):
         # No tracefs here (the no-sudo kernel): a root run of the same packet speaks for the
         # reasons, labelled as such; the verdict and counters are still checked live.
-        traced = list(report.get(RECORDED_REASONS) or [])
+        traced = list(field_of(report, RECORDED_REASONS) or [])
         found = Finding([", ".join(reasons) + RECORDED_LABEL if reasons
                          else "no drop reason traced (no tracefs here)"])
         if traced != list(reasons):
@@ -93,11 +95,11 @@ def _reasons(report: Result, reasons: Sequence[str]) -> Finding:
 
 
 def _martian(report: Result, martian: bool | str) -> Finding:
-    missing = report.get("missing_evidence") or {}
-    lines = list(report.get("martian_log") or [])
+    missing = field_of(report, "missing_evidence") or {}
+    lines = list(field_of(report, "martian_log") or [])
     recorded = not lines and "kernel log" in missing
     if recorded:
-        lines = list(report.get(RECORDED_MARTIANS) or [])
+        lines = list(field_of(report, RECORDED_MARTIANS) or [])
     label = RECORDED_LABEL if recorded else ""
     if martian and not lines and "martian line" in missing:
         # The kernel rate-limits martian lines machine-wide; the report says it saw none for
@@ -116,7 +118,7 @@ def _martian(report: Result, martian: bool | str) -> Finding:
 
 
 def _replies(report: Result, replies: Iterable[tuple[Any, ...]]) -> Finding:
-    seen = [_reply_tuple(r) for r in report.get("replies") or []]
+    seen = [_reply_tuple(r) for r in field_of(report, "replies") or []]
     found = Finding()
     for wanted in replies:
         if not any(all(w is None or w == s for w, s in zip(wanted, got, strict=False))
@@ -127,7 +129,7 @@ def _replies(report: Result, replies: Iterable[tuple[Any, ...]]) -> Finding:
 
 
 def _no_replies(report: Result, no_replies: bool) -> Finding:
-    seen = [_reply_tuple(r) for r in report.get("replies") or []]
+    seen = [_reply_tuple(r) for r in field_of(report, "replies") or []]
     found = Finding(["no reply"])
     if no_replies and seen:
         found.problems.append(f"the text says no reply left, the kernel sent {seen}")
@@ -137,7 +139,7 @@ def _no_replies(report: Result, no_replies: bool) -> Finding:
 def _counters(report: Result, counters: Mapping[str, int | str]) -> Finding:
     found = Finding()
     for name, delta in counters.items():
-        value = (report.get("counters") or {}).get(name, 0)
+        value = (field_of(report, "counters") or {}).get(name, 0)
         ok = value > 0 if delta == ">0" else value == delta
         found.facts.append(f"{name} {'+' if delta == '>0' else '+' + str(delta)}")
         if not ok:
@@ -149,7 +151,7 @@ def _says(report: Result, says: Iterable[str]) -> Finding:
     found = Finding()
     for phrase in says:
         found.facts.append(f"the explanation says {phrase!r}")
-        if phrase not in str(report.get("explanation", "")):
+        if phrase not in str(field_of(report, "explanation") or ""):
             found.problems.append(f"the explanation lacks {phrase!r}")
     return found
 
@@ -158,9 +160,9 @@ def _equal(report: Result, equal: Mapping[str, Any]) -> Finding:
     found = Finding()
     for key, value in equal.items():
         found.facts.append(f"{key} = {value!r}")
-        if report.get(key) != value:
+        if field_of(report, key) != value:
             found.problems.append(f"the text says {key} is {value!r}, the run gave "
-                                  f"{report.get(key)!r}")
+                                  f"{field_of(report, key)!r}")
     return found
 
 
@@ -195,7 +197,7 @@ def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | 
     them) and whether they are true of the result. Raises :class:`ClaimMismatch` naming every
     claim the run contradicts.
     """
-    report = as_data(result)
+    report = result
     claimed = {"verdict": verdict, "reasons": reasons, "martian": martian,
                "replies": replies, "no_replies": no_replies or None, "counters": counters,
                "says": says or None, "equal": equal, "holds": holds}
@@ -209,7 +211,7 @@ def expect(result: Any, *, verdict: str | None = None, reasons: Sequence[str] | 
     where = f"{label}: " if label else ""
     if problems:
         raise ClaimMismatch(where + "; ".join(problems))
-    return Checked(facts=[where + f for f in facts], recorded=bool(report.get("recorded")))
+    return Checked(facts=[where + f for f in facts], recorded=bool(field_of(report, "recorded")))
 
 
 def expect_each(results: Sequence[tuple[str, Any]], claims: Mapping[str, Mapping[str, Any]]

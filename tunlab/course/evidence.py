@@ -2,82 +2,83 @@
 
 Where tracefs and the kernel log are the host's (the no-sudo kernel, a container), the live
 verdict rests on counters and captures. What a root run of the very same packet traced is then
-added under its own keys (``recorded_drop_reasons``, ``recorded_martian_log``) and named as
+added in its own fields (``recorded_drop_reasons``, ``recorded_martian_log``) and named as
 recorded in the explanation; it never enters the live ``drop_reasons`` or ``martian_log``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
+
+from tunlab.fate.report import FateReport
 
 REASONS_KEY = "recorded_drop_reasons"
 MARTIANS_KEY = "recorded_martian_log"
 
 
-def lacks_traced_evidence(report: Mapping[str, Any]) -> bool:
+def lacks_traced_evidence(report: FateReport) -> bool:
     """True when the run could read neither drop reasons nor the kernel log, or one of them."""
-    missing = report.get("missing_evidence") or {}
-    return "tracefs" in missing or "kernel log" in missing
+    return "tracefs" in report.missing_evidence or "kernel log" in report.missing_evidence
 
 
-def with_recorded_evidence(live: dict[str, Any], sysctls: Mapping[str, Any] | None,
-                           lookup: Callable[[dict[str, Any]], Mapping[str, Any] | None]
-                           ) -> dict[str, Any]:
-    """``live`` (a ``FateReport.to_dict()``) with a recorded root run's drop reasons and martian
-    lines for the evidence the live run lacked.
+def with_recorded_evidence(live: FateReport, sysctls: Mapping[str, Any] | None,
+                           lookup: Callable[[dict[str, Any]], FateReport | None]) -> FateReport:
+    """``live`` with a recorded root run's drop reasons and martian lines for the evidence the
+    live run lacked.
 
     ``lookup(sysctls)`` returns the recorded report of this packet under those settings (or
     None). It is asked with ``sysctls`` as given, then completed with the values the live lab
-    had (``live["settings"]``): a recording that set them explicitly ran the same experiment.
+    had (``live.settings``): a recording that set them explicitly ran the same experiment.
     Only a recording whose verdict is the live verdict counts; one that disagrees says nothing
     about this run and is left out.
     """
-    if REASONS_KEY in live or MARTIANS_KEY in live:
+    if live.recorded_drop_reasons or live.recorded_martian_log:
         return live  # already beside a recording
     given = {k: str(v) for k, v in (sysctls or {}).items()}
-    completed = {**{k: str(v) for k, v in (live.get("settings") or {}).items()}, **given}
+    completed = {**{k: str(v) for k, v in live.settings.items()}, **given}
     for settings in [given] + ([completed] if completed != given else []):
         recorded = lookup(settings)
-        if recorded and recorded.get("verdict") == live.get("verdict"):
+        if recorded and recorded.verdict == live.verdict:
             return _add(live, recorded)
     return live
 
 
-def _add(live: dict[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
-    missing = live.get("missing_evidence") or {}
-    out = dict(live)
+def _add(live: FateReport, recorded: FateReport) -> FateReport:
+    missing = live.missing_evidence
+    changes: dict[str, Any] = {}
     notes = []
-    reasons = [str(r) for r in recorded.get("drop_reasons") or []]
-    if "tracefs" in missing and not live.get("drop_reasons") and reasons:
-        out[REASONS_KEY] = reasons
+    reasons = [str(r) for r in recorded.drop_reasons]
+    if "tracefs" in missing and not live.drop_reasons and reasons:
+        changes["recorded_drop_reasons"] = reasons
         notes.append(f"traced the drop reason {', '.join(reasons)}")
-    lines = [str(line) for line in recorded.get("martian_log") or []]
-    if "kernel log" in missing and not live.get("martian_log") and lines:
-        out[MARTIANS_KEY] = lines
+    lines = [str(line) for line in recorded.martian_log]
+    if "kernel log" in missing and not live.martian_log and lines:
+        changes["recorded_martian_log"] = lines
         notes.append("logged " + ", ".join(f"'{line}'" for line in lines))
-    elif "kernel log" in missing and "martian line" in (recorded.get("missing_evidence") or {}):
+    elif "kernel log" in missing and "martian line" in recorded.missing_evidence:
         # the recording itself met the kernel's rate limit on martian lines: say so, as a
         # live run would (see tunlab.course.claims)
-        out["missing_evidence"] = {**missing, "martian line": "a recorded root run logged "
-                                   "none: " + str(recorded["missing_evidence"]["martian line"])}
+        changes["missing_evidence"] = {**missing, "martian line": "a recorded root run logged "
+                                       "none: " + recorded.missing_evidence["martian line"]}
     if notes:
-        out["explanation"] = (
-            f"{live.get('explanation', '')} Recorded, not seen here: a root run of this same "
-            f"packet {' and '.join(notes)}.").strip()
-    return out
+        changes["explanation"] = (
+            f"{live.explanation} Recorded, not seen here: a root run of this same packet "
+            f"{' and '.join(notes)}.").strip()
+    return replace(live, **changes)
 
 
 def beside(value: Any, recording: Any) -> Any:
     """A lesson step's live ``value`` with its recording's traced evidence, where it lacked it.
 
-    ``value`` is a fate report dict, or a list of ``(label, report)`` pairs (a sweep), matched
-    to ``recording`` (the same step's value from a root run) report by report, by label.
+    ``value`` is a fate report, or a list of ``(label, report)`` pairs (a sweep), matched to
+    ``recording`` (the same step's value from a root run) report by report, by label.
     Anything else, and anything with its own traced evidence, comes back unchanged.
     """
-    if isinstance(value, Mapping) and "verdict" in value:
-        if isinstance(recording, Mapping) and lacks_traced_evidence(value):
-            return with_recorded_evidence(dict(value), None, lambda _settings: recording)
+    if isinstance(value, FateReport):
+        if isinstance(recording, FateReport) and lacks_traced_evidence(value):
+            return with_recorded_evidence(value, None, lambda _settings: recording)
         return value
     if isinstance(value, list) and isinstance(recording, list):
         recorded = {str(item[0]): item[1] for item in recording

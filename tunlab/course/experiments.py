@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tunlab.course.seed_tunnel import SeedTunnel
+from tunlab.fate.report import FateReport
 from tunlab.kernel.counters import link_counters
 
 
@@ -38,7 +39,7 @@ def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
 
 def ping_bound(lesson: Any, tunnel: SeedTunnel, device: str = "mytun",
                target: str = "10.0.2.33", sysctls: Mapping[str, Any] | None = None
-               ) -> dict[str, Any]:
+               ) -> FateReport:
     """``ping -c1 -I DEVICE TARGET`` in the seed lab with the tunnel running, and what the
     kernel did with the packet when the tunnel's far end wrote it back in.
 
@@ -60,10 +61,7 @@ def ping_bound(lesson: Any, tunnel: SeedTunnel, device: str = "mytun",
         ns.exec(["ping", "-c1", "-W1", "-I", device, target], check=False, timeout=5)
         writer.wait_until(lambda: writer.stats.written_packets > before, 1.0)
 
-    report = observe(ns, inject, writer_tid=writer.writer_tid, capture_devices=())
-    result = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    result["tunnel_written"] = writer.stats.written_packets - before
-    return result
+    return observe(ns, inject, writer_tid=writer.writer_tid, capture_devices=())
 
 
 

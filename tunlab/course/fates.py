@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tunlab.course import evidence as recorded_evidence
 from tunlab.course.lesson import START_HINT
 from tunlab.course.recording import RECORDED_DIR, to_jsonable
+from tunlab.fate.report import FateReport, Verdict
 from tunlab.kernel.host import is_privileged
 
 FATE_CASES = RECORDED_DIR / "fate_cases.json"
@@ -32,29 +34,27 @@ def fate_key(src: str, dst: str, proto: str | int = "icmp", dport: int | None = 
 
 def recorded_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
                   ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
-                  nft_ruleset: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A recorded fate report for these inputs, same shape as ``FateReport.to_dict()``.
+                  nft_ruleset: str | None = None, **extra: Any) -> FateReport:
+    """The recorded fate report for these inputs (``recorded`` set).
 
-    Used when the kernel cannot run the experiment (no root). Unrecorded inputs give
-    ``verdict="not recorded"`` and an explanation of how to run it live.
+    Used when the kernel cannot run the experiment (no root). Unrecorded inputs give the verdict
+    :attr:`~tunlab.fate.report.Verdict.NOT_RECORDED` and an explanation of how to run it live.
     """
     cases = json.loads(FATE_CASES.read_text()) if FATE_CASES.exists() else {}
     extra = {k: v for k, v in extra.items() if k != "verify_fixes" and v}
     key = fate_key(src, dst, proto, dport, ttl, dev, sysctls, nft_ruleset) if not extra else ""
     if key in cases:
-        report = dict(cases[key])
-        report["recorded"] = True
-        return report
-    return {"verdict": "not recorded", "drop_reasons": [], "martian_log": [], "replies": [],
-            "counters": {}, "recorded": True,
-            "explanation": "This combination was not recorded. Start the lab as root "
-                           f"(`{START_HINT}`) and the kernel itself will answer."}
+        return replace(FateReport.from_dict(cases[key]), recorded=True)
+    return FateReport(verdict=Verdict.NOT_RECORDED, drop_reasons=[], martian_log=[],
+                      replies=[], counters={}, recorded=True,
+                      explanation="This combination was not recorded. Start the lab as root "
+                                  f"(`{START_HINT}`) and the kernel itself will answer.")
 
 
 def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None = None,
               ttl: int = 64, dev: str = "mytun2", sysctls: dict[str, Any] | None = None,
-              nft_ruleset: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace, as a dict.
+              nft_ruleset: str | None = None, **extra: Any) -> FateReport:
+    """Ask the kernel: :func:`tunlab.fate.packet_fate` in a fresh namespace.
 
     ``extra``: the other options of packet_fate (``routes``, ``nft_rules``, ``mtus``,
     ``listen``, ``size``, ``df``, ``verify_fixes``).
@@ -62,7 +62,7 @@ def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None =
     from tunlab.fate import packet_fate
 
     report = packet_fate(src, dst, proto=proto, dport=dport, ttl=ttl, dev=dev,
-                         sysctls=sysctls, nft_ruleset=nft_ruleset, **extra).to_dict()
+                         sysctls=sysctls, nft_ruleset=nft_ruleset, **extra)
     if recorded_evidence.lacks_traced_evidence(report):  # the no-sudo kernel: a root run's
         report = recorded_evidence.with_recorded_evidence(
             report, sysctls, lambda settings: recorded_fate(
@@ -70,7 +70,7 @@ def live_fate(src: str, dst: str, proto: str | int = "icmp", dport: int | None =
     return report
 
 
-def fate(src: str, dst: str, **kwargs: Any) -> dict[str, Any]:
+def fate(src: str, dst: str, **kwargs: Any) -> FateReport:
     """The kernel's verdict when the lab can run, else the recorded one (see recorded_fate)."""
     if is_privileged():
         return live_fate(src, dst, **kwargs)
@@ -147,8 +147,7 @@ def record_fate_cases(cases: Iterable[dict[str, Any]] | None = None,
         report = live_fate(src, dst, **args)
         stored[fate_key(src, dst, **args)] = to_jsonable(report)
         if progress:
-            progress(f"{src} -> {dst} {args}: {report.get('verdict')} "
-                     f"{report.get('drop_reasons')}")
+            progress(f"{src} -> {dst} {args}: {report.verdict} {report.drop_reasons}")
     FATE_CASES.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     return FATE_CASES
 

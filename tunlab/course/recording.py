@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunlab import resources
+from tunlab.fate.report import FateReport
 
 DATA_DIR = resources.data_path()
 RECORDED_DIR = DATA_DIR / "recorded"
@@ -31,10 +32,13 @@ def to_jsonable(value: Any) -> Any:
 
 
 def from_jsonable(value: Any) -> Any:
-    """The inverse of :func:`to_jsonable` (bytes come back; objects stay dicts)."""
+    """The inverse of :func:`to_jsonable`: bytes come back, and so do fate reports (as
+    :class:`~tunlab.fate.report.FateReport`); other objects stay dicts."""
     if isinstance(value, dict):
         if set(value) == {"__bytes__"}:
             return bytes.fromhex(value["__bytes__"])
+        if FateReport.is_report(value):
+            return FateReport.from_dict(value)
         return {k: from_jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]

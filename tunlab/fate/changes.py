@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tunlab.fate.request import FateRequest
 
 __all__ = ["AddRoute", "Change", "ClearDf", "DeleteRoute", "Listen", "NftCommand",
-           "SetMtu", "SetSysctl", "SetTtl", "apply_all"]
+           "SetMtu", "SetSysctl", "SetTtl", "apply_all", "from_args"]
 
 
 class Change(Protocol):
@@ -181,3 +181,38 @@ def apply_all(request: FateRequest, changes: tuple[Change, ...] | list[Change]) 
     for change in changes:
         request = change.apply(request)
     return request
+
+
+def from_args(args: list[str], commands: list[str]) -> tuple[Change, ...]:
+    """The changes that ``args`` (a fix's ``fate_args``, as JSON and recordings keep them)
+    make, one per entry of ``commands`` (the fix's commands, which hold the sender's own)."""
+    out: list[Change] = []
+    rest = list(args)
+    for command in commands:
+        how = command.split("   # on the sender")[0]
+        option = rest.pop(0)
+        if option == "--set":
+            key, _, value = rest.pop(0).partition("=")
+            out.append(SetSysctl(key, value))
+        elif option == "--route":
+            out.append(AddRoute(rest.pop(0)))
+        elif option == "--route-del":
+            out.append(DeleteRoute(rest.pop(0)))
+        elif option == "--nft-cmd":
+            out.append(NftCommand(rest.pop(0)))
+        elif option == "--listen":
+            proto, port = rest.pop(0), rest.pop(0)
+            out.append(Listen(proto, int(port)))
+        elif option == "--mtu":
+            dev, _, mtu = rest.pop(0).partition("=")
+            out.append(SetMtu(dev, int(mtu)))
+        elif option == "--ttl":
+            out.append(SetTtl(int(rest.pop(0)), how))
+        elif option == "--no-df":
+            out.append(ClearDf(how))
+        else:
+            raise ValueError(f"{option} is not an option a fix uses")
+    if rest:
+        raise ValueError(f"arguments left over: {rest}")
+    return tuple(out)
+

@@ -205,7 +205,8 @@ def _observe(ns: Namespace, inject: Callable[[], None], *, writer_tid: int | Non
 def _apply_ruleset(ns: Namespace, ruleset: str) -> None:
     result = ns.exec(["nft", "-f", "-"], check=False, input=ruleset.encode())
     if result.returncode != 0:
-        error = result.stderr.decode(errors="replace").strip()
+        error = (result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes)
+                 else str(result.stderr)).strip()
         raise TunlabError(f"nft refused the ruleset: {error}",
                           "check it with `nft -c -f FILE`")
 

@@ -47,14 +47,14 @@ def verify(request: FateRequest, candidates: list[Fix], run: Runner,
         if not fix.works and after.verdict == Verdict.DROPPED:
             follow_ups.append((fix, req, after))
     if not any(f.works for f in results):
-        for first, applied, after in follow_ups:
-            for second in diagnose(after, applied).candidates:
+        for one, changed, still in follow_ups:
+            for second in diagnose(still, changed).candidates:
                 if runs >= max_runs or time.monotonic() > deadline:
                     break
-                if second.changes == first.changes:
+                if second.changes == one.changes:
                     continue
-                combined = Fix(summary=f"{first.summary}, and {second.summary}",
-                               changes=(*first.changes, *second.changes))
+                combined = Fix(summary=f"{one.summary}, and {second.summary}",
+                               changes=(*one.changes, *second.changes))
                 _record(combined, run(request.apply(combined.changes)))
                 runs += 1
                 results.append(combined)

@@ -7,10 +7,10 @@ format file. The meanings paraphrase the comments in include/net/dropreason-core
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """Where on the receive path a drop happens (the path figure's boxes)."""
 
     DEVICE = "device"          # the device and the core receive code
@@ -18,9 +18,6 @@ class Stage(str, Enum):
     FIREWALL = "firewall"      # netfilter / nftables
     FORWARDING = "forwarding"  # ip_forward and the way out
     LOCAL = "local delivery"   # the protocol handlers and sockets
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

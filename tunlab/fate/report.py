@@ -7,8 +7,9 @@ object (and what recordings store).
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,19 +18,17 @@ if TYPE_CHECKING:
     from tunlab.kernel.nft.model import FirewallVerdict
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What the kernel did with the packet. A ``str`` enum, so it compares equal to its value."""
 
     DROPPED = "dropped"
     DELIVERED = "delivered"
     FORWARDED = "forwarded"
     UNKNOWN = "unknown"   # the evidence the lab could gather does not say
-
-    def __str__(self) -> str:
-        return self.value
+    NOT_RECORDED = "not recorded"  # no root here, and no recording of this packet
 
 
-class Evidence(str, Enum):
+class Evidence(StrEnum):
     """Where a report's facts come from."""
 
     TRACEFS = "tracefs"          # skb:kfree_skb drop reasons tied to our packet
@@ -37,9 +36,6 @@ class Evidence(str, Enum):
     KERNEL_LOG = "kernel log"    # martian lines in /dev/kmsg
     CAPTURE = "capture"          # packets read back out of the lab's TUN devices
     NFTRACE = "nftrace"          # nftables rule tracing
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,14 @@ class Reply:
                    icmp_code=summary.get("icmp_code"), sport=summary.get("sport"),
                    dport=summary.get("dport"), tcp_flags=summary.get("tcp_flags"))
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reply:
+        """The reply back from :meth:`to_dict` (a recording)."""
+        return cls(dev=str(data["dev"]), src=str(data["src"]), dst=str(data["dst"]),
+                   proto=data["proto"], icmp_type=data.get("icmp_type"),
+                   icmp_code=data.get("icmp_code"), sport=data.get("sport"),
+                   dport=data.get("dport"), tcp_flags=data.get("tcp_flags"))
+
     @property
     def is_icmp(self) -> bool:
         return self.proto in ("icmp", "icmp6", "ipv6-icmp")
@@ -82,12 +86,14 @@ class Reply:
         return out
 
 
-_ICMP4_NAMES = {(0, 0): "an ICMP echo reply", (11, 0): "ICMP time exceeded",
+_ICMP4_NAMES: dict[tuple[int | None, int | None], str] = {
+                (0, 0): "an ICMP echo reply", (11, 0): "ICMP time exceeded",
                 (3, 3): "ICMP port unreachable", (3, 2): "ICMP protocol unreachable",
                 (3, 1): "ICMP host unreachable", (3, 0): "ICMP net unreachable",
                 (3, 4): "ICMP fragmentation needed", (3, 13): "ICMP administratively prohibited",
                 (3, 10): "ICMP host prohibited", (3, 9): "ICMP net prohibited"}
-_ICMP6_NAMES = {(129, 0): "an ICMPv6 echo reply", (3, 0): "ICMPv6 time exceeded",
+_ICMP6_NAMES: dict[tuple[int | None, int | None], str] = {
+                (129, 0): "an ICMPv6 echo reply", (3, 0): "ICMPv6 time exceeded",
                 (1, 4): "ICMPv6 port unreachable", (1, 0): "ICMPv6 no route",
                 (1, 1): "ICMPv6 administratively prohibited", (1, 3): "ICMPv6 address unreachable",
                 (1, 6): "ICMPv6 reject route", (2, 0): "ICMPv6 packet too big",
@@ -120,6 +126,10 @@ class DropSite:
 
     def to_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "location": self.location}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DropSite:
+        return cls(str(data["reason"]), str(data["location"]))
 
 
 @dataclass
@@ -158,6 +168,19 @@ class Fix:
                 "verdict_after": str(self.verdict_after) if self.verdict_after else None,
                 "reasons_after": self.reasons_after, "verified": self.verified}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fix:
+        """The fix back from :meth:`to_dict` (a recording), its changes read from its
+        arguments."""
+        from tunlab.fate.changes import from_args
+
+        after = data.get("verdict_after")
+        return cls(summary=str(data["summary"]),
+                   changes=from_args(list(data["fate_args"]), list(data["commands"])),
+                   verdict_after=Verdict(after) if after else None,
+                   reasons_after=list(data.get("reasons_after") or []),
+                   verified=bool(data.get("verified")))
+
 
 @dataclass
 class FateReport:
@@ -185,6 +208,12 @@ class FateReport:
     missing_evidence: dict[str, str] = field(default_factory=dict)
     tracing: str = "tracefs"
     elapsed: float = 0.0
+    # Without root, a recorded root run of this same packet answers (``recorded``); where a
+    # live run lacked tracefs or the kernel log, a root run's reasons and lines stand beside
+    # it, labelled (tunlab.course.evidence), never in drop_reasons or martian_log.
+    recorded: bool = False
+    recorded_drop_reasons: list[str] = field(default_factory=list)
+    recorded_martian_log: list[str] = field(default_factory=list)
 
     @property
     def working_fixes(self) -> list[Fix]:
@@ -206,7 +235,46 @@ class FateReport:
                 "route_back": self.route_back, "route_in": self.route_in,
                 "evidence": [str(e) for e in self.evidence],
                 "missing_evidence": self.missing_evidence,
-                "tracing": self.tracing, "elapsed": round(self.elapsed, 3)}
+                "tracing": self.tracing, "elapsed": round(self.elapsed, 3),
+                **({"recorded": True} if self.recorded else {}),
+                **({"recorded_drop_reasons": self.recorded_drop_reasons}
+                   if self.recorded_drop_reasons else {}),
+                **({"recorded_martian_log": self.recorded_martian_log}
+                   if self.recorded_martian_log else {})}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FateReport:
+        """The report back from :meth:`to_dict`: a recording, or a ``tunlab fate --json``."""
+        from tunlab.kernel.nft.model import FirewallVerdict
+
+        firewall = data.get("firewall")
+        return cls(
+            verdict=Verdict(data["verdict"]), drop_reasons=list(data.get("drop_reasons") or []),
+            martian_log=list(data.get("martian_log") or []),
+            replies=[Reply.from_dict(r) for r in data.get("replies") or []],
+            counters=dict(data.get("counters") or {}),
+            explanation=str(data.get("explanation") or ""),
+            drop_locations=[DropSite.from_dict(d) for d in data.get("drop_locations") or []],
+            reply_drops=[DropSite.from_dict(d) for d in data.get("reply_drops") or []],
+            packet=dict(data.get("packet") or {}), settings=dict(data.get("settings") or {}),
+            effective_settings=dict(data.get("effective_settings") or {}),
+            fixes=[Fix.from_dict(f) for f in data.get("fixes") or []],
+            firewall=FirewallVerdict.from_dict(firewall) if firewall else None,
+            forwarded_via=data.get("forwarded_via"), forwarded_ttl=data.get("forwarded_ttl"),
+            route_back=str(data.get("route_back") or ""),
+            route_in=str(data.get("route_in") or ""),
+            evidence=[Evidence(e) for e in data.get("evidence") or []],
+            missing_evidence=dict(data.get("missing_evidence") or {}),
+            tracing=str(data.get("tracing") or "tracefs"),
+            elapsed=float(data.get("elapsed") or 0.0), recorded=bool(data.get("recorded")),
+            recorded_drop_reasons=list(data.get("recorded_drop_reasons") or []),
+            recorded_martian_log=list(data.get("recorded_martian_log") or []))
+
+    @staticmethod
+    def is_report(data: object) -> bool:
+        """True when ``data`` (JSON) has the shape of :meth:`to_dict`'s output."""
+        return isinstance(data, Mapping) and {"verdict", "drop_reasons", "martian_log",
+                                               "replies", "counters"} <= set(data)
 
     def _repr_html_(self) -> str:
         rows = [f"<b>{html.escape(str(self.verdict).upper())}</b> "

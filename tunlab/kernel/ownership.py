@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 from tunlab.errors import TunlabError
 
@@ -165,6 +166,10 @@ def _check_private(path: Path, *, private: bool) -> None:
                           f"remove it (`sudo rm -rf {path}`); tunlab recreates it")
 
 
+@overload
+def records_dir(create: Literal[True] = True) -> Path: ...
+@overload
+def records_dir(create: bool) -> Path | None: ...
 def records_dir(create: bool = True) -> Path | None:
     """The records directory (mode 0700), created when ``create``; None when absent.
 
@@ -279,7 +284,8 @@ def started_by_tunlab(record: Record, pids: Iterable[int]) -> tuple[list[int], l
     (``timeout tcpdump ...`` records ``timeout``; ``tcpdump`` is its child).
     """
     recorded = {p.pid for p in record.started if p.alive()}
-    ours, others = [], []
+    ours: list[int] = []
+    others: list[int] = []
     for pid in pids:
         chain, current = 0, pid
         while current and current not in recorded and chain < 64:

@@ -16,7 +16,9 @@ from tunlab.packet.craft import check_ipv4
 
 def routes(ns: Namespace, table: str = "main") -> list[dict[str, Any]]:
     """The routes of ``table`` (main, local, or a number) in ``ns``, one dict each."""
-    return json.loads(ns.ip("-j", "-4", "route", "show", "table", table) or "[]")
+    found: list[dict[str, Any]] = json.loads(ns.ip("-j", "-4", "route", "show", "table", table)
+                                             or "[]")
+    return found
 
 
 def routes_text(ns: Namespace, table: str = "main") -> str:
@@ -46,7 +48,8 @@ def route_get(ns: Namespace, dst: str, src: str | None = None, iif: str | None =
     answer = json.loads(result.stdout or "[]")
     if not answer:
         raise TunlabError(f"ip route get {dst} gave no answer")
-    return answer[0]
+    first: dict[str, Any] = answer[0]
+    return first
 
 
 def describe_lookup(answer: dict[str, Any]) -> str:

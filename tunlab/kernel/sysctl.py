@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from tunlab.errors import TunlabError
@@ -84,7 +85,7 @@ def set(ns: Namespace, key: str, value: str | int) -> str:  # noqa: A001 - mirro
 class SysctlChanges:
     """Apply several settings in a namespace and put the old values back on exit."""
 
-    def __init__(self, ns: Namespace, settings: dict[str, str | int]) -> None:
+    def __init__(self, ns: Namespace, settings: Mapping[str, str | int]) -> None:
         self.ns = _require(ns)
         self.settings = dict(settings)
         self.previous: dict[str, str] = {}

@@ -130,7 +130,8 @@ def _tun_link_info(name: str) -> dict[str, object] | None:
     try:
         out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", name],
                              capture_output=True, text=True, timeout=5).stdout
-        return json.loads(out)[0]["linkinfo"]["info_data"]
+        info: dict[str, object] = json.loads(out)[0]["linkinfo"]["info_data"]
+        return info
     except (OSError, subprocess.SubprocessError, ValueError, LookupError, TypeError):
         return None
 
@@ -310,7 +311,7 @@ class TunDevice:
     def mtu(self) -> int:
         """The device's MTU in bytes."""
         result = fcntl.ioctl(self._ctl, SIOCGIFMTU, struct.pack("16si20x", self.name.encode(), 0))
-        return struct.unpack("16si20x", result)[1]
+        return int(struct.unpack("16si20x", result)[1])
 
     @mtu.setter
     def mtu(self, value: int) -> None:
@@ -319,14 +320,14 @@ class TunDevice:
     def kernel_flags(self) -> int:
         """TUNGETIFF: the flags the kernel holds for the device (IFF_*, IFF_PERSIST included)."""
         result = fcntl.ioctl(self.fd, TUNGETIFF, _ifreq(""))
-        return struct.unpack("16sH22x", result)[1]
+        return int(struct.unpack("16sH22x", result)[1])
 
     def _ethtool_value(self, command: int) -> int:
         request = bytearray(struct.pack("II", command, 0))
         buffer = ctypes.create_string_buffer(bytes(request), len(request))
         ifreq = struct.pack("16sP8x", self.name.encode(), ctypes.addressof(buffer))
         fcntl.ioctl(self._ctl, SIOCETHTOOL, ifreq)
-        return struct.unpack("II", buffer.raw)[1]
+        return int(struct.unpack("II", buffer.raw)[1])
 
     def offloads_enabled(self) -> dict[str, bool]:
         """Which offloads the device currently has on (empty dict: none), as ethtool says."""

@@ -257,7 +257,8 @@ def auth_tag(keys: SessionKeys, role: str, transcript: bytes) -> bytes:
                     hashlib.sha256).digest()
 
 
-def auth_tag_valid(keys: SessionKeys, role: str, transcript: bytes, tag: bytes) -> bool:
+def auth_tag_valid(keys: SessionKeys, role: str, transcript: bytes,
+                   tag: bytes | memoryview) -> bool:
     """Constant-time check of the AUTH payload that ``role`` (the peer) sent."""
     return hmac.compare_digest(auth_tag(keys, role, transcript), tag)
 
@@ -341,6 +342,7 @@ class Opener:
         counter = int.from_bytes(view[:COUNTER_SIZE], "big")
         header = frame_header(SecureFrameType.SEALED, len(payload))
         try:
+            plaintext: bytes | memoryview
             if out is None:
                 plaintext = self._aead.decrypt(_nonce(counter), view[COUNTER_SIZE:], header)
             else:

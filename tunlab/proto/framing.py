@@ -30,7 +30,7 @@ import json
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from tunlab.packet.validate import ip_packet_problem
@@ -65,7 +65,7 @@ class FrameType(IntEnum):
     EXTENSION_LAST = 0x1F
 
 
-class RejectReason(str, Enum):
+class RejectReason(StrEnum):
     """Why a frame, a stream or a connection was refused: one name for each rule a peer can
     break, shared by the codec, the session and the endpoints. The value is what statistics
     count and logs print (it compares and hashes as that string)."""
@@ -100,8 +100,6 @@ class RejectReason(str, Enum):
     UNSENDABLE = "unsendable"
     BAD_OFFLOAD = "bad_offload"
 
-    def __str__(self) -> str:
-        return self.value
 
     __hash__ = str.__hash__
 
@@ -127,8 +125,8 @@ class HelloReceived:
 class PacketReceived:
     """A validated IP packet; ``vnet_header`` is set for GSO_DATA frames."""
 
-    packet: bytes
-    vnet_header: bytes | None = None
+    packet: bytes | memoryview  # a view into the receive buffer on the copy-free path
+    vnet_header: bytes | memoryview | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +147,7 @@ class ExtensionFrame:
     """A frame in the extension range, passed up unparsed to the layer that owns it."""
 
     frame_type: int
-    payload: bytes
+    payload: bytes | memoryview  # a view into the receive buffer on the copy-free path
 
 
 @dataclass(frozen=True)
@@ -481,8 +479,8 @@ class Decoder:
         else:
             wanted = frame_type in _DATA_TYPES and (
                 frame_type != FrameType.GSO_DATA or self.accept_gso)
-        return (wanted and magic == MAGIC and version == VERSION and length <= self.max_payload
-                and HEADER_SIZE + length > len(rest))
+        return bool(wanted and magic == MAGIC and version == VERSION
+                    and length <= self.max_payload and HEADER_SIZE + length > len(rest))
 
     def _check_header(self, magic: bytes, version: int, frame_type: int,
                       length: int) -> ProtocolError | None:
@@ -504,7 +502,7 @@ class Decoder:
         self.stats.rejected[reason] += 1
         return FrameRejected(reason, detail)
 
-    def frame_event(self, frame_type: int, payload: bytes) -> Event:
+    def frame_event(self, frame_type: int, payload: bytes | memoryview) -> Event:
         """The event for one complete frame, with every payload check (and stats) applied.
 
         Public so that a layer which unwraps frames (the sealed frames of
@@ -535,14 +533,15 @@ class Decoder:
         if frame_type == FrameType.HELLO:
             if len(payload) > MAX_HELLO:
                 return self._reject(RejectReason.BAD_HELLO, f"hello of {len(payload)} bytes")
-            hello = _parse_hello(payload)
+            raw = bytes(payload)
+            hello = _parse_hello(raw)
             if isinstance(hello, str):
                 return self._reject(RejectReason.BAD_HELLO, hello)
-            return HelloReceived(hello, payload)
+            return HelloReceived(hello, raw)
         if frame_type == FrameType.KEEPALIVE:
             return KeepaliveReceived()
         if frame_type == FrameType.CLOSE:
-            return CloseReceived(printable_reason(payload))
+            return CloseReceived(printable_reason(bytes(payload)))
         if FrameType.EXTENSION_FIRST <= frame_type <= FrameType.EXTENSION_LAST:
             return ExtensionFrame(frame_type, payload)
         return self._reject(RejectReason.UNKNOWN_TYPE, f"frame type {frame_type}")

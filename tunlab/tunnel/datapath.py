@@ -89,8 +89,9 @@ class Datapath:
                 stats.written_packets += 1
                 stats.written_bytes += len(event.packet)
                 if self.record_packets:
+                    # a copy: on the copy-free path the packet is a view of a reused buffer
                     self.event(EventKind.WRITTEN, f"to {self.device.name}", len(event.packet),
-                               event.packet)
+                               bytes(event.packet))
             elif isinstance(event, FrameRejected):
                 stats.rejected[event.reason] += 1
                 self.event(EventKind.REJECTED, f"{event.reason}: {event.detail}")

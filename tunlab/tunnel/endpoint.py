@@ -364,8 +364,9 @@ class Endpoint:
             while not session.established:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return self._refuse(sock, address, RejectReason.HANDSHAKE_TIMEOUT,
-                                        f"no hello within {timeout:.0f} s")
+                    self._refuse(sock, address, RejectReason.HANDSHAKE_TIMEOUT,
+                                 f"no hello within {timeout:.0f} s")
+                    return None
                 if not self._wait_readable(sock, left):
                     if self._stop.is_set():
                         sock.close()
@@ -373,15 +374,17 @@ class Endpoint:
                     continue
                 data = sock.recv(RECV_SIZE)
                 if not data:
-                    return self._refuse(sock, address, RejectReason.CLOSED_IN_HANDSHAKE,
-                                        "peer closed before its hello")
+                    self._refuse(sock, address, RejectReason.CLOSED_IN_HANDSHAKE,
+                                 "peer closed before its hello")
+                    return None
                 for event in session.receive(data):
                     if isinstance(event, ProtocolError):
                         try:  # best effort: tell the peer why (e.g. auth_failed), never block
                             sock.send(session.data_to_send(), socket.MSG_DONTWAIT)
                         except OSError:
                             pass
-                        return self._refuse(sock, address, event.reason, event.detail)
+                        self._refuse(sock, address, event.reason, event.detail)
+                        return None
                     if isinstance(event, Established):
                         self._event(EventKind.ESTABLISHED, f"{address} features "
                                     f"{sorted(event.features)}")
@@ -391,7 +394,8 @@ class Endpoint:
                 if out:
                     sock.sendall(out)
         except OSError as exc:
-            return self._refuse(sock, address, RejectReason.SOCKET_ERROR, str(exc))
+            self._refuse(sock, address, RejectReason.SOCKET_ERROR, str(exc))
+            return None
         peer = Peer(sock, session, address)
         peer.early = early
         return peer

@@ -73,7 +73,7 @@ def check_reader(read_ping: Callable[[int], Any], lab: Any) -> Verdict:
                        counters)
     from scapy.layers.inet import ICMP, IP
 
-    ip = IP(_as_bytes(outcome.value))
+    ip = IP(_as_bytes(outcome.value) or b"")
     return Verdict(True, f"You read ping's echo request {ip.src} -> {ip.dst} (id "
                    f"{ip[ICMP].id:#06x}, seq {ip[ICMP].seq}, {ip.len} bytes); the kernel "
                    f"counted mytun tx packets +{counters['mytun tx packets']}.", counters)

@@ -146,8 +146,12 @@ def _ping(ns: Namespace, target: str, count: int = 1) -> subprocess.Popen[Any]:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait(process: subprocess.Popen[Any], timeout: float) -> int | None:
-    return stop_process(process, timeout, first=None)
+def _wait(process: subprocess.Popen[Any], timeout: float) -> int:
+    """Its exit status once it ended by itself, or was killed after ``timeout`` seconds."""
+    code = stop_process(process, timeout, first=None)
+    if code is None:
+        raise TimeoutError(f"{process.args!r} did not end even after SIGKILL")
+    return code
 
 
 def _nudge_ping(ns: Namespace, target: str) -> Callable[[], None]:

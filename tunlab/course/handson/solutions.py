@@ -64,11 +64,11 @@ def pump(tun_fd: int, sock: socket.socket) -> None:
     crosses the stream socket as a 2-byte big-endian length, then the packet."""
     buffer = b""
     while True:
-        ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
+        ready, _, _ = select.select([tun_fd, sock.fileno()], [], [], 1.0)
         if tun_fd in ready:
             packet = os.read(tun_fd, 2048)
             sock.sendall(struct.pack("!H", len(packet)) + packet)
-        if sock in ready:
+        if sock.fileno() in ready:
             data = sock.recv(65536)
             if not data:
                 return  # the peer closed the connection
@@ -79,20 +79,14 @@ def pump(tun_fd: int, sock: socket.socket) -> None:
                 buffer = buffer[2 + size:]
 
 
-
-
-
-
-
-
 def udp_pump(tun_fd: int, sock: socket.socket) -> None:
     """Reference for 09d: forward packets both ways between ``tun_fd`` and a connected UDP
     socket, one datagram per packet, until the socket is shut down."""
     while True:
-        ready, _, _ = select.select([tun_fd, sock], [], [], 1.0)
+        ready, _, _ = select.select([tun_fd, sock.fileno()], [], [], 1.0)
         if tun_fd in ready:
             sock.send(os.read(tun_fd, 2048))  # one packet, one datagram: no length needed
-        if sock in ready:
+        if sock.fileno() in ready:
             packet = sock.recv(2048)
             if not packet:
                 return  # the socket was shut down

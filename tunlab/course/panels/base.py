@@ -24,7 +24,7 @@ from tunlab.course.style import css, presenter_style, set_presenter
 
 def _image(fig: Any | None = None, width: str = "100%") -> w.Image:
     image = w.Image(format="png", layout=w.Layout(width=width, max_width="900px"))
-    image._tunlab_width = width  # type: ignore[attr-defined]
+    image._tunlab_width = width
     if fig is not None:
         show_figure(image, fig)
     else:

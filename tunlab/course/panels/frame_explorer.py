@@ -42,7 +42,7 @@ class FrameCapture:
         """scapy's ``TunlabFrame(echo_frame).show()``."""
         from tunlab.proto.scapy_layer import TunlabFrame
 
-        return TunlabFrame(self.echo_frame).show(dump=True)
+        return str(TunlabFrame(self.echo_frame).show(dump=True))
 
     def summary_html(self) -> str:
         """One line per frame: direction, type, length, the packet it carries."""

@@ -14,17 +14,18 @@ from tunlab.course.fates import FORWARD_DROP_RULESET
 from tunlab.course.panels.base import LabPanel, _image, _ip
 from tunlab.course.reports import FateFn, fate_html
 from tunlab.course.style import invalid, muted
+from tunlab.fate.report import FateReport
 
 
 @dataclass(frozen=True)
 class SentPacket:
     """One packet the builder sent into ``dev`` and the kernel's verdict on it: the fate
-    report (``FateReport.to_dict()`` form, live or recorded) and how long the kernel took."""
+    report (live or recorded) and how long the kernel took."""
 
     src: str
     dst: str
     dev: str
-    report: Mapping[str, Any]
+    report: FateReport
     elapsed: float | None = None
 
     def _repr_html_(self) -> str:
@@ -32,7 +33,7 @@ class SentPacket:
 
     def figure(self) -> Any:
         """The packet's path and where the kernel stopped it."""
-        return plots.fate_path(dict(self.report), self.src, self.dst, self.dev)
+        return plots.fate_path(self.report, self.src, self.dst, self.dev)
 
 
 def send_packet(fate_fn: FateFn, params: Mapping[str, Any]) -> SentPacket:
@@ -41,7 +42,7 @@ def send_packet(fate_fn: FateFn, params: Mapping[str, Any]) -> SentPacket:
     args = dict(params)
     src, dst = args.pop("src"), args.pop("dst")
     started = time.monotonic()
-    report = dict(fate_fn(src, dst, **args))
+    report = fate_fn(src, dst, **args)
     return SentPacket(src, dst, str(params.get("dev", "mytun2")), report,
                       time.monotonic() - started)
 
@@ -63,13 +64,13 @@ class PacketBuilder(LabPanel, w.VBox):
                  dport: int = 9, dev: str = "mytun2", ip_forward: bool = True,
                  rp_filter: int = 0, accept_local: bool = False, log_martians: bool = True,
                  firewall: bool = False, show_path: bool = True, lesson: Any = None) -> None:
-        if fate_fn is None:
-            from tunlab.course.fates import fate as fate_fn
-        self.fate_fn = fate_fn
+        from tunlab.course.fates import fate
+
+        self.fate_fn: FateFn = fate_fn or fate
         self.last_result: SentPacket | None = None
         self.last_params: dict[str, Any] | None = None
         self.last_error: str | None = None
-        self.history: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.history: list[tuple[dict[str, Any], FateReport]] = []
         style = {"description_width": "90px"}
         short = w.Layout(width="230px")
         self.src = w.Text(value=src, description="source IP", style=style, layout=short)
@@ -131,9 +132,9 @@ class PacketBuilder(LabPanel, w.VBox):
         self.dport.disabled = self.proto.value not in ("udp", "tcp")
 
     @property
-    def last_report(self) -> dict[str, Any] | None:
-        """The last verdict as a fate report (``FateReport.to_dict()`` form)."""
-        return dict(self.last_result.report) if self.last_result is not None else None
+    def last_report(self) -> FateReport | None:
+        """The last verdict's fate report."""
+        return self.last_result.report if self.last_result is not None else None
 
     def _inputs_changed(self) -> None:
         """The shown verdict is for other inputs now: say so and hide its figure."""
@@ -172,7 +173,7 @@ class PacketBuilder(LabPanel, w.VBox):
             "nft_ruleset": FORWARD_DROP_RULESET if self.firewall.value else None,
         }
 
-    def run(self) -> dict[str, Any] | None:
+    def run(self) -> FateReport | None:
         """Send the packet now (what the button does); returns the report."""
         params = self.params()
         self.last_params = params
@@ -200,7 +201,7 @@ class PacketBuilder(LabPanel, w.VBox):
             self.send.disabled = False
             self.status.value = ""
         self.last_result = result
-        self.history.append((params, dict(result.report)))
+        self.history.append((params, result.report))
         self.show(result, self.result, self.path)
         return self.last_report
 
@@ -208,12 +209,11 @@ class PacketBuilder(LabPanel, w.VBox):
         """How often each drop reason (or verdict without drop) came back so far."""
         counts: dict[str, int] = {}
         for _params, report in self.history:
-            reasons = report.get("drop_reasons") or [str(report.get("verdict", "?"))]
-            for reason in reasons:
-                counts[str(reason)] = counts.get(str(reason), 0) + 1
+            for reason in report.drop_reasons or [str(report.verdict)]:
+                counts[reason] = counts.get(reason, 0) + 1
         return counts
 
-    def close(self) -> None:  # type: ignore[override]
+    def close(self) -> None:
         """Nothing runs in the background; close the widgets."""
         super().close()
 

@@ -16,6 +16,7 @@ from tunlab.course.panels.route_view import route_figure
 from tunlab.course.seed_tunnel import seed_tunnel
 from tunlab.course.style import css, invalid
 from tunlab.fate.reasons import COUNTERS
+from tunlab.fate.report import FateReport, Verdict
 from tunlab.kernel.counters import counter_delta, snmp_counters
 
 
@@ -82,7 +83,8 @@ class SeedPing:
                    if counters.get(k) and COUNTER_MEANINGS[k][0]]
         verdict = "forwarded" if counters.get("IpForwDatagrams") else (
             "delivered" if counters.get("IcmpInEchos") else "dropped")
-        fate = {"verdict": "dropped" if reasons else verdict, "drop_reasons": reasons}
+        fate = FateReport(verdict=Verdict.DROPPED if reasons else Verdict(verdict),
+                          drop_reasons=reasons, martian_log=[], replies=[], counters=counters)
         way = "mytun2 → vpn-server → vpn-client → mytun" if reverse else \
             "mytun → vpn-client → vpn-server → mytun2"
         return plots.seed_path(fate, title=f"ping {target}: {way}", target=target,

@@ -271,7 +271,7 @@ class TunnelPanel(LabPanel, w.VBox):
             self._buttons(running=False)
             self.status.value = "tunnel stopped"
 
-    def close(self) -> None:  # type: ignore[override]
+    def close(self) -> None:
         """Stop everything this panel started. The widgets stay usable: *start tunnel*
         starts again (in a new lab when the lesson's lab was removed)."""
         if self._lab is not None:

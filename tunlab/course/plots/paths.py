@@ -4,14 +4,14 @@ delivery) and where the kernel dropped it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from tunlab.course.plots.render import COLORS
+from tunlab.fate.report import FateReport
 
 
 @dataclass(frozen=True)
@@ -119,17 +119,16 @@ def drop_stage(reasons: Sequence[str]) -> str:
     return "route"
 
 
-def fate_path(fate: Mapping[str, Any] | None, src: str = "", dst: str = "",
+def fate_path(fate: FateReport | None, src: str = "", dst: str = "",
               dev: str = "mytun2", title: str = "") -> Figure:
     """What the kernel did with one packet written into ``dev`` (a :mod:`tunlab.fate` report).
 
     Stations: the crafted packet, the device it was written to, input routing (where
     rp_filter and the martian checks live), netfilter, and local delivery or forwarding.
     """
-    fate = fate or {}
-    verdict = str(fate.get("verdict", ""))
-    reasons = [str(r) for r in fate.get("drop_reasons") or []]
-    via = fate.get("forwarded_via")
+    verdict = str(fate.verdict) if fate else ""
+    reasons = list(fate.drop_reasons) if fate else []
+    via = fate.forwarded_via if fate else None
     last = {"forwarded": f"forwarded\nout of {via}" if via else "forwarded",
             "delivered": "delivered to\na protocol"}.get(
                 verdict, "forwarded out /\ndelivered to\na protocol")
@@ -140,7 +139,7 @@ def fate_path(fate: Mapping[str, Any] | None, src: str = "", dst: str = "",
              Step(last, "kernel")]
     # The kernel's answers leave through the lab's devices, most often wan0, the uplink that
     # carries the default route (the way back to a source like 200.1.2.3).
-    reply_devices = sorted({str(r.get("dev")) for r in fate.get("replies") or []})
+    reply_devices = sorted({r.dev for r in fate.replies}) if fate else []
     answered = (f" (the kernel's answer left through {', '.join(reply_devices)})"
                 if reply_devices else "")
     drop_at = None
@@ -182,23 +181,23 @@ def seed_steps(target: str = "10.0.0.2", reverse: bool = False) -> list[Step]:
             Step("forward /\ndeliver", "kernel")]
 
 
-def seed_path(fate: Mapping[str, Any] | None = None, title: str = "",
+def seed_path(fate: FateReport | None = None, title: str = "",
               stopped_at: int | None = None, stop_reason: str = "",
               stop_word: str = "stopped", target: str = "10.0.0.2",
               reverse: bool = False) -> Figure:
     """The seed's example goal as a path; with a fate report, the kernel's verdict on it.
 
-    ``fate`` is the dict of :meth:`tunlab.fate.FateReport.to_dict` (verdict, drop_reasons,
-    ...). A drop is marked at the kernel's input routing step, or at the last step for a
-    netfilter or delivery drop. ``stopped_at``/``stop_reason`` mark an earlier stop (e.g. the
-    ping never reached mytun because it went to ``lo``). ``reverse`` draws the way from
-    mytun2 through the vpn-server and the vpn-client into mytun (see :func:`seed_steps`).
+    ``fate`` is a :class:`~tunlab.fate.report.FateReport`. A drop is marked at the kernel's
+    input routing step, or at the last step for a netfilter or delivery drop.
+    ``stopped_at``/``stop_reason`` mark an earlier stop (e.g. the ping never reached mytun
+    because it went to ``lo``). ``reverse`` draws the way from mytun2 through the vpn-server
+    and the vpn-client into mytun (see :func:`seed_steps`).
     """
     drop_at, reason, verdict, word = stopped_at, stop_reason, "", stop_word
     if fate and drop_at is None:
         word = "dropped"
-        verdict = str(fate.get("verdict", ""))
-        reasons = list(fate.get("drop_reasons") or [])
+        verdict = str(fate.verdict)
+        reasons = list(fate.drop_reasons)
         if verdict == "dropped":
             reason = ", ".join(reasons) if reasons else "(no reason traced)"
             drop_at = 7 if drop_stage(reasons) == "route" else 8

@@ -65,10 +65,11 @@ def _enlarge(fig: Figure) -> None:
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             for label in axis.get_ticklabels(which="both"):
-                label.set_fontsize(max(label.get_fontsize() * PRESENTER_SCALE,
+                label.set_fontsize(max(float(label.get_fontsize()) * PRESENTER_SCALE,
                                        PRESENTER_MIN_POINTS))
     for text in fig.findobj(Text):
-        text.set_fontsize(max(text.get_fontsize() * PRESENTER_SCALE, PRESENTER_MIN_POINTS))
+        text.set_fontsize(max(float(text.get_fontsize()) * PRESENTER_SCALE,
+                              PRESENTER_MIN_POINTS))
 
 
 @dataclass(frozen=True)

@@ -136,5 +136,6 @@ def apply_fix(ns: Namespace, fix: NftFix, nft: str = "nft") -> None:
     result = ns.exec([nft, "-f", "-"], check=False,
                      input="\n".join(fix.nft_args).encode() + b"\n")
     if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace")
+        stderr = (result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes)
+                  else str(result.stderr))
         raise classify_nft_error(stderr, f"apply the fix `{'; '.join(fix.nft_args)}`")

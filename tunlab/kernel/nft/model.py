@@ -8,7 +8,7 @@ import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from tunlab.errors import TunlabError
@@ -22,7 +22,7 @@ TRACE_FAMILY = "inet"
 TRACE_PRIORITY = -500  # before raw (-300), conntrack (-200) and every usual user chain
 
 
-class Hook(str, Enum):
+class Hook(StrEnum):
     """The netfilter hook a base chain is attached to."""
 
     INGRESS = "ingress"
@@ -34,7 +34,7 @@ class Hook(str, Enum):
     EGRESS = "egress"
 
 
-class RuleVerdict(str, Enum):
+class RuleVerdict(StrEnum):
     """What one traced rule (or a chain's policy) did with the packet."""
 
     CONTINUE = "continue"
@@ -60,7 +60,7 @@ class RuleVerdict(str, Enum):
         return self in (RuleVerdict.DROP, RuleVerdict.REJECT)
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     """A trace event: a rule matched, a chain's policy applied, or a chain returned."""
 
     RULE = "rule"
@@ -206,7 +206,7 @@ class ChainInfo:
 
 def _hook(name: object) -> Hook | None:
     try:
-        return Hook(name)
+        return Hook(str(name)) if isinstance(name, str) else None
     except ValueError:
         return None
 
@@ -285,6 +285,15 @@ class FirewallVerdict:
                 "chain": self.chain, "base_chain": self.base_chain,
                 "hook": self.hook.value if self.hook else None, "handle": self.handle,
                 "rule": self.rule, "policy": self.by_policy, "text": self.describe()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FirewallVerdict:
+        """The verdict back from :meth:`to_dict` (a recording): what :meth:`describe` needs."""
+        hook = data.get("hook")
+        return cls(decision=RuleVerdict(data["decision"]), family=str(data["family"]),
+                   table=str(data["table"]), chain=str(data["chain"]),
+                   base_chain=str(data["base_chain"]), hook=Hook(hook) if hook else None,
+                   handle=data.get("handle"), rule=data.get("rule"), trace_id="")
 
     def describe(self) -> str:
         """One sentence for a person."""

@@ -49,7 +49,7 @@ INSTALL_FIX = "install nftables: `apt-get install nftables` (Debian/Ubuntu), `dn
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
+    inodes: set[str] = set()
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
