@@ -1,6 +1,8 @@
-"""Shared test set-up: most tests need root (they build real namespaces and TUN devices) and
-are skipped with the reason without it; the pure ones run anywhere. As root, the suite checks
-at the end that it left the machine's own namespace exactly as it found it."""
+"""Shared test set-up. A test's markers come from the fixtures it uses: ``root`` (every lab
+fixture asks for it; a module whose tests all build labs uses it in ``pytestmark``), ``browser``
+and ``hub`` skip, with the reason, where their needs are missing, and mark the test alike, so
+``-m "not root and not browser and not hub"`` selects what runs anywhere. As root, the suite
+checks at the end that it left the machine's own namespace exactly as it found it."""
 
 from __future__ import annotations
 
@@ -36,30 +38,49 @@ def _root_namespace_state() -> dict[str, object]:
             "nft": ruleset, "sysctls": sysctls}
 
 
-# Test modules that need no root: codecs, sessions, explanations, plots. Everything else
-# builds real namespaces and TUN devices and is skipped, with the reason, without root.
-PURE_MODULES = frozenset({"test_framing", "test_protocol", "test_plots", "test_fate_pure",
-                          "test_wire",
-                          "test_claims",
-                          "test_scapy_frame", "test_notebook_sources", "test_vnet_pure"})
 NEEDS_ROOT = ("needs root: it builds network namespaces and TUN devices "
               "(run `sudo bash scripts/setup.sh test`)")
+# The fixtures that decide where a test can run, and the marker each gives the tests using it.
+TIER_FIXTURES = ("root", "browser", "hub")
 
 
-def _is_pure(item: pytest.Item) -> bool:
-    if item.get_closest_marker("root") is not None:
-        return False
-    return item.get_closest_marker("pure") is not None or \
-        item.module.__name__.rsplit(".", 1)[-1] in PURE_MODULES
+@pytest.fixture(scope="session")
+def root() -> None:
+    """The test builds namespaces, TUN devices or firewalls: root, or skipped with the reason."""
+    if os.geteuid() != 0:
+        pytest.skip(NEEDS_ROOT)
+
+
+@pytest.fixture(scope="session")
+def browser(root: None) -> str:
+    """JupyterLab in a real headless Chromium (as root: the lessons' labs need it)."""
+    from browserlab import chromium_path
+
+    path = chromium_path()
+    if path is None:
+        pytest.skip("needs Chromium (apt-get install chromium-headless-shell)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hub(root: None) -> None:
+    """A JupyterHub with participant accounts: its proxy, the hub and the account tools."""
+    import shutil
+
+    for tool in ("runuser", "useradd", "userdel", "node"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    if not (ROOT / ".hub/node_modules/.bin/configurable-http-proxy").exists():
+        pytest.skip("needs JupyterHub's proxy in .hub/: run `make hub-proxy`")
+    if not (VENV_BIN / "jupyterhub").exists():
+        pytest.skip("needs JupyterHub in this venv: pip install -e '.[hub]'")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
-        return
-    skip = pytest.mark.skip(reason=NEEDS_ROOT)
     for item in items:
-        if not _is_pure(item):
-            item.add_marker(skip)
+        for name in TIER_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(name)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
