@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from tunlab.errors import TunlabError
+from tunlab.fate import nftinput
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 ROUTE_TYPES = ("blackhole", "unreachable", "prohibit", "throw")
@@ -173,16 +174,16 @@ def from_namespace(args: argparse.Namespace) -> FateRequest:
         raise TunlabError(f"--size {args.size} is outside 20-65535", "give a packet length")
     if args.df and ipaddress.ip_address(src).version == 6:
         raise TunlabError("--df is an IPv4 flag", "IPv6 routers never fragment; drop --df")
+    # no include, no second command, the file read as the sudo user (tunlab.fate.nftinput)
     ruleset = args.nft_ruleset_text
+    if ruleset is not None:
+        ruleset = nftinput.check_ruleset(ruleset, "--nft-ruleset-text")
     if args.nft_file:
-        try:
-            with open(args.nft_file) as f:
-                ruleset = f.read()
-        except OSError as exc:
-            raise TunlabError(f"cannot read {args.nft_file}: {exc.strerror}",
-                              "give an nftables ruleset file (nft -f syntax)") from exc
-    rules = tuple(_nft_rule(rule) for rule in args.nft_rule)
-    commands = tuple(_nft_command(cmd) for cmd in args.nft_cmd)
+        ruleset = nftinput.read_ruleset(args.nft_file)
+    rules = tuple(_nft_rule(nftinput.check_command(rule, "--nft-rule"))
+                  for rule in args.nft_rule)
+    commands = tuple(_nft_command(nftinput.check_command(cmd, "--nft-cmd"))
+                     for cmd in args.nft_cmd)
     routes = tuple(_route(spec) for spec in args.route)
     routes_deleted = tuple(_route(spec) for spec in args.route_del)
     mtus = tuple(_mtu(item) for item in args.mtu)
