@@ -4,14 +4,14 @@
 No cluster: the chart's hub turns ``singleuser.*`` values into KubeSpawner settings and applies
 ``hub.config`` over them; :func:`_chart_config` does that for the keys this values file uses
 (and fails on any other, so a new key is never silently left out), then KubeSpawner's own
-``get_pod_manifest`` (``kubespawner.objects.make_pod``) builds the pod. What the no-sudo kernel
-needs comes from docs/no-sudo.md and tunlab/kernelspec.py: ``unshare --user --map-root-user
---net --mount`` (a seccomp profile that allows unprivileged user namespaces, mount(2) past
-AppArmor), /dev/net/tun, a writable /proc/sys/net and a sysfs it may mount in its namespaces
-(``procMount: Unmasked``, which Kubernetes takes only with a pod user namespace), and no
-capability from the node. Root mode (the block commented out at the end of the file) needs
-NET_ADMIN, SYS_ADMIN and NET_RAW. Neither needs a pod sysctl: every sysctl the lab sets is
-per network namespace, set inside the lab.
+``get_pod_manifest`` (``kubespawner.objects.make_pod``; the ``test`` extra) builds the pod.
+What the no-sudo kernel needs comes from docs/no-sudo.md and tunlab/kernelspec.py: ``unshare
+--user --map-root-user --net --mount`` (a seccomp profile that allows unprivileged user
+namespaces, mount(2) past AppArmor), /dev/net/tun, a writable /proc/sys/net and a sysfs it may
+mount in its namespaces (``procMount: Unmasked``, which Kubernetes takes only with a pod user
+namespace), and no capability from the node. Root mode (the block commented out at the end of
+the file) needs NET_ADMIN, SYS_ADMIN and NET_RAW. Neither needs a pod sysctl: every sysctl the
+lab sets is per network namespace, set inside the lab.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 kubespawner = pytest.importorskip(
-    "kubespawner", reason="needs KubeSpawner to render the pod: pip install -e '.[hub]'")
+    "kubespawner", reason="needs KubeSpawner to render the pod: pip install -e '.[test]'")
 
 pytestmark = pytest.mark.pure
 
