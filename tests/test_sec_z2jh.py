@@ -150,7 +150,7 @@ def test_no_sudo_pod_gets_what_the_user_namespace_kernel_needs(monkeypatch):
     assert pod["spec"]["securityContext"]["fsGroup"] == 1000
     assert container["lifecycle"]["postStart"]["exec"]["command"] == [
         "tunlab", "notebooks", "/home/jovyan/tunlab-notebooks"]
-    assert container["resources"]["limits"] == {"cpu": "1.0", "memory": "1G"}
+    assert container["resources"]["limits"] == {"cpu": 1.0, "memory": 1024**3}  # 1G is GiB
     assert container["args"][0] == "jupyterhub-singleuser"
 
 
