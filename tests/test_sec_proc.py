@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "10.77.23.7"  # the address only participant A's lab has
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: to act as two other users and to mount a private /proc")
 
 
 @pytest.mark.pure
@@ -32,8 +34,6 @@ def test_the_tljh_settings_give_every_server_an_invisible_proc():
 @pytest.fixture
 def lab_of_daemon():
     """User ``daemon``'s lab: a user and network namespace with MARK on its loopback."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: to act as two other users and to mount a private /proc")
     script = (f"ip link set lo up && ip addr add {MARK}/32 dev lo && echo ready "
               "&& exec sleep 120")
     lab = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sh", "-c",
@@ -59,6 +59,7 @@ def _as_nobody_reading(path: str, proc_options: str | None) -> subprocess.Comple
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
+@needs_root
 def test_without_hidepid_another_user_reads_the_lab(lab_of_daemon):
     """The leak itself (what the deployment must close): nobody sees daemon's lab address."""
     result = _as_nobody_reading(f"/proc/{lab_of_daemon}/net/fib_trie", None)
@@ -66,6 +67,7 @@ def test_without_hidepid_another_user_reads_the_lab(lab_of_daemon):
     assert MARK in result.stdout
 
 
+@needs_root
 def test_with_hidepid_invisible_another_users_lab_is_gone(lab_of_daemon):
     host_proc = _proc_mounts()
     for entry in ("net/fib_trie", "net/dev", "net/tcp", "net/route"):
