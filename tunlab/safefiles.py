@@ -49,12 +49,14 @@ def invoking_uid() -> int | None:
 
 
 def trusted_uids() -> frozenset[int]:
-    """Whose links and folders a write may go through: the caller, root, the sudo user."""
-    uids = {os.geteuid(), 0}
+    """Whose links a write may go through: the caller, root, the sudo user."""
+    return own_uids() | {0}
+
+
+def own_uids() -> frozenset[int]:
+    """Whose folders a command fills without being told: the caller's, the sudo user's."""
     invoker = invoking_uid()
-    if invoker is not None:
-        uids.add(invoker)
-    return frozenset(uids)
+    return frozenset({os.geteuid()} | ({invoker} if invoker is not None else set()))
 
 
 def user_name(uid: int) -> str:
@@ -184,7 +186,13 @@ class SafeDir:
 
     def _new_file(self, name: str, data: bytes, mode: int) -> str:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, mode, dir_fd=self.fd)
+        try:
+            fd = os.open(name, flags, mode, dir_fd=self.fd)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise TunlabError(f"cannot write in {self.path}: {exc.strerror}",
+                              "use a folder you may write to") from exc
         try:
             self._give(fd)
             view = memoryview(data)
@@ -208,6 +216,9 @@ class SafeDir:
             made = True
         except FileExistsError:
             made = False
+        except OSError as exc:
+            raise TunlabError(f"cannot make {self.path / name}: {exc.strerror}",
+                              "use a folder you may write to") from exc
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
         except OSError as exc:
@@ -261,6 +272,9 @@ def _walk(path: Path, create: bool, trusted: frozenset[int]) -> int:
                     os.mkdir(name, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass  # made meanwhile: opened and checked like any other
+                except OSError as exc:
+                    raise TunlabError(f"cannot make {path}: {exc.strerror}",
+                                      "name a folder in a place you may write to") from None
                 parts.append(name)
                 continue
             except OSError as exc:
@@ -295,9 +309,9 @@ def _walk(path: Path, create: bool, trusted: frozenset[int]) -> int:
         raise
 
 
-def _check_folder(folder: SafeDir, trusted: frozenset[int], foreign_ok: bool) -> None:
+def _check_folder(folder: SafeDir, owners: frozenset[int], foreign_ok: bool) -> None:
     info = os.fstat(folder.fd)
-    if info.st_uid not in trusted and not foreign_ok:
+    if info.st_uid not in owners and not foreign_ok:
         raise TunlabError(f"{folder.path} belongs to {user_name(info.st_uid)}, not to you",
                           "use a folder of your own (a new one is made for you); as root, "
                           "name another user's folder explicitly to fill it for them")
@@ -312,16 +326,15 @@ def _check_folder(folder: SafeDir, trusted: frozenset[int], foreign_ok: bool) ->
 def open_folder(path: Path | str, *, create: bool = True, foreign_ok: bool = False) -> SafeDir:
     """Open (making it if ``create``) the folder a command will fill, and check it is safe.
 
-    Refused with a TunlabError: a folder owned by anyone but the caller, root or the user who
-    ran sudo (unless ``foreign_ok``: root filling a folder it was explicitly given for another
+    Refused with a TunlabError: a folder owned by anyone but the caller or the user who ran
+    sudo (unless ``foreign_ok``: root filling a folder it was explicitly given for another
     user), a folder that group or others may write (a user private group aside), and a path
-    through a symlink owned by anyone else.
+    through a symlink owned by anyone but them and root.
     """
     path = Path(path)
-    trusted = trusted_uids()
-    folder = SafeDir(_walk(path, create, trusted), path)
+    folder = SafeDir(_walk(path, create, trusted_uids()), path)
     try:
-        _check_folder(folder, trusted, foreign_ok and os.geteuid() == 0)
+        _check_folder(folder, own_uids(), foreign_ok and os.geteuid() == 0)
     except BaseException:
         folder.close()
         raise
