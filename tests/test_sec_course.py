@@ -194,3 +194,41 @@ def test_a_folder_made_in_place_is_the_callers(tmp_path):
             assert sub.create("f", b"1") is True
     assert (tmp_path / "x" / "y" / ".backup" / "f").read_bytes() == b"1"
 
+
+
+def _as_nobody_in_process(action) -> str:
+    """``action()`` in a forked child that became nobody; what it returned or raised."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            outcome = f"ok {action()}"
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            outcome = f"{type(exc).__name__} {exc}"
+        os.write(writer, outcome.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answer:
+        text = answer.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_a_user_gets_a_new_folder_but_not_roots():
+    """Without root: root's folder is refused with why; a new one is made and filled."""
+    roots = Path(_as_nobody("mktemp -d /tmp/tunlab-sec.XXXXXX"))
+    try:
+        theirs = roots / "course"
+        mine = roots / "root-owned"
+        mine.mkdir(mode=0o755)
+        resources.lessons()  # read before the child drops privileges
+        refused = _as_nobody_in_process(lambda: len(copy_course(mine)))
+        assert refused.startswith("TunlabError") and "belongs to root" in refused
+        made = _as_nobody_in_process(lambda: len(copy_course(theirs)))
+        assert made == f"ok {len(_lesson_names())}"
+        assert theirs.stat().st_uid == 65534 and not list(mine.iterdir())
+    finally:
+        shutil.rmtree(roots, ignore_errors=True)

@@ -55,7 +55,11 @@ def _digest(data: bytes) -> str:
 
 
 def _check_target(target: Path) -> Path:
-    if target.exists() and not target.is_dir():
+    try:
+        not_a_folder = target.exists() and not target.is_dir()
+    except OSError:
+        not_a_folder = False  # cannot look: opening it (tunlab.safefiles) says why
+    if not_a_folder:
         raise TunlabError(f"{target} exists and is not a folder",
                           "name a folder (new or one made by `tunlab notebooks`)")
     shipped = resources.notebooks()
