@@ -23,8 +23,9 @@ mkdir -p "$work/src" "$work/home"
 git ls-files -z | xargs -0 cp -P --parents -t "$work/src"
 echo "==> a venv for the unprivileged run"
 "$PY" -m venv "$work/venv"
-"$work/venv/bin/pip" install -q --upgrade pip >/dev/null
-"$work/venv/bin/pip" install -q "$work/src[lab,test]" >/dev/null
+# the same hash-locked packages as `make setup`, then tunlab without dependencies
+"$work/venv/bin/pip" install -q --require-hashes -r "$work/src/requirements.lock" >/dev/null
+"$work/venv/bin/pip" install -q --no-deps --no-build-isolation "$work/src" >/dev/null
 chmod -R a+rX "$work"
 chown nobody "$work/home"
 echo "==> the tests, as nobody"

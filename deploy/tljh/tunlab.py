@@ -16,6 +16,12 @@ c.Spawner.default_url = "/lab/tree/tunlab-notebooks"
 c.SystemdSpawner.isolate_devices = False
 c.SystemdSpawner.disable_user_sudo = True
 c.SystemdSpawner.isolate_tmp = True
+# Labs stay private: without this any participant reads another's lab through
+# /proc/<their kernel's pid>/net/* (devices and counters, addresses and routes in fib_trie,
+# sockets). ProtectProc=invisible gives each server a /proc with hidepid=invisible: other
+# users' processes are not there at all (systemd >= 247, kernel >= 5.8; tests/test_sec_proc.py
+# shows the difference).
+c.SystemdSpawner.unit_extra_properties = {"ProtectProc": "invisible"}
 
 # Measured per participant (docs/instructor-guide.md): about 0.3 GB while a lesson runs,
 # under 10 CPU seconds per lesson. A cap keeps one runaway kernel from starving the room.

@@ -15,7 +15,7 @@ import enum
 import hashlib
 import json
 import os
-import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 
 from tunlab import resources
 from tunlab.errors import TunlabError
+from tunlab.safefiles import SafeDir, open_folder
 
 DEFAULT_DIR = Path("tunlab-notebooks")
 MANIFEST = ".tunlab-course.json"
@@ -54,7 +55,11 @@ def _digest(data: bytes) -> str:
 
 
 def _check_target(target: Path) -> Path:
-    if target.exists() and not target.is_dir():
+    try:
+        not_a_folder = target.exists() and not target.is_dir()
+    except OSError:
+        not_a_folder = False  # cannot look: opening it (tunlab.safefiles) says why
+    if not_a_folder:
         raise TunlabError(f"{target} exists and is not a folder",
                           "name a folder (new or one made by `tunlab notebooks`)")
     shipped = resources.notebooks()
@@ -64,72 +69,96 @@ def _check_target(target: Path) -> Path:
     return target
 
 
-def _read_manifest(target: Path) -> dict[str, str]:
+def _read_manifest(folder: SafeDir) -> dict[str, str]:
     try:
-        files = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError):
+        files = json.loads((folder.read(MANIFEST) or b"").decode("utf-8")).get("files", {})
+    except (ValueError, AttributeError):
         return {}  # no manifest (or a broken one): every differing file counts as changed
     return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
 
 
-def _write_manifest(target: Path, files: dict[str, str]) -> None:
+def _write_manifest(folder: SafeDir, files: dict[str, str]) -> None:
     text = json.dumps({"about": "what `tunlab notebooks` copied here (sha256 per file)",
                        "files": dict(sorted(files.items()))}, indent=1)
-    (target / MANIFEST).write_text(text + "\n", encoding="utf-8")
+    folder.replace(MANIFEST, (text + "\n").encode("utf-8"))
 
 
-def _backup(target: Path, name: str) -> Path:
+def _backup(folder: SafeDir, name: str, data: bytes, mode: int) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = target / BACKUPS
-    folder.mkdir(exist_ok=True)
     stem, dot, suffix = name.partition(".")
-    backup = folder / f"{stem}-{stamp}{dot}{suffix}"
-    counter = 1
-    while backup.exists():
-        backup = folder / f"{stem}-{stamp}-{counter}{dot}{suffix}"
-        counter += 1
-    shutil.copy2(target / name, backup)
-    return backup
+    with folder.folder(BACKUPS) as backups:
+        backup, counter = f"{stem}-{stamp}{dot}{suffix}", 1
+        while not backups.create(backup, data, mode):  # O_EXCL: never onto an existing entry
+            backup = f"{stem}-{stamp}-{counter}{dot}{suffix}"
+            counter += 1
+    return folder.path / BACKUPS / backup
 
 
-def _place(target: Path, name: str, data: bytes, copied: dict[str, str],
+def _place(folder: SafeDir, name: str, data: bytes, copied: dict[str, str],
            replace: bool) -> FileResult:
-    """Put the shipped ``data`` at ``target/name`` unless a participant's change is there."""
-    path = target / name
+    """Put the shipped ``data`` at ``folder/name`` unless a participant's change is there."""
     new = _digest(data)
-    if not path.exists():
+    existing = folder.read(name)
+    if existing is None:
         action = Action.COPIED
     else:
-        current = _digest(path.read_bytes())
+        current = _digest(existing)
         if current == new:
             copied[name] = new
             return FileResult(name, Action.UNCHANGED)
         if replace:
-            backup = _backup(target, name)
-            path.write_bytes(data)
+            info = folder.lstat(name)
+            backup = _backup(folder, name, existing, info.st_mode & 0o666 if info else 0o644)
+            folder.replace(name, data)
             copied[name] = new
             return FileResult(name, Action.RESTORED, backup)
         if copied.get(name) != current:
             return FileResult(name, Action.KEPT)
         action = Action.UPDATED
-    path.write_bytes(data)
+    folder.replace(name, data)
     copied[name] = new
     return FileResult(name, action)
 
 
-def copy_course(target: Path = DEFAULT_DIR, force: bool = False) -> list[FileResult]:
+def _open(target: Path, names: list[str], explicit: bool | None, backups: bool,
+          foreign_ok: bool = True) -> SafeDir:
+    """The checked working folder, every name in it checked before the first write.
+
+    Root may fill a folder of another user only when it was named explicitly (``foreign_ok``
+    and ``explicit``); no caller writes through links or into a folder others may write.
+    """
+    explicit = Path(target) != DEFAULT_DIR if explicit is None else explicit
+    folder = open_folder(target, foreign_ok=foreign_ok and explicit)
+    try:
+        for name in [*names, MANIFEST]:
+            folder.check_file(name)
+        info = folder.lstat(BACKUPS)
+        if backups and info is not None and not stat.S_ISDIR(info.st_mode):
+            raise TunlabError(f"{target / BACKUPS} is not a folder (or is a link)",
+                              f"remove it (`rm {target / BACKUPS}`)")
+    except BaseException:
+        folder.close()
+        raise
+    return folder
+
+
+def copy_course(target: Path = DEFAULT_DIR, force: bool = False, *,
+                explicit: bool | None = None, foreign_ok: bool = True) -> list[FileResult]:
     """Copy every shipped lesson (.ipynb and its .md) into ``target``, creating it.
 
     A file the participant changed is kept (``Action.KEPT``) unless ``force``, which backs it
-    up into ``target/.backup`` and replaces it.
+    up into ``target/.backup`` and replaces it. Nothing is written through a link, and a
+    folder that is not the caller's (see :func:`tunlab.safefiles.open_folder`; ``explicit``
+    defaults to "``target`` is not the default folder") is refused before anything changes.
     """
     target = _check_target(target)
     lessons = resources.lessons()
-    target.mkdir(parents=True, exist_ok=True)
-    copied = _read_manifest(target)
-    results = [_place(target, item.name, item.read_bytes(), copied, force)
-               for lesson in lessons for item in lesson.files()]
-    _write_manifest(target, copied)
+    items = [item for lesson in lessons for item in lesson.files()]
+    with _open(target, [item.name for item in items], explicit, force, foreign_ok) as folder:
+        copied = _read_manifest(folder)
+        results = [_place(folder, item.name, item.read_bytes(), copied, force)
+                   for item in items]
+        _write_manifest(folder, copied)
     return results
 
 
@@ -147,15 +176,16 @@ def find_lesson(key: str) -> resources.Lesson:
                       + " (or its full name, e.g. " + lessons[0].name + ")")
 
 
-def restore_lesson(key: str, target: Path = DEFAULT_DIR) -> list[FileResult]:
+def restore_lesson(key: str, target: Path = DEFAULT_DIR, *,
+                   explicit: bool | None = None) -> list[FileResult]:
     """Replace lesson ``key`` in ``target`` with the shipped version (backing up a changed one)."""
     lesson = find_lesson(key)  # before touching anything: a bad key changes nothing
     target = _check_target(target)
-    target.mkdir(parents=True, exist_ok=True)
-    copied = _read_manifest(target)
-    results = [_place(target, item.name, item.read_bytes(), copied, True)
-               for item in lesson.files()]
-    _write_manifest(target, copied)
+    with _open(target, [item.name for item in lesson.files()], explicit, True) as folder:
+        copied = _read_manifest(folder)
+        results = [_place(folder, item.name, item.read_bytes(), copied, True)
+                   for item in lesson.files()]
+        _write_manifest(folder, copied)
     return results
 
 
@@ -182,11 +212,12 @@ def _report(results: list[FileResult], target: Path) -> None:
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
     """``tunlab notebooks [DIR]`` and ``tunlab notebooks --restore NN [DIR]``."""
-    target = Path(args.directory)
+    explicit = args.directory is not None  # root fills another user's folder only if named
+    target = Path(args.directory) if explicit else DEFAULT_DIR
     if args.restore:
-        results = restore_lesson(args.restore, target)
+        results = restore_lesson(args.restore, target, explicit=explicit)
     else:
-        results = copy_course(target, force=args.force)
+        results = copy_course(target, force=args.force, explicit=explicit)
     _report(results, target)
     return 0
 
@@ -198,8 +229,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     except ImportError:
         raise TunlabError("JupyterLab is not installed in this environment",
                           "pip install 'tunlab[lab]'") from None
-    target = Path(args.directory)
-    _report(copy_course(target), target)
+    target = Path(args.directory) if args.directory is not None else DEFAULT_DIR
+    # never another user's folder, even named: root's JupyterLab would serve notebooks that
+    # user can change, and root would run them
+    _report(copy_course(target, foreign_ok=False), target)
     command = lab_command(target, args.port)
     sys.stdout.flush()
     os.execv(command[0], command)
@@ -213,7 +246,7 @@ def register(subparsers: Any) -> None:
         description="Copy the lessons (.ipynb and their MyST .md sources) to DIR. Files you "
         "changed there are kept; --restore NN brings back the shipped version of one lesson "
         "(yours is saved in DIR/.backup).")
-    notebooks.add_argument("directory", nargs="?", default=str(DEFAULT_DIR), metavar="DIR",
+    notebooks.add_argument("directory", nargs="?", default=None, metavar="DIR",
                            help=f"working folder (default ./{DEFAULT_DIR})")
     choice = notebooks.add_mutually_exclusive_group()
     choice.add_argument("--restore", metavar="NN",
@@ -228,7 +261,7 @@ def register(subparsers: Any) -> None:
         description="Run `tunlab notebooks DIR`, then JupyterLab on DIR (127.0.0.1, no "
         "browser, the course's settings; JUPYTER_TOKEN sets the token). Run it as root for "
         "the live lab; without root the lessons show recorded examples.")
-    lab.add_argument("directory", nargs="?", default=str(DEFAULT_DIR), metavar="DIR",
+    lab.add_argument("directory", nargs="?", default=None, metavar="DIR",
                      help=f"working folder (default ./{DEFAULT_DIR})")
     lab.add_argument("--port", type=int, default=LAB_PORT, help=f"default {LAB_PORT}")
     lab.set_defaults(handler=cmd_lab)

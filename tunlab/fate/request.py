@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tunlab.errors import TunlabError
+from tunlab.fate import nftinput
 from tunlab.fate.changes import Change, apply_all
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
@@ -154,12 +155,8 @@ def from_namespace(args: argparse.Namespace) -> FateRequest:
 
     ruleset = args.nft_ruleset_text
     if args.nft_file:
-        try:
-            with open(args.nft_file) as f:
-                ruleset = f.read()
-        except OSError as exc:
-            raise TunlabError(f"cannot read {args.nft_file}: {exc.strerror}",
-                              "give an nftables ruleset file (nft -f syntax)") from exc
+        # read with the rights of the user who ran sudo, never as root (tunlab.fate.nftinput)
+        ruleset = nftinput.read_ruleset(args.nft_file)
     proto: str | int = int(args.proto) if str(args.proto).isdigit() else str(args.proto).lower()
     return make_request(
         args.src, args.dst, proto=proto, dport=args.dport, ttl=args.ttl, dev=args.dev,
@@ -204,11 +201,16 @@ def make_request(src: str, dst: str, *, proto: str | int = "icmp", dport: int | 
     if df and ipaddress.ip_address(src).version == 6:
         raise TunlabError("--df is an IPv4 flag", "IPv6 routers never fragment; drop --df")
     settings = parse_assignments([f"{k}={v}" for k, v in (sysctls or {}).items()])
+    # no include, no second command on one option (tunlab.fate.nftinput)
+    if nft_ruleset is not None:
+        nft_ruleset = nftinput.check_ruleset(nft_ruleset, "--nft-file")
     return FateRequest(
         src=src, dst=dst, proto=proto, dport=dport, ttl=ttl, dev=dev, size=size, df=df,
         sysctls=tuple(settings.items()), nft_ruleset=nft_ruleset,
-        nft_rules=tuple(_nft_rule(rule) for rule in nft_rules),
-        nft_commands=tuple(_nft_command(cmd) for cmd in nft_commands),
+        nft_rules=tuple(_nft_rule(nftinput.check_command(rule, "--nft-rule"))
+                        for rule in nft_rules),
+        nft_commands=tuple(_nft_command(nftinput.check_command(cmd, "--nft-cmd"))
+                           for cmd in nft_commands),
         routes=tuple(_route(spec) for spec in routes),
         routes_deleted=tuple(_route(spec) for spec in routes_deleted),
         mtus=tuple(dict(_check_mtu(d, m) for d, m in mtus).items()),  # one MTU a device
