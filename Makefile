@@ -16,7 +16,7 @@ LOCK := requirements.lock
 IMAGE_LOCK := deploy/image/requirements.lock
 LOCK_FLAGS ?=
 
-.PHONY: setup hub-proxy lock lab notebooks record test test-fast bench lint cleanup clean
+.PHONY: setup hub-proxy lock lab notebooks record check test test-fast bench lint cleanup clean
 
 setup: $(STAMP)
 
@@ -42,13 +42,13 @@ $(CHP): $(HUB_LOCK)/package.json $(HUB_LOCK)/package-lock.json
 
 # Re-resolve the locks after a change of pyproject.toml or requirements.in, keeping every
 # version that still fits (LOCK_FLAGS=--upgrade takes the newest instead; the proxy moves
-# within the range in deploy/hub-proxy/package.json). One universal lock for Python >= 3.10
+# within the range in deploy/hub-proxy/package.json). One universal lock for Python >= 3.11
 # (markers choose per version); the image's lock (lab and hub extras) takes the same versions.
 lock: setup
 	$(VENV)/bin/uv pip compile pyproject.toml requirements.in --all-extras --universal \
-	  --python-version 3.10 --generate-hashes $(LOCK_FLAGS) -o $(LOCK)
+	  --python-version 3.11 --generate-hashes $(LOCK_FLAGS) -o $(LOCK)
 	$(VENV)/bin/uv pip compile pyproject.toml requirements.in --extra lab --extra hub \
-	  --universal --python-version 3.10 --generate-hashes --no-emit-package uv \
+	  --universal --python-version 3.11 --generate-hashes --no-emit-package uv \
 	  -c $(LOCK) -o $(IMAGE_LOCK)
 	cd $(HUB_LOCK) && npm install --package-lock-only --ignore-scripts --no-audit --no-fund
 
@@ -67,20 +67,29 @@ notebooks: setup
 record: setup
 	$(PY) notebooks/record.py
 
+# The fast loop, as any user (no root, no browser, no hub): lint, types, the layers contract and
+# every test that needs none of those (their markers come from the fixtures they use).
+check: lint
+	$(PY) -m pytest -q -p no:cacheprovider -m "not root and not browser and not hub"
+
+# The whole suite (as root: labs, tunnels, every lesson, the browser, the hub); it ends with a
+# summary per tier (tests/unit, kernel, tunnel, lab, fate, course, e2e).
 test: setup hub-proxy
 	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not browser and not slow"
+	$(PY) -m pytest -q -m "not browser and not hub and not slow"
 
 bench: setup
 	$(VENV)/bin/tunlab bench
 
 lint: setup
 	$(VENV)/bin/ruff check tunlab tests notebooks/build.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 cleanup: setup
 	$(VENV)/bin/tunlab cleanup
 
 clean:
-	rm -rf $(VENV) $(HUB_DIR) *.egg-info .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) $(HUB_DIR) *.egg-info .pytest_cache .ruff_cache .mypy_cache artifacts

@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +83,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name in TIER_FIXTURES:
             if name in getattr(item, "fixturenames", ()):
                 item.add_marker(name)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line per tier (tests/unit, kernel, ...): what passed, failed and was skipped there."""
+    tiers: dict[str, Counter[str]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome == "passed":
+                continue
+            parts = str(getattr(report, "nodeid", "")).split("/")
+            tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+            tiers.setdefault(tier, Counter())[outcome] += 1
+    if not tiers:
+        return
+    terminalreporter.section("tiers")
+    for tier in ("unit", "kernel", "tunnel", "lab", "fate", "course", "e2e", "other"):
+        if tier in tiers:
+            counts = tiers[tier]
+            terminalreporter.write_line(f"{tier:7s} " + ", ".join(
+                f"{counts[o]} {o}" for o in ("passed", "failed", "error", "skipped") if counts[o]))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
