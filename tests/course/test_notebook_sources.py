@@ -135,3 +135,18 @@ def test_lessons_use_only_the_course_surface(source):
     unused = {name for name in course.__all__
               if not any(re.search(rf"\bcourse\.{name}\b", s.read_text()) for s in SOURCES)}
     assert unused <= {"Lesson", "presenter", "kernel_log"}, unused
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_every_name_a_lesson_calls_exists(source):
+    """A lesson's ``claims.X``, ``plots.X`` and ``handson.X`` exist in those modules (a renamed
+    function fails here, without executing the lesson)."""
+    import importlib
+    import re
+
+    code = "\n".join(c.source for c in build.build(source).cells if c.cell_type == "code")
+    for module in ("claims", "plots", "handson"):
+        used = set(re.findall(rf"\b{module}\.(\w+)", code))
+        if used:
+            imported = importlib.import_module(f"tunlab.course.{module}")
+            assert not [n for n in used if not hasattr(imported, n)], (module, used)

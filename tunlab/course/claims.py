@@ -46,6 +46,13 @@ class Checked:
         return f"checked against the kernel: {'; '.join(self.facts)}"
 
 
+def as_data(result: Any) -> Any:
+    """A result row as plain data, live or recorded: a live object's ``to_dict()``, a
+    recording's mapping as it is (recordings keep results without a type of their own as
+    mappings), for claims that compute over several fields."""
+    return result.to_dict() if hasattr(result, "to_dict") else result
+
+
 def field_of(result: Any, name: str) -> Any:
     """Field ``name`` of a result: an attribute of a typed result (a
     :class:`~tunlab.fate.report.FateReport`, a dataclass), a key of a mapping (a recording of
