@@ -181,7 +181,6 @@ CHECKS: list[Callable[[], Check]] = [
     lambda: _tool("nft", "nftables", "the firewall lessons", required=False),
     lambda: _tool("nstat", "iproute2", "SNMP counters", required=False),
     lambda: _tool("iperf3", "iperf3", "the performance lesson", required=False),
-    lambda: _python("pyroute2", "netlink and namespaces"),
     lambda: _python("scapy", "crafting and dissecting packets"),
     lambda: _python("ipywidgets", "the notebooks' widgets", required=False),
     lambda: _python("matplotlib", "the notebooks' plots", required=False),
