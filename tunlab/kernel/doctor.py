@@ -22,6 +22,8 @@ from tunlab.kernel.host import (
     userns_blocker,
 )
 
+__all__ = ["Check", "CHECKS", "lab_can_run", "lab_mode", "Mode", "ModeReport", "run_checks"]
+
 
 @dataclass
 class Check:
