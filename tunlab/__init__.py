@@ -2,3 +2,5 @@
 reasons the Linux kernel drops packets. Everything runs in private network namespaces."""
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = ["DeviceMissingError", "EnvironmentProblem", "InvalidPacketError", "PrivilegeError",
+           "TunlabError"]
+
 
 class TunlabError(Exception):
     """A failure the user can act on. ``fix`` says how; the CLI exits with code 2."""

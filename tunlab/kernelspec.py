@@ -6,5 +6,7 @@ import sys
 
 from tunlab.course.kernelspec import main
 
+__all__: list[str] = []
+
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from tunlab.errors import TunlabError
 
+__all__ = ["bench_results", "data", "data_path", "DEVICE_SCRIPT", "device_script",
+           "jupyter_settings", "Lesson", "lessons", "notebooks", "on_disk", "recorded"]
+
 DEVICE_SCRIPT = "create_named_tuntap_devices.sh"
 _files = contextlib.ExitStack()
 atexit.register(_files.close)

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+__all__ = ["FailureHandler", "stop_process", "ThreadGroup", "Waker"]
+
 log = logging.getLogger("tunlab.runtime")
 
 

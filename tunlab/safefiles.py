@@ -29,6 +29,9 @@ from pathlib import Path
 
 from tunlab.errors import TunlabError
 
+__all__ = ["invoking_uid", "MAX_READ", "open_folder", "own_uids", "read_as_invoker", "SafeDir",
+           "trusted_uids", "user_name"]
+
 MAX_READ = 64 * 1024 * 1024
 """The largest file read whole (a lesson with outputs is a few MB)."""
 _MAX_LINKS = 40  # symlinks followed in one path, as the kernel's own limit

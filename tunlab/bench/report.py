@@ -10,6 +10,8 @@ from typing import Any
 from tunlab.bench.rig import VETH, WIREGUARD
 from tunlab.bench.targets import describe_target
 
+__all__ = ["format_table", "write_chart", "write_results"]
+
 
 def _loaded_lines(loaded: list[dict[str, Any]]) -> list[str]:
     if not loaded:

@@ -41,6 +41,12 @@ from tunlab.lab.measure import (
 )
 from tunlab.runtime import stop_process
 
+__all__ = ["BENCH_KEY", "BenchLab", "BUSY", "BUSY_POLL_USEC", "DAEMON_NICE", "DeviceQueue",
+           "ensure_tools", "FAST", "FAST_PSK", "Loaded", "measure_throughput", "OPENVPN",
+           "OPENVPN_NODELAY", "percentile", "PING_INTERVAL_S", "process_cpu_seconds",
+           "queue_summary", "SIMPLE", "Throughput", "TOOLS", "tunlab_has_option", "Variant",
+           "VETH", "WIREGUARD"]
+
 # Every tunnel daemon of the bench (tunlab's endpoints, OpenVPN, wireguard-go) runs at this
 # niceness, as a VPN gateway is run (OpenVPN's --nice): on this machine's two CPUs both ends
 # of every tunnel share the CPUs with the load itself (iperf3), and at niceness 0 a ping under

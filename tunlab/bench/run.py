@@ -61,6 +61,9 @@ from tunlab.lab.measure import (
     Run,
 )
 
+__all__ = ["BenchConfig", "DEFAULT_RESULTS", "run_bench", "time_fate_verdict", "time_notebooks",
+           "time_widget_send"]
+
 DEFAULT_RESULTS = Path("bench") / "results"  # in the folder `make bench` runs from
 
 

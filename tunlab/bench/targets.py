@@ -9,6 +9,11 @@ from typing import Any
 
 from tunlab.bench.rig import BUSY, FAST, FAST_PSK, OPENVPN, OPENVPN_NODELAY, SIMPLE, VETH, WIREGUARD
 
+__all__ = ["describe_target", "participant_targets", "TARGET_BUSY_P50_VS_OPENVPN",
+           "TARGET_FATE_FIXES_S", "TARGET_FATE_S", "TARGET_IDLE_P50_VS_OPENVPN",
+           "TARGET_LOADED_P50_MS", "TARGET_LOADED_P99_MS", "TARGET_PSK_VS_FAST",
+           "TARGET_PSK_VS_WIREGUARD", "TARGET_SEND_S", "TARGET_VS_OPENVPN", "TARGET_VS_VETH"]
+
 TARGET_VS_OPENVPN = 10.0
 
 

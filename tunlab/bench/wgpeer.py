@@ -36,6 +36,9 @@ from tunlab.errors import EnvironmentProblem, TunlabError
 from tunlab.kernel.netns import Namespace
 from tunlab.runtime import stop_process
 
+__all__ = ["IFNAME_MAX", "KeyPair", "niced", "SOCKET_DIR", "socket_path", "uapi_set",
+           "unique_ifname", "WG_MTU", "WireGuardEnd", "WireGuardPair"]
+
 SOCKET_DIR = Path("/var/run/wireguard")
 WG_MTU = 1420          # wireguard-go's default: 1500 minus the 80 bytes of an IPv6 underlay
 IFNAME_MAX = 15

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+__all__ = ["cmd_bench", "register"]
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to the ``tunlab`` parser's subparsers."""

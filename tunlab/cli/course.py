@@ -25,6 +25,10 @@ from tunlab import resources
 from tunlab.errors import TunlabError
 from tunlab.safefiles import SafeDir, open_folder
 
+__all__ = ["Action", "BACKUPS", "cmd_lab", "cmd_notebooks", "copy_course", "DEFAULT_DIR",
+           "FileResult", "find_lesson", "lab_command", "LAB_PORT", "MANIFEST", "register",
+           "restore_lesson"]
+
 DEFAULT_DIR = Path("tunlab-notebooks")
 MANIFEST = ".tunlab-course.json"
 BACKUPS = ".backup"

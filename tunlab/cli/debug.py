@@ -11,6 +11,8 @@ from tunlab.errors import TunlabError
 from tunlab.fate.report import FateReport
 from tunlab.kernel.host import require_privileges
 
+__all__ = ["cmd_doctor", "cmd_dropwatch", "cmd_fate", "register"]
+
 
 def cmd_fate(args: argparse.Namespace) -> int:
     from tunlab.fate import fate

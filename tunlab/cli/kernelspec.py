@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+__all__ = ["cmd_kernelspec", "register"]
+
 
 def cmd_kernelspec(args: argparse.Namespace) -> int:
     """Install the kernel spec (or ``--print`` it) and say which mode this machine has."""

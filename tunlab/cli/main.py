@@ -15,6 +15,9 @@ from typing import Any
 from tunlab.errors import PrivilegeError, TunlabError
 from tunlab.kernel.host import require_privileges
 
+__all__ = ["build_parser", "cmd_cleanup", "cmd_client", "cmd_demo", "cmd_server", "Handler",
+           "main"]
+
 Handler = Callable[[argparse.Namespace], int]
 
 

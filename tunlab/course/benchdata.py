@@ -9,6 +9,8 @@ from typing import Any
 
 from tunlab import resources
 
+__all__ = ["load_bench", "load_bench_rtt_rounds"]
+
 
 def _bench_json(path: str | os.PathLike[str] | None) -> Any:
     target = Path(path) if path else resources.bench_results() / "bench.json"

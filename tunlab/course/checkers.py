@@ -17,6 +17,9 @@ from typing import Any
 from tunlab.course.fates import live_fate
 from tunlab.kernel.host import is_privileged
 
+__all__ = ["ANSWERS", "CAPABILITIES", "Checker", "CHECKERS", "digest_checker", "Judgement",
+           "Wrong"]
+
 Judgement = tuple[bool, str]
 """``(ok, message)``: the verdict on an answer and the reason, in words."""
 

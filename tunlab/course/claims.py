@@ -22,6 +22,9 @@ from typing import Any
 from tunlab.course.evidence import MARTIANS_KEY as RECORDED_MARTIANS
 from tunlab.course.evidence import REASONS_KEY as RECORDED_REASONS
 
+__all__ = ["Checked", "ClaimMismatch", "CLAIMS", "expect", "expect_each", "field_of", "Finding",
+           "RECORDED_LABEL", "Result"]
+
 Result = Any  # a typed result (FateReport...) or a recording's mapping
 RECORDED_LABEL = " (recorded on a root run: not traceable here)"
 

@@ -7,6 +7,8 @@ import signal
 import threading
 from typing import Any
 
+__all__ = ["register_cleanup", "unregister_cleanup"]
+
 _owned: list[Any] = []
 _owned_lock = threading.Lock()
 _hooks_installed = False

@@ -14,6 +14,9 @@ from typing import Any
 
 from tunlab.fate.report import FateReport
 
+__all__ = ["beside", "lacks_traced_evidence", "MARTIANS_KEY", "REASONS_KEY",
+           "with_recorded_evidence"]
+
 REASONS_KEY = "recorded_drop_reasons"
 MARTIANS_KEY = "recorded_martian_log"
 

@@ -10,6 +10,9 @@ from typing import Any
 from tunlab.course.checkers import CHECKERS, Checker, Judgement, digest_checker
 from tunlab.course.style import css
 
+__all__ = ["check", "CheckResult", "Exercise", "EXERCISES", "hint", "HintBox", "hints_shown",
+           "next_hint", "Note", "question", "register_exercise"]
+
 
 class Exercise:
     """A question whose answer is checked without showing it; hints come one by one on request.

@@ -10,6 +10,9 @@ from tunlab.course.seed_tunnel import SeedTunnel
 from tunlab.fate.report import FateReport
 from tunlab.kernel.counters import link_counters
 
+__all__ = ["events_dicts", "kfree_skb_reasons", "link_tx_packets", "ping_bound",
+           "ping_device_counts"]
+
 
 def kfree_skb_reasons(tracefs: str = "/sys/kernel/tracing") -> dict[int, str]:
     """The kernel's drop reason names by number, from the skb:kfree_skb event's format file.

@@ -16,6 +16,10 @@ from tunlab.course.recording import RECORDED_DIR, to_jsonable
 from tunlab.fate.report import FateReport, Verdict
 from tunlab.kernel.host import is_privileged
 
+__all__ = ["fate", "FATE_CASE_INPUTS", "FATE_CASES", "fate_key", "FORWARD_ACCEPT_TUNNEL_RULESET",
+           "FORWARD_DROP_RULESET", "live_fate", "record_fate_cases", "recorded_fate",
+           "SEED_SYSCTLS"]
+
 FATE_CASES = RECORDED_DIR / "fate_cases.json"
 
 

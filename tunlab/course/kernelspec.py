@@ -22,6 +22,9 @@ from pathlib import Path
 
 from tunlab.errors import TunlabError
 
+__all__ = ["DISPLAY_NAME", "install", "IPC_HINT", "kernel_argv", "kernel_json", "KERNEL_NAME",
+           "main", "NETNS_DIR", "TUN_DEVICE", "TUN_ENV", "UNSHARE"]
+
 KERNEL_NAME = "tunlab-nosudo"
 DISPLAY_NAME = "tunlab (no sudo)"
 # No --fork: unshare(1) enters the namespaces and execs the kernel in its own process, so the

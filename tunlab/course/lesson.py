@@ -23,6 +23,10 @@ from tunlab.course.recording import (
 from tunlab.course.style import css
 from tunlab.kernel.host import is_privileged
 
+__all__ = ["CommandOutput", "current_lesson", "enable_figure_display", "kernel_log", "Lesson",
+           "lesson_of", "LESSONS", "presenter", "PRESENTER_ENV", "start", "START_HINT",
+           "START_HINT_SCRIPT"]
+
 START_HINT = "sudo make lab"
 START_HINT_SCRIPT = "sudo bash scripts/setup.sh lab"
 

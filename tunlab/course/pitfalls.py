@@ -20,6 +20,8 @@ from tunlab.kernel.netns import Namespace
 from tunlab.kernel.tun import IFF_TUN, attach_fd, check_device_name, device_exists
 from tunlab.packet.build import build
 
+__all__ = ["BareWrite", "describe", "link_stats", "render_bare_write", "write_bare_ip"]
+
 
 @dataclass(frozen=True)
 class BareWrite:

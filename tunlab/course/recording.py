@@ -13,6 +13,9 @@ from typing import Any
 from tunlab import resources
 from tunlab.fate.report import FateReport
 
+__all__ = ["DATA_DIR", "from_jsonable", "load_recording", "RECORD_ENV", "RECORDED_DIR",
+           "recording_enabled", "save_recording", "to_jsonable"]
+
 DATA_DIR = resources.data_path()
 RECORDED_DIR = DATA_DIR / "recorded"
 RECORD_ENV = "TUNLAB_RECORD"

@@ -11,6 +11,8 @@ import ipywidgets as w
 from tunlab.course.style import badge, css, muted, pre
 from tunlab.fate.report import FateReport
 
+__all__ = ["count_outcomes", "fate_box", "fate_html", "fate_table", "FateFn", "rp_sweep", "sweep"]
+
 FateFn = Callable[..., FateReport]
 
 _BORING = ("IpInReceives", "IpOutRequests", "IpOutTransmits")

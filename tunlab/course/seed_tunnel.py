@@ -8,6 +8,8 @@ from typing import Any
 from tunlab.course.cleanup import register_cleanup, unregister_cleanup
 from tunlab.errors import TunlabError
 
+__all__ = ["seed_tunnel", "SeedTunnel"]
+
 
 class SeedTunnel:
     """The seed's vpn-server on mytun2 and vpn-client on mytun, inside the lesson's lab.

@@ -10,6 +10,9 @@ from typing import Any
 
 from tunlab.course import plots
 
+__all__ = ["badge", "css", "invalid", "muted", "pre", "PRESENTER_CSS", "presenter_style", "RULES",
+           "set_presenter", "STYLESHEET", "TONES"]
+
 STYLESHEET = files(__package__).joinpath("course.css").read_text(encoding="utf-8")
 """The text of ``course.css``."""
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import ipywidgets as w
 
+__all__ = ["events_html", "events_table", "frames_html", "frames_table"]
+
 
 def frames_html(frames: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
     """Captured frames (dicts from CapturedFrame.to_dict) as an HTML table."""

@@ -14,6 +14,8 @@ from tunlab.errors import TunlabError
 from tunlab.lab import SeedLab
 from tunlab.tunnel import TunnelClient, TunnelEvent, TunnelServer
 
+__all__ = ["DemoResult", "PING_COMMAND", "PING_TARGET", "run_demo"]
+
 PING_TARGET = "10.0.0.2"
 PING_COMMAND = ["ping", PING_TARGET, "-c1", "-W1"]
 

@@ -31,6 +31,9 @@ from tunlab.kernel.tun import TunDevice
 from tunlab.lab import SEED_DEVICES, UPLINK, SeedLab
 from tunlab.packet import craft as packets
 
+__all__ = ["craft", "LAB_DEVICES", "observe", "QUIET_PERIOD", "REPLY_WINDOW", "rules_ruleset",
+           "RULES_TABLE", "run", "WATCHED_SYSCTLS"]
+
 REPLY_WINDOW = 1.0     # replies are collected for at most this long after the write
 
 

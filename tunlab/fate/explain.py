@@ -28,6 +28,9 @@ from tunlab.fate.changes import (
 from tunlab.fate.report import Evidence, FateReport, Fix, Verdict
 from tunlab.fate.request import FateRequest
 
+__all__ = ["COUNTER_MEANINGS", "diagnose", "Diagnosis", "Explainer", "EXPLAINERS", "render",
+           "ROUTE_TYPE_WORDS", "sysctl_fix"]
+
 COUNTER_MEANINGS = {name: info.meaning for name, info in catalogue.COUNTERS.items()}
 
 

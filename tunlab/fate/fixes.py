@@ -16,6 +16,8 @@ from tunlab.fate.explain import diagnose
 from tunlab.fate.report import FateReport, Fix, Verdict
 from tunlab.fate.request import FateRequest
 
+__all__ = ["MAX_RUNS", "MAX_SECONDS", "PARALLEL", "Runner", "verify"]
+
 MAX_RUNS = 5          # fresh labs one verification may build
 MAX_SECONDS = 4.0     # ... and the time it may take, whatever the machine's load
 PARALLEL = 3          # first-level candidates tried at once

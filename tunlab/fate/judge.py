@@ -16,6 +16,8 @@ from tunlab.fate.settings import EffectiveSettings
 from tunlab.kernel import martians, tracefs
 from tunlab.packet import craft as packets
 
+__all__ = ["counter_drops", "DROP_COUNTERS", "judge", "MARTIAN_REASONS", "Observation"]
+
 MARTIAN_REASONS = frozenset({"IP_LOCAL_SOURCE", "IP_INVALID_SOURCE", "IP_RPFILTER",
                              "IP_LOCALNET", "IP_INVALID_DEST"})
 

@@ -17,6 +17,8 @@ import re
 from tunlab.errors import TunlabError
 from tunlab.safefiles import read_as_invoker
 
+__all__ = ["check_command", "check_ruleset", "MAX_RULESET", "read_ruleset"]
+
 MAX_RULESET = 1024 * 1024
 """The largest ruleset file taken (a host firewall is a few KB)."""
 # any case, anywhere, even inside a word or a comment: a false refusal costs a rephrase, a

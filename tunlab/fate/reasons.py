@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = ["CounterInfo", "COUNTERS", "meaning", "ReasonInfo", "REASONS", "Stage", "stage"]
+
 
 class Stage(StrEnum):
     """Where on the receive path a drop happens (the path figure's boxes)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+__all__ = ["DropSite", "Evidence", "FateReport", "Fix", "Reply", "reply_kind", "Verdict"]
+
 if TYPE_CHECKING:
     from tunlab.fate.changes import Change
     from tunlab.kernel.nft.fixes import NftFix

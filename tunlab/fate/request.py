@@ -17,6 +17,9 @@ from tunlab.errors import TunlabError
 from tunlab.fate import nftinput
 from tunlab.fate.changes import Change, apply_all
 
+__all__ = ["add_arguments", "FateRequest", "from_namespace", "HOOKS", "Listener", "make_request",
+           "parse_args", "request", "ROUTE_TYPES"]
+
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 ROUTE_TYPES = ("blackhole", "unreachable", "prohibit", "throw")
 _DEVICE = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")

@@ -16,6 +16,8 @@ from typing import Any
 
 from tunlab.kernel.netns import Namespace
 
+__all__ = ["Combined", "EffectiveSettings", "read_effective"]
+
 _CONF = Path("/proc/sys/net/ipv4/conf")
 
 

@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+__all__ = ["ARPHRD_NONE", "attach_filter", "capture", "compile_filter", "ETH_P_ALL", "linktype",
+           "LINKTYPE_ETHERNET", "LINKTYPE_RAW", "main", "PACKET_OUTGOING", "SNAPLEN",
+           "SO_ATTACH_FILTER"]
+
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from tunlab.kernel.netns import Namespace
 
+__all__ = ["counter_delta", "link_counters", "rt_cache_counters", "snapshot_counters",
+           "snmp6_counters", "snmp_counters"]
+
 _DEV_FIELDS = {"rx": ("bytes", "packets", "errors", "dropped", "over_errors", "frame_errors",
                       "compressed", "multicast"),
                "tx": ("bytes", "packets", "errors", "dropped", "fifo_errors", "collisions",

@@ -22,6 +22,8 @@ from tunlab.kernel.host import (
     userns_blocker,
 )
 
+__all__ = ["Check", "CHECKS", "lab_can_run", "lab_mode", "Mode", "ModeReport", "run_checks"]
+
 
 @dataclass
 class Check:
@@ -181,7 +183,6 @@ CHECKS: list[Callable[[], Check]] = [
     lambda: _tool("nft", "nftables", "the firewall lessons", required=False),
     lambda: _tool("nstat", "iproute2", "SNMP counters", required=False),
     lambda: _tool("iperf3", "iperf3", "the performance lesson", required=False),
-    lambda: _python("pyroute2", "netlink and namespaces"),
     lambda: _python("scapy", "crafting and dissecting packets"),
     lambda: _python("ipywidgets", "the notebooks' widgets", required=False),
     lambda: _python("matplotlib", "the notebooks' plots", required=False),

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from tunlab.errors import PrivilegeError
 
+__all__ = ["AA_RESTRICT", "AA_WAYS_OUT", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "FIX", "has_capability",
+           "in_user_namespace", "is_privileged", "PROC", "require_privileges", "userns_blocker"]
+
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+__all__ = ["MartianLog", "matching_martians"]
+
 _MARTIAN = re.compile(r"martian (source|destination) (\S+) from (\S+), on dev (\S+)")
 
 

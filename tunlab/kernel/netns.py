@@ -31,6 +31,10 @@ from tunlab.kernel import ownership
 from tunlab.kernel.host import require_privileges
 from tunlab.kernel.ownership import CleanupAction, Kind, Outcome, Record
 
+__all__ = ["cleanup_stale", "create", "delete_all_owned", "install_signal_handlers",
+           "list_lab_namespaces", "Namespace", "NETNS_DIR", "owner_is_alive", "owner_tag",
+           "PREFIX", "unique_name"]
+
 T = TypeVar("T")
 
 PREFIX = "tunlab-"

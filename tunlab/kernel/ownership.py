@@ -33,6 +33,11 @@ from typing import Literal, overload
 
 from tunlab.errors import TunlabError
 
+__all__ = ["boot_id", "claim", "CleanupAction", "FORMAT_VERSION", "Kind", "Outcome", "owner_state",
+           "OWNERS_DIR", "OwnerState", "parent_pid", "Process", "process_start_time", "read",
+           "Record", "records", "records_dir", "release", "started_by_tunlab", "STATE_DIR",
+           "sweep", "update"]
+
 STATE_DIR = Path("/run/tunlab")
 OWNERS_DIR = STATE_DIR / "owners"
 FORMAT_VERSION = 1

@@ -13,6 +13,8 @@ from tunlab.errors import TunlabError
 from tunlab.kernel.netns import Namespace
 from tunlab.packet.craft import check_ipv4
 
+__all__ = ["describe_lookup", "route_get", "routes", "routes_text", "why_own_address_loops_back"]
+
 
 def routes(ns: Namespace, table: str = "main") -> list[dict[str, Any]]:
     """The routes of ``table`` (main, local, or a number) in ``ns``, one dict each."""

@@ -16,6 +16,8 @@ from pathlib import Path
 from tunlab.errors import TunlabError
 from tunlab.kernel.netns import Namespace
 
+__all__ = ["get", "parse_assignments", "set", "SysctlChanges"]
+
 _KEY = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_\-]+)+$")
 
 

@@ -24,6 +24,11 @@ from tunlab.kernel import netns, ownership
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.ownership import CleanupAction, Kind, Outcome, Record
 
+__all__ = ["attribute_drops", "cleanup_stale_instances", "Drop", "DropTracer", "ensure_tracefs",
+           "ETH_P_IP", "ETH_P_IPV6", "EVENT", "list_instances", "name_this_thread",
+           "parse_reason_names", "parse_trace_line", "reason_names", "Receive", "RECEIVE_EVENT",
+           "summarize_drops", "TRACEFS", "watch_drops"]
+
 TRACEFS = Path("/sys/kernel/tracing")
 
 

@@ -34,6 +34,13 @@ from tunlab.kernel.ownership import CleanupAction, Kind, Outcome, OwnerState, Re
 from tunlab.packet.validate import ip_packet_problem
 from tunlab.packet.vnet import VNET_HDR_SIZE, ZERO_HEADER, OffloadError, needs_work, resolve
 
+__all__ = ["attach_fd", "check_device_name", "CLONE_NEWNET", "CREATE_SCRIPT", "device_exists",
+           "ETHTOOL_GTSO", "ETHTOOL_GTXCSUM", "IFF_MULTI_QUEUE", "IFF_NO_PI", "IFF_PERSIST",
+           "IFF_TUN", "IFF_VNET_HDR", "IFNAMSIZ", "MAX_PACKET", "OFFLOAD_FAST",
+           "restore_stale_devices", "SIOCETHTOOL", "SIOCGIFMTU", "SIOCSIFMTU", "TUN_F_CSUM",
+           "TUN_F_TSO4", "TUN_F_TSO6", "TUN_PATH", "TunDevice", "TUNGETIFF", "TUNSETIFF",
+           "TUNSETOFFLOAD", "TUNSETPERSIST", "TUNSETVNETHDRSZ"]
+
 TUN_PATH = "/dev/net/tun"
 
 # ioctl numbers from <linux/if_tun.h> (x86_64 and arm64 agree).

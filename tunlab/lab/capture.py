@@ -22,6 +22,8 @@ from tunlab.kernel.host import in_user_namespace
 from tunlab.proto.scapy_layer import CapturedFrame, dissect_capture
 from tunlab.runtime import stop_process
 
+__all__ = ["Capture", "capture", "capture_command"]
+
 if TYPE_CHECKING:
     from scapy.packet import Packet
 

@@ -20,6 +20,11 @@ from tunlab.errors import TunlabError
 from tunlab.kernel.netns import Namespace
 from tunlab.runtime import stop_process
 
+__all__ = ["announced_mss", "AnnouncedMss", "compare_paths", "data_path_experiment",
+           "describe_mss", "iperf3", "iperf3_server", "IPERF_PORT", "lab_iperf3",
+           "loss_experiment", "loss_summary", "LOSS_TABLE", "mtu_experiment", "ping_rtts", "Run",
+           "set_loss", "tcp_mss", "wait_listening"]
+
 IPERF_PORT = 5201
 LOSS_TABLE = "tunlab_loss"
 

@@ -24,6 +24,10 @@ from tunlab.kernel.host import require_privileges
 from tunlab.kernel.netns import Namespace
 from tunlab.kernel.tun import TunDevice
 
+__all__ = ["cleanup_leftovers", "MAX_TUN_MTU", "READY_TIMEOUT", "SCRIPT", "script_path",
+           "SEED_DEVICES", "SEED_DEVICES_V6", "SeedLab", "TUNNEL_ADDRESSES", "TUNNEL_PORT",
+           "TwoHostLab", "UNDERLAY", "UPLINK_ADDRESS_V6"]
+
 if TYPE_CHECKING:  # the tunnel is imported when a lab starts one (fate labs never do)
     from tunlab.tunnel import TunnelClient, TunnelServer
 

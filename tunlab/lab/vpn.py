@@ -14,6 +14,9 @@ from typing import Any
 
 from tunlab.kernel.counters import counter_delta, snmp_counters
 
+__all__ = ["diagnose_vpn_ping", "FIREWALL", "FIREWALL_FIX", "FIREWALL_UNFIX", "LAN_NET",
+           "VPN_COUNTERS", "VpnScenario"]
+
 LAN_NET = "192.168.50.0/24"
 LAN_B, LAN_C = "192.168.50.1", "192.168.50.2"
 FIREWALL = """table inet hostfw {

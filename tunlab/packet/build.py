@@ -17,6 +17,8 @@ from typing import Any
 
 from tunlab.packet.validate import internet_checksum
 
+__all__ = ["build", "IPV6_EXTENSION_HEADERS", "PROTOCOL_NAMES", "PROTOCOL_NAMES_V6", "summarize"]
+
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 PROTOCOL_NAMES_V6 = {58: "icmp6", 6: "tcp", 17: "udp"}
 IPV6_EXTENSION_HEADERS = (0, 43, 44, 60)

@@ -16,6 +16,12 @@ from typing import Any
 from tunlab.errors import TunlabError
 from tunlab.packet import build as wire
 
+__all__ = ["check_ip", "check_ipv4", "craft", "craft_with_scapy", "dissect", "HEADER", "ICMP_ECHO",
+           "ICMP_ERRORS", "icmp_quoted_packet", "ICMPV6_ERRORS", "ip_family",
+           "IPV6_EXTENSION_HEADERS", "L4_HEADER", "MAX_SIZE", "PROTOCOL_NAMES",
+           "PROTOCOL_NAMES_V6", "protocol_number", "PROTOCOLS", "PROTOCOLS_V6", "SPORT",
+           "summarize", "summarize_with_scapy"]
+
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
 # IPv6 names its next headers the same way, except that ICMP is ICMPv6 (58).

@@ -6,6 +6,11 @@ raise: it reads three header fields and compares lengths, nothing more.
 
 from __future__ import annotations
 
+__all__ = ["CHECKSUM_FIELD", "checksum_ok", "checksum_problem", "finished_packet_problem",
+           "internet_checksum", "ip_packet_problem", "ip_version", "IPV4_MIN_HEADER",
+           "IPV6_HEADER", "MIN_TRANSPORT_HEADER", "pseudo_header", "TCP", "transport_offset",
+           "UDP"]
+
 IPV4_MIN_HEADER = 20
 IPV6_HEADER = 40
 

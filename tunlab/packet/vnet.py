@@ -42,6 +42,10 @@ from tunlab.packet.validate import (
     transport_offset,
 )
 
+__all__ = ["complete_checksum", "F_DATA_VALID", "F_NEEDS_CSUM", "GSO_ECN", "GSO_NONE", "GSO_TCPV4",
+           "GSO_TCPV6", "GSO_UDP", "GSO_UDP_L4", "HEADER", "MAX_SEGMENTS", "needs_work",
+           "OffloadError", "resolve", "segment_tcp", "VNET_HDR_SIZE", "VnetHeader", "ZERO_HEADER"]
+
 VNET_HDR_SIZE = 10
 HEADER = struct.Struct("<BBHHHH")
 

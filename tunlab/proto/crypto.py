@@ -56,6 +56,13 @@ from tunlab.proto.framing import (
     frame_header,
 )
 
+__all__ = ["auth_tag", "auth_tag_valid", "check_psk", "choose_cipher", "Cipher",
+           "CIPHERS_INFO_KEY", "COUNTER_SIZE", "cpu_has_aes", "DEFAULT_CIPHER", "derive_keys",
+           "GENERATE_HINT", "load_psk", "MAX_COUNTER", "MAX_OFFERED_CIPHERS", "MAX_PSK_BYTES",
+           "MIN_PSK_BYTES", "NONCE_INFO_KEY", "NONCE_SIZE", "offered_ciphers", "Opener",
+           "preferred_ciphers", "PSK_FEATURE", "SEAL_OVERHEAD", "SEALED_FRAME_OVERHEAD", "Sealer",
+           "SealError", "SecureFrameType", "SessionKeys", "TAG_SIZE", "transcript_hash"]
+
 PSK_FEATURE = "psk"
 NONCE_INFO_KEY = "psk_nonce"
 CIPHERS_INFO_KEY = "ciphers"

@@ -35,6 +35,14 @@ from typing import Any
 
 from tunlab.packet.validate import ip_packet_problem
 
+__all__ = ["CloseReceived", "Decoder", "DecoderStats", "DEFAULT_MAX_PAYLOAD", "encode_close",
+           "encode_frame", "encode_gso_packet", "encode_hello", "encode_keepalive",
+           "encode_packet", "EncodeError", "Event", "ExtensionFrame", "frame_header",
+           "FrameRejected", "FrameType", "HEADER", "HEADER_SIZE", "Hello", "HelloReceived",
+           "KeepaliveReceived", "MAGIC", "MAX_CLOSE_REASON", "MAX_HELLO", "MAX_HELLO_DEPTH",
+           "PacketReceived", "printable_reason", "ProtocolError", "RejectReason", "VERSION",
+           "VNET_FEATURE", "VNET_HDR_SIZE"]
+
 MAGIC = b"TL"
 VERSION = 1
 HEADER = struct.Struct("!2sBBI")

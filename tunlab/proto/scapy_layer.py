@@ -23,6 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["bind_port", "CapturedFrame", "dissect_capture", "dissect_packets", "FRAME_TYPES",
+           "frames_from_stream", "HEADER_SIZE", "MAGIC", "tcp_streams", "TunlabFrame"]
+
 logging.getLogger("scapy").setLevel(logging.ERROR)
 
 

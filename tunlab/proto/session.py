@@ -47,6 +47,9 @@ from tunlab.proto.framing import (
     RejectReason,
 )
 
+__all__ = ["Established", "Session", "SessionEvent", "SessionStateError", "State", "TRANSITIONS",
+           "Trigger"]
+
 _PEER_ROLE = {"client": "server", "server": "client"}
 # Inner frame types a sealed frame may carry.
 _SEALABLE = (FrameType.DATA, FrameType.GSO_DATA, FrameType.KEEPALIVE, FrameType.CLOSE)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tunlab.errors import TunlabError
 
+__all__ = ["parse_hostport"]
+
 
 def parse_hostport(text: str) -> tuple[str, int]:
     """``"HOST:PORT"`` (IPv6 hosts in brackets) as a socket address; TunlabError otherwise."""

@@ -38,6 +38,8 @@ from tunlab.tunnel.tuning import (
     SEND_TIMEOUT,
 )
 
+__all__ = ["Endpoint"]
+
 log = logging.getLogger("tunlab.tunnel")
 E = TypeVar("E", bound="Endpoint")
 

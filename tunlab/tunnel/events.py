@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = ["EventKind", "TunnelEvent"]
+
 
 class EventKind(StrEnum):
     """What a :class:`TunnelEvent` records. A str: ``event.kind == "sent"`` works, and JSON and

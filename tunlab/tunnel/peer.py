@@ -10,6 +10,8 @@ from tunlab.proto.framing import VNET_FEATURE
 from tunlab.proto.session import Session
 from tunlab.tunnel.tuning import NOTSENT_LOWAT, SEND_TIMEOUT
 
+__all__ = ["Peer", "tune_underlay"]
+
 
 def tune_underlay(sock: socket.socket) -> None:
     """Socket options of a connected underlay socket: no Nagle delay, a bounded unsent queue

@@ -45,6 +45,8 @@ from tunlab.tunnel.tuning import (
     SPIN_SECONDS,
 )
 
+__all__ = ["FastPump", "Framer", "prefer_batch_scheduling"]
+
 if TYPE_CHECKING:
     from tunlab.tunnel.datapath import Datapath
 

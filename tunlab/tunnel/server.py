@@ -17,6 +17,8 @@ from tunlab.tunnel.endpoint import Endpoint
 from tunlab.tunnel.events import EventKind
 from tunlab.tunnel.peer import tune_underlay
 
+__all__ = ["TunnelServer"]
+
 log = logging.getLogger("tunlab.tunnel")
 
 

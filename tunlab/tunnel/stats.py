@@ -8,6 +8,8 @@ from typing import Any
 
 from tunlab.proto.framing import RejectReason
 
+__all__ = ["TunnelStats"]
+
 
 @dataclass
 class TunnelStats:

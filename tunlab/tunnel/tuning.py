@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from tunlab.packet.vnet import VNET_HDR_SIZE
 
+__all__ = ["KEEP_WARM_SECONDS", "KEEP_WARM_TICK_MS", "MAX_BUSY_POLL_US", "NOTSENT_LOWAT",
+           "READ_BATCH", "READ_BATCH_BYTES", "READ_BUFFER", "READY_TIMEOUT", "RECV_SIZE",
+           "SEND_TIMEOUT", "SPIN_SECONDS"]
+
 READ_BATCH = 64  # packets read from the device before one send(): fewer syscalls under load
 RECV_SIZE = 256 * 1024
 SEND_TIMEOUT = 5.0

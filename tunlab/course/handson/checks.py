@@ -45,6 +45,8 @@ from tunlab.course.handson.runner import (
 from tunlab.kernel.counters import counter_delta
 from tunlab.kernel.host import is_privileged
 
+__all__ = ["check_pump", "check_reader", "check_reply", "counter_panel", "EXERCISES"]
+
 
 def check_reader(read_ping: Callable[[int], Any], lab: Any) -> Verdict:
     """Attach to mytun in ``lab`` (a :class:`tunlab.lab.SeedLab`) with IFF_TUN|IFF_NO_PI, run

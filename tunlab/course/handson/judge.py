@@ -14,6 +14,8 @@ from tunlab.course.handson.runner import LAB_SOURCE, PING_TARGET, Outcome
 from tunlab.course.handson.solutions import PI_IPV4
 from tunlab.packet.validate import checksum_ok
 
+__all__ = ["diagnose_read", "diagnose_reply", "judge_udp", "UNFRAMED", "Verdict"]
+
 
 @dataclass(frozen=True)
 class Verdict:

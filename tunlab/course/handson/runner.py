@@ -21,6 +21,9 @@ from tunlab.kernel.host import is_privileged
 from tunlab.kernel.netns import Namespace
 from tunlab.runtime import stop_process
 
+__all__ = ["LAB_SOURCE", "NEEDS_LAB", "Outcome", "PING_TARGET", "PUMP_SECONDS", "READ_LIMIT",
+           "REPLY_LIMIT", "run_limited", "STOP_GRACE", "TimeLimit", "Worker"]
+
 PING_TARGET = "10.0.0.2"
 
 

@@ -17,6 +17,9 @@ from typing import Any
 from tunlab import course
 from tunlab.kernel.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
 
+__all__ = ["make_reply", "open_tun", "PI_IPV4", "pump", "read_ping", "reference", "solution",
+           "udp_pump"]
+
 PI_IPV4 = b"\x00\x00\x08\x00"  # struct tun_pi {flags 0, proto ETH_P_IP}
 
 

@@ -21,6 +21,8 @@ from tunlab.course import plots
 from tunlab.course.panels.kernel_log import KernelLogView
 from tunlab.course.style import css, presenter_style, set_presenter
 
+__all__ = ["clear_figure", "inline_figure", "LabBar", "LabPanel", "Result", "show_figure"]
+
 
 def _image(fig: Any | None = None, width: str = "100%") -> w.Image:
     image = w.Image(format="png", layout=w.Layout(width=width, max_width="900px"))

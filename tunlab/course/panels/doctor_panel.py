@@ -13,6 +13,8 @@ from tunlab.course.panels.base import LabPanel
 from tunlab.course.style import css
 from tunlab.kernel.doctor import Check, run_checks
 
+__all__ = ["DoctorPanel", "DoctorReport", "run_doctor"]
+
 
 @dataclass(frozen=True)
 class DoctorReport:

@@ -14,6 +14,8 @@ from tunlab.course.panels.base import LabPanel, _image, _ipv4, inline_figure
 from tunlab.course.style import badge, css, invalid, pre
 from tunlab.lab.vpn import VpnScenario
 
+__all__ = ["FixPanel", "StepView", "vpn_figure", "VPN_STEPS", "VpnPing"]
+
 VPN_STEPS = [
     plots.Step("a: ping\nroute lookup", "kernel"),
     plots.Step("a: tun0 →\nvpn-client", "device"),

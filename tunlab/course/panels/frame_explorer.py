@@ -14,6 +14,8 @@ from tunlab.course.panels.base import LabPanel, _image
 from tunlab.course.seed_tunnel import seed_tunnel
 from tunlab.course.style import pre
 
+__all__ = ["capture_frames", "capture_ping_frames", "FrameCapture", "FrameExplorer"]
+
 
 @dataclass(frozen=True)
 class FrameCapture:

@@ -8,6 +8,8 @@ import ipywidgets as w
 
 from tunlab.course.style import css, pre
 
+__all__ = ["kernel_log", "KernelLogView", "read_kernel_log"]
+
 
 def read_kernel_log(pattern: str = "martian", limit: int = 40,
                     path: str = "/dev/kmsg") -> list[str]:

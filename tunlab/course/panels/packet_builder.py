@@ -16,6 +16,8 @@ from tunlab.course.reports import FateFn, fate_html
 from tunlab.course.style import invalid, muted
 from tunlab.fate.report import FateReport
 
+__all__ = ["PacketBuilder", "send_packet", "SentPacket"]
+
 
 @dataclass(frozen=True)
 class SentPacket:

@@ -13,6 +13,8 @@ from tunlab.course import plots
 from tunlab.course.panels.base import LabPanel, _image
 from tunlab.course.style import css
 
+__all__ = ["hexdump", "PiRead", "PiReader", "read_one_ping", "read_ping"]
+
 
 def read_one_ping(ns: Any, device: str = "mytun", target: str = "10.0.0.2",
                   no_pi: bool = True, timeout: float = 3.0, size: int = 56) -> bytes:

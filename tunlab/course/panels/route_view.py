@@ -11,6 +11,9 @@ from tunlab.course import plots
 from tunlab.course.panels.base import LabPanel, _image, _ipv4
 from tunlab.course.style import css, invalid, pre
 
+__all__ = ["lab_ip", "NO_RECORDING", "parse_route_get", "route_figure", "route_get",
+           "route_tables", "ROUTE_TYPES", "RouteLookup", "RouteTables", "RouteView"]
+
 NO_RECORDING = ("(no recorded answer for this address; start the lab with `sudo make lab` to "
                 "ask the kernel)")
 

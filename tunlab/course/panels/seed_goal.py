@@ -19,6 +19,9 @@ from tunlab.fate.reasons import COUNTERS
 from tunlab.fate.report import FateReport, Verdict
 from tunlab.kernel.counters import counter_delta, snmp_counters
 
+__all__ = ["COUNTER_MEANINGS", "explain_counters", "ping_through_seed", "SeedGoalPanel",
+           "SeedPing"]
+
 
 @dataclass(frozen=True)
 class SeedPing:

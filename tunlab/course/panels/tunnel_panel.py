@@ -17,6 +17,8 @@ from tunlab.course.panels.base import LabPanel, _error_text, _image, show_figure
 from tunlab.course.style import css
 from tunlab.lab.measure import lab_iperf3, set_loss
 
+__all__ = ["TunnelPanel"]
+
 
 class TunnelPanel(LabPanel, w.VBox):
     """Start/stop a tunnel, push traffic through it, and watch packets/s and Mbit/s live.

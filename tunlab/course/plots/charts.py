@@ -11,6 +11,8 @@ from matplotlib.ticker import MaxNLocator
 
 from tunlab.course.plots.render import COLORS
 
+__all__ = ["bars", "drop_reasons", "latency", "loss_curve", "rates", "throughput"]
+
 """Smallest text in presenter mode: 12 pt is 16 CSS px when shown at 96 px per inch."""
 
 

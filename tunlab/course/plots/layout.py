@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+__all__ = ["byte_layout", "Field", "frame_layout", "LAYER_COLORS", "LAYER_NAMES", "layout_fields",
+           "read_layout"]
+
 LAYER_COLORS = {
     "pi": "#f4a6a6",        # the 4-byte packet-information header (IFF_NO_PI off)
     "tunlab": "#ffcc80",    # tunlab's frame header

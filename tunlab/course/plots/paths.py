@@ -13,6 +13,9 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from tunlab.course.plots.render import COLORS
 from tunlab.fate.report import FateReport
 
+__all__ = ["drop_stage", "fate_path", "packet_path", "seed_path", "SEED_STEPS", "seed_steps",
+           "Step"]
+
 
 @dataclass(frozen=True)
 class Step:

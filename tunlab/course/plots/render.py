@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
+__all__ = ["COLORS", "CSS_DPI", "figure_text", "HIDPI", "png_size", "PRESENTER_MIN_POINTS",
+           "presenter_on", "PRESENTER_SCALE", "render", "Rendered", "set_presenter",
+           "SMALLEST_TEXT_KEY", "smallest_text_points", "to_png"]
+
 # One colour per kind of thing, used consistently across the lessons.
 COLORS = {
     "app": "#dbe9f6",       # programs: ping, the vpn-client/-server

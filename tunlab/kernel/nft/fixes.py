@@ -16,6 +16,8 @@ from tunlab.kernel.netns import Namespace
 from tunlab.kernel.nft.model import FirewallVerdict, Hook, PacketInfo, Ruleset
 from tunlab.kernel.nft.parse import classify_nft_error
 
+__all__ = ["apply_fix", "NftFix", "propose_fix"]
+
 
 @dataclass(frozen=True)
 class NftFix:

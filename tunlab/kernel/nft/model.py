@@ -13,6 +13,10 @@ from typing import Any
 
 from tunlab.errors import TunlabError
 
+__all__ = ["ChainInfo", "ChainPass", "FirewallVerdict", "Hook", "NftTrace", "PacketInfo",
+           "Ruleset", "RuleVerdict", "StepKind", "TRACE_FAMILY", "TRACE_PRIORITY", "TRACE_TABLE",
+           "TracedPacket", "TraceStep"]
+
 TRACE_TABLE = "tunlab_trace"
 
 

@@ -22,6 +22,9 @@ from tunlab.kernel.nft.model import (
     TraceStep,
 )
 
+__all__ = ["classify_nft_error", "KERNEL_FIX", "parse_packet", "parse_rule_listing", "parse_step",
+           "parse_trace"]
+
 KERNEL_FIX = ("load nftables with `modprobe nf_tables` (and nft_chain_nat for NAT), or use a "
               "kernel built with CONFIG_NF_TABLES and CONFIG_NF_TABLES_INET")
 

@@ -28,6 +28,8 @@ from tunlab.kernel.nft.model import TRACE_FAMILY, TRACE_PRIORITY, TRACE_TABLE, N
 from tunlab.kernel.nft.parse import _LINE, classify_nft_error, parse_rule_listing, parse_trace
 from tunlab.runtime import stop_process
 
+__all__ = ["INSTALL_FIX", "monitor_subscribed", "NftTracer"]
+
 _TRACE_RULESET = f"""create table {TRACE_FAMILY} {TRACE_TABLE}
 add chain {TRACE_FAMILY} {TRACE_TABLE} pre {{ type filter hook prerouting priority {TRACE_PRIORITY}; policy accept; }}
 add chain {TRACE_FAMILY} {TRACE_TABLE} out {{ type filter hook output priority {TRACE_PRIORITY}; policy accept; }}
